@@ -1,0 +1,154 @@
+//! The `diagfim` command line (contract in README.md). Exit code 0 on success, 2 on any
+//! error (bad files, shapes, options), with a message that says how to fix it.
+
+use clap::{Args, Parser, Subcommand};
+use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
+use diagfim::{io, model, Activation, Family};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "diagfim",
+    version,
+    about = "Diagonal Fisher information of MLPs, with the exact variances of its Monte-Carlo estimators (Soen & Sun, NeurIPS 2024)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exact FIM diagonal, estimator variances and Monte-Carlo estimates per parameter.
+    Analyze(AnalyzeArgs),
+    /// Print a model's architecture and parameter count.
+    Info {
+        #[arg(long)]
+        model: PathBuf,
+        /// Hidden activations, overriding the file's metadata (e.g. sigmoid,sigmoid).
+        #[arg(long)]
+        activations: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// Model: safetensors state_dict of an nn.Sequential of nn.Linear layers.
+    #[arg(long)]
+    model: PathBuf,
+    /// Inputs X: .npy, float32 or float64, shape [B, in].
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Output family: categorical (logits) or gaussian (mean).
+    #[arg(long, default_value = "categorical")]
+    family: String,
+    /// Variance σ² of the Gaussian family.
+    #[arg(long, default_value_t = 1.0)]
+    sigma2: f64,
+    /// Hidden activations, overriding the model file's metadata.
+    #[arg(long)]
+    activations: Option<String>,
+    /// N, labels sampled per input.
+    #[arg(long, default_value_t = 16)]
+    samples: usize,
+    /// Seed of the counter-based RNG.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Data labels Y.npy (enables the empirical Fisher `ef`).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// auto (GPU when an adapter exists), cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    engine: String,
+    /// Keep a leading input axis instead of averaging over inputs.
+    #[arg(long)]
+    per_input: bool,
+    /// Inputs per block (memory only; results do not depend on it).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// CPU worker threads (0: all cores; results do not depend on it).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// RESULT.safetensors to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// SUMMARY.json to write.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+fn load_model(path: &Path, activations: Option<&str>) -> diagfim::Result<diagfim::Mlp> {
+    let acts = activations.map(Activation::parse_list).transpose()?;
+    model::load_safetensors(path, acts)
+}
+
+fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
+    let engine: EngineKind = a.engine.parse()?;
+    let family = Family::from_name(&a.family, a.sigma2)?;
+    let mlp = load_model(&a.model, a.activations.as_deref())?;
+    let inputs = io::read_inputs(&a.inputs)?;
+    let labels = a
+        .labels
+        .as_ref()
+        .map(|p| io::read_labels(p, family.as_dyn(), inputs.nrows(), mlp.output_dim()))
+        .transpose()?;
+    let bar =
+        ProgressBar::with_draw_target(Some(inputs.nrows() as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} analysing {pos}/{len} inputs [{bar:30}] {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let progress = |done: usize, _total: usize| bar.set_position(done as u64);
+    let report = analyze(&Request {
+        model: &mlp,
+        family: family.as_dyn(),
+        inputs: inputs.view(),
+        labels: labels.as_deref(),
+        options: AnalysisOptions {
+            samples: a.samples,
+            seed: a.seed,
+            per_input: a.per_input,
+            batch_size: a.batch_size,
+            threads: a.threads,
+            engine,
+        },
+        progress: Some(&progress),
+    })?;
+    bar.finish_and_clear();
+    report.save(&a.out)?;
+    if let Some(s) = &a.summary {
+        report.save_summary(s)?;
+    }
+    println!(
+        "{} inputs, N = {} labels each, engine {}, {:.3} s; per-tensor means:",
+        report.run.inputs, report.run.samples, report.run.adapter, report.run.wall_time_s
+    );
+    print!("{}", report.table());
+    println!("results: {}", a.out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze(a) => run_analyze(a),
+        Command::Info { model, activations } => {
+            load_model(&model, activations.as_deref()).map(|m| print!("{}", m.describe()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            ExitCode::from(2)
+        }
+    }
+}

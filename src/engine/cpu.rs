@@ -1,0 +1,370 @@
+//! The CPU reference engine, in f64 (DESIGN §5): forward pass, the exact backward recursion of
+//! MATH §6.2 for Δ_l and the output-Hessian diagonals Hd_l, per-unit statistics (§6.5) and the
+//! per-sample route (§6.6). Parallel over inputs with rayon; reductions over inputs run in
+//! input order so results are bit-identical for any thread count or batch size.
+
+use super::accumulate::Accumulator;
+use super::{validate, AnalysisOptions, Request};
+use crate::family::{ExpFamily, Label};
+use crate::model::Mlp;
+use crate::report::Report;
+use crate::{Result, MIN_SAMPLES_FOR_VARIANCE};
+use ndarray::{Array1, Array2, ArrayView1, Axis};
+use rayon::prelude::*;
+
+/// Forward and backward quantities of one input x.
+#[derive(Clone, Debug)]
+pub struct Derivatives {
+    /// Network output h (natural parameter).
+    pub h: Vec<f64>,
+    /// η = ∇F(h).
+    pub eta: Vec<f64>,
+    /// Layer inputs a_{l−1} for every layer l (a_0 = x).
+    pub layer_inputs: Vec<Array1<f64>>,
+    /// Δ_l[j, a] = ∂h_a/∂z_{l,j} (n_l × O).
+    pub delta: Vec<Array2<f64>>,
+    /// Hd_l[j, a] = ∂²h_a/∂z_{l,j}² (n_l × O); zero for the head.
+    pub hd: Vec<Array2<f64>>,
+}
+
+/// Per-unit statistics of one input and one layer (MATH §6.5); index j = unit of the layer.
+#[derive(Clone, Debug, Default)]
+pub struct UnitStats {
+    /// q_j = Δ_jᵀ C Δ_j.
+    pub q: Vec<f64>,
+    /// v_j = (K − C⊗C)[Δ_j⁴].
+    pub v: Vec<f64>,
+    /// w_j = Hd_jᵀ C Hd_j.
+    pub w: Vec<f64>,
+    /// Mean over samples of β_j², β = Δ_l r_s (score of the unit).
+    pub score_sq_mean: Vec<f64>,
+    /// Unbiased variance over samples of β_j².
+    pub score_sq_var: Vec<f64>,
+    /// Mean over samples of Hd_jᵀ r_s (so the unit's negative Hessian is q_j − this).
+    pub hess_r_mean: Vec<f64>,
+    /// Unbiased variance over samples of Hd_jᵀ r_s.
+    pub hess_r_var: Vec<f64>,
+    /// (Δ_jᵀ r_data)² for the empirical Fisher, when data labels are given.
+    pub ef: Option<Vec<f64>>,
+}
+
+/// Everything the accumulation over inputs needs from one input.
+#[derive(Clone, Debug)]
+pub struct InputStats {
+    pub layer_inputs: Vec<Array1<f64>>,
+    pub units: Vec<UnitStats>,
+}
+
+/// Forward pass, then Δ_l and Hd_l by the exact recursion of MATH §6.2, carrying the full
+/// per-output Hessians H^a_l = ∂²h_a/∂z_l∂z_lᵀ (only the diagonal is formed for layer 1).
+pub fn derivatives(model: &Mlp, family: &dyn ExpFamily, x: ArrayView1<f64>) -> Derivatives {
+    let layers = model.layers();
+    let nl = layers.len();
+    let mut layer_inputs = Vec::with_capacity(nl);
+    let mut d1 = Vec::with_capacity(nl - 1);
+    let mut d2 = Vec::with_capacity(nl - 1);
+    let mut a = x.to_owned();
+    for (l, layer) in layers.iter().enumerate() {
+        let z = layer.apply(a.view());
+        layer_inputs.push(a);
+        a = match model.activations().get(l) {
+            Some(act) => {
+                let mut out = Array1::zeros(z.len());
+                let mut s1 = Array1::zeros(z.len());
+                let mut s2 = Array1::zeros(z.len());
+                for j in 0..z.len() {
+                    (out[j], s1[j], s2[j]) = act.eval(z[j]);
+                }
+                d1.push(s1);
+                d2.push(s2);
+                out
+            }
+            None => z,
+        };
+    }
+    let h = a.to_vec();
+    let eta = family.eta(&h);
+    let o = h.len();
+
+    let mut delta = vec![Array2::zeros((0, 0)); nl];
+    let mut hd = vec![Array2::zeros((0, 0)); nl];
+    delta[nl - 1] = Array2::eye(o);
+    hd[nl - 1] = Array2::zeros((o, o));
+    // Full H^a of the current layer; None means identically zero (the head).
+    let mut hess: Option<Vec<Array2<f64>>> = None;
+    for l in (1..nl).rev() {
+        let w = &layers[l].weight;
+        let (s1, s2) = (&d1[l - 1], &d2[l - 1]);
+        let n = w.ncols();
+        let g = w.t().dot(&delta[l]); // n × O: Σ_m W[m,j] Δ_l[m,a]
+        let mut dl = g.clone();
+        let mut hdl = Array2::zeros((n, o));
+        for j in 0..n {
+            for c in 0..o {
+                dl[[j, c]] *= s1[j];
+                hdl[[j, c]] = s2[j] * g[[j, c]];
+            }
+        }
+        let need_full = l - 1 > 0;
+        let mut next = Vec::with_capacity(if need_full { o } else { 0 });
+        for c in 0..o {
+            // W_lᵀ H^a_l W_l (full when the recursion continues, else only its diagonal).
+            let quad: Option<Array2<f64>> = hess.as_ref().map(|hs| w.t().dot(&hs[c].dot(w)));
+            if let Some(q) = &quad {
+                for j in 0..n {
+                    hdl[[j, c]] += s1[j] * s1[j] * q[[j, j]];
+                }
+            }
+            if need_full {
+                let mut hn = quad.unwrap_or_else(|| Array2::zeros((n, n)));
+                for j in 0..n {
+                    for k in 0..n {
+                        hn[[j, k]] *= s1[j] * s1[k];
+                    }
+                    hn[[j, j]] += s2[j] * g[[j, c]];
+                }
+                next.push(hn);
+            }
+        }
+        delta[l - 1] = dl;
+        hd[l - 1] = hdl;
+        hess = need_full.then_some(next);
+    }
+    Derivatives {
+        h,
+        eta,
+        layer_inputs,
+        delta,
+        hd,
+    }
+}
+
+/// Mean and unbiased variance (two-pass, centred) of each row of `m` (units × samples).
+fn row_mean_var(m: &Array2<f64>, square: bool) -> (Vec<f64>, Vec<f64>) {
+    let n = m.ncols() as f64;
+    m.rows()
+        .into_iter()
+        .map(|row| {
+            let val = |v: f64| if square { v * v } else { v };
+            let mean = row.iter().map(|&v| val(v)).sum::<f64>() / n;
+            let ss: f64 = row.iter().map(|&v| (val(v) - mean).powi(2)).sum();
+            (mean, if n > 1.0 { ss / (n - 1.0) } else { f64::NAN })
+        })
+        .unzip()
+}
+
+/// Sampled residuals r_s = t(y_s) − η for s = 0..N (N × O), keyed by (seed, input, s).
+pub fn sampled_residuals(
+    family: &dyn ExpFamily,
+    d: &Derivatives,
+    seed: u64,
+    input: u32,
+    samples: usize,
+) -> (Array2<f64>, Vec<Label>) {
+    let o = d.h.len();
+    let mut r = Array2::zeros((samples, o));
+    let mut labels = Vec::with_capacity(samples);
+    for (s, mut row) in r.axis_iter_mut(Axis(0)).enumerate() {
+        let row = row
+            .as_slice_mut()
+            .expect("rows of a standard array are contiguous");
+        labels.push(family.sample(&d.h, &d.eta, seed, input, s as u32, row));
+    }
+    (r, labels)
+}
+
+/// Per-unit statistics of one input (MATH §6.5, §6.6).
+pub fn input_stats(
+    model: &Mlp,
+    family: &dyn ExpFamily,
+    x: ArrayView1<f64>,
+    input: u32,
+    label: Option<&Label>,
+    opts: &AnalysisOptions,
+) -> Result<InputStats> {
+    let d = derivatives(model, family, x);
+    let (r, _) = sampled_residuals(family, &d, opts.seed, input, opts.samples);
+    let r_data = match label {
+        Some(y) => {
+            let mut rd = vec![0.0; d.h.len()];
+            family.residual(&d.h, &d.eta, y, &mut rd)?;
+            Some(Array1::from(rd))
+        }
+        None => None,
+    };
+    let units = d
+        .delta
+        .iter()
+        .zip(&d.hd)
+        .map(|(delta, hd)| {
+            let quad = |m: &Array2<f64>, f: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
+                m.rows()
+                    .into_iter()
+                    .map(|row| f(row.as_slice().expect("contiguous row")))
+                    .collect()
+            };
+            let q = quad(delta, &|u| family.cov_quad(&d.eta, u));
+            let v = quad(delta, &|u| family.kurt_excess_quad(&d.eta, u));
+            let w = quad(hd, &|u| family.cov_quad(&d.eta, u));
+            let beta = delta.dot(&r.t());
+            let hr = hd.dot(&r.t());
+            let (score_sq_mean, score_sq_var) = row_mean_var(&beta, true);
+            let (hess_r_mean, hess_r_var) = row_mean_var(&hr, false);
+            let ef = r_data
+                .as_ref()
+                .map(|rd| delta.dot(rd).iter().map(|v| v * v).collect());
+            UnitStats {
+                q,
+                v,
+                w,
+                score_sq_mean,
+                score_sq_var,
+                hess_r_mean,
+                hess_r_var,
+                ef,
+            }
+        })
+        .collect();
+    Ok(InputStats {
+        layer_inputs: d.layer_inputs,
+        units,
+    })
+}
+
+/// Runs the whole analysis on the CPU.
+pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
+    validate(req)?;
+    let opts = &req.options;
+    debug_assert!(opts.samples >= MIN_SAMPLES_FOR_VARIANCE);
+    let b = req.inputs.nrows();
+    let mut acc = Accumulator::new(req.model, b, opts.per_input, req.labels.is_some());
+    let block = opts.batch_size.max(1);
+    let mut run = || -> Result<()> {
+        for start in (0..b).step_by(block) {
+            let end = (start + block).min(b);
+            let stats: Vec<InputStats> = (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let label = req.labels.map(|l| &l[i]);
+                    input_stats(
+                        req.model,
+                        req.family,
+                        req.inputs.row(i),
+                        i as u32,
+                        label,
+                        opts,
+                    )
+                })
+                .collect::<Result<_>>()?;
+            for (offset, s) in stats.iter().enumerate() {
+                acc.add(start + offset, s);
+            }
+            if let Some(p) = req.progress {
+                p(end, b);
+            }
+        }
+        Ok(())
+    };
+    match opts.threads {
+        0 => run()?,
+        t => rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .map_err(|e| crate::Error::Input(format!("cannot start {t} threads: {e}")))?
+            .install(run)?,
+    }
+    acc.finish(req, "cpu", "cpu (f64 reference engine)")
+}
+
+/// Per-sample derivatives of ℓ(y) = log p(y|x,θ) for one input and one label, per parameter
+/// tensor in [`Mlp::params`] order, computed by the brute-force per-sample route: the score by
+/// backpropagation of r, the exact negative diagonal Hessian as GGN_ii − (D r)_i with D r from
+/// the weighted Hessian pass of MATH §6.6 (independent of the per-output Hd_l).
+pub struct SampleDerivatives {
+    pub score: Vec<Vec<f64>>,
+    pub neg_hess: Vec<Vec<f64>>,
+}
+
+/// See [`SampleDerivatives`].
+pub fn sample_derivatives(
+    model: &Mlp,
+    family: &dyn ExpFamily,
+    x: ArrayView1<f64>,
+    y: &Label,
+) -> Result<SampleDerivatives> {
+    let d = derivatives(model, family, x);
+    let mut r = vec![0.0; d.h.len()];
+    family.residual(&d.h, &d.eta, y, &mut r)?;
+    let r = Array1::from(r);
+    let dr = weighted_hessian_diag(model, x, r.view());
+    let mut score = Vec::new();
+    let mut neg_hess = Vec::new();
+    for (l, layer) in model.layers().iter().enumerate() {
+        let a = &d.layer_inputs[l];
+        let beta = d.delta[l].dot(&r);
+        let ggn: Vec<f64> = d.delta[l]
+            .rows()
+            .into_iter()
+            .map(|row| family.cov_quad(&d.eta, row.as_slice().expect("contiguous")))
+            .collect();
+        let (n_out, n_in) = (layer.outputs(), layer.inputs());
+        let mut sw = Vec::with_capacity(n_out * n_in);
+        let mut hw = Vec::with_capacity(n_out * n_in);
+        for j in 0..n_out {
+            for k in 0..n_in {
+                sw.push(beta[j] * a[k]);
+                hw.push(a[k] * a[k] * (ggn[j] - dr[l][j]));
+            }
+        }
+        score.push(sw);
+        neg_hess.push(hw);
+        if layer.bias.is_some() {
+            score.push(beta.to_vec());
+            neg_hess.push((0..n_out).map(|j| ggn[j] - dr[l][j]).collect());
+        }
+    }
+    Ok(SampleDerivatives { score, neg_hess })
+}
+
+/// Diagonal of ∂²(rᵀh)/∂z_l² for every layer, by one pass of the MATH §6.2 recursion started
+/// at Δ_L = r, H_L = 0 (MATH §6.6 step 3). Entry j of layer l equals Σ_a Hd_l[j,a] r_a.
+pub fn weighted_hessian_diag(
+    model: &Mlp,
+    x: ArrayView1<f64>,
+    r: ArrayView1<f64>,
+) -> Vec<Array1<f64>> {
+    let layers = model.layers();
+    let nl = layers.len();
+    let mut d1 = Vec::new();
+    let mut d2 = Vec::new();
+    let mut a = x.to_owned();
+    for (l, layer) in layers.iter().enumerate() {
+        let z = layer.apply(a.view());
+        if let Some(act) = model.activations().get(l) {
+            let e: Vec<(f64, f64, f64)> = z.iter().map(|&v| act.eval(v)).collect();
+            a = e.iter().map(|t| t.0).collect();
+            d1.push(e.iter().map(|t| t.1).collect::<Array1<f64>>());
+            d2.push(e.iter().map(|t| t.2).collect::<Array1<f64>>());
+        }
+    }
+    let mut out = vec![Array1::zeros(0); nl];
+    out[nl - 1] = Array1::zeros(r.len());
+    let mut delta = r.to_owned();
+    let mut hess = Array2::<f64>::zeros((r.len(), r.len()));
+    for l in (1..nl).rev() {
+        let w = &layers[l].weight;
+        let g = w.t().dot(&delta);
+        let mut hn = w.t().dot(&hess.dot(w));
+        let (s1, s2) = (&d1[l - 1], &d2[l - 1]);
+        for j in 0..g.len() {
+            for k in 0..g.len() {
+                hn[[j, k]] *= s1[j] * s1[k];
+            }
+            hn[[j, j]] += s2[j] * g[j];
+        }
+        delta = &g * s1;
+        out[l - 1] = hn.diag().to_owned();
+        hess = hn;
+    }
+    out
+}

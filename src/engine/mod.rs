@@ -1,0 +1,160 @@
+//! Engines that run the analysis. They share one request type and one report type; the CPU
+//! engine (f64) is the reference and the fallback when no GPU adapter exists.
+
+mod accumulate;
+pub mod cpu;
+
+use crate::family::{ExpFamily, Label};
+use crate::model::Mlp;
+use crate::report::Report;
+use crate::{Error, Result, MIN_SAMPLES_FOR_VARIANCE};
+use ndarray::ArrayView2;
+use std::str::FromStr;
+
+/// Which engine runs the analysis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The GPU engine when an adapter exists, else the CPU engine.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl FromStr for EngineKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(EngineKind::Auto),
+            "cpu" => Ok(EngineKind::Cpu),
+            "gpu" => Ok(EngineKind::Gpu),
+            other => Err(Error::Input(format!(
+                "unknown engine '{other}': use auto, cpu or gpu"
+            ))),
+        }
+    }
+}
+
+/// Options of one analysis.
+#[derive(Clone, Debug)]
+pub struct AnalysisOptions {
+    /// N, the number of labels sampled per input (≥ 2, so that sample variances exist).
+    pub samples: usize,
+    /// Seed of the counter-based RNG.
+    pub seed: u64,
+    /// Keep a leading input axis instead of averaging over inputs.
+    pub per_input: bool,
+    /// Inputs processed per block (memory bound only: results do not depend on it).
+    pub batch_size: usize,
+    /// Worker threads of the CPU engine (0: rayon's default). Results do not depend on it.
+    pub threads: usize,
+    pub engine: EngineKind,
+}
+
+impl Default for AnalysisOptions {
+    fn default() -> Self {
+        AnalysisOptions {
+            samples: 16,
+            seed: 0,
+            per_input: false,
+            batch_size: 256,
+            threads: 0,
+            engine: EngineKind::Auto,
+        }
+    }
+}
+
+/// Callback told (inputs done, inputs in all) after each block.
+pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// Everything an engine needs.
+pub struct Request<'a> {
+    pub model: &'a Mlp,
+    pub family: &'a dyn ExpFamily,
+    /// Inputs, one row per input x: [B, in].
+    pub inputs: ArrayView2<'a, f64>,
+    /// Data labels for the empirical Fisher, one per input.
+    pub labels: Option<&'a [Label]>,
+    pub options: AnalysisOptions,
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+/// Checks a request; every problem becomes an error that says how to fix it.
+pub fn validate(req: &Request<'_>) -> Result<()> {
+    let (b, width) = req.inputs.dim();
+    if b == 0 {
+        return Err(Error::Input(
+            "there are no inputs (B = 0): give at least one row".into(),
+        ));
+    }
+    if b > u32::MAX as usize {
+        return Err(Error::Input(format!(
+            "{b} inputs exceed the RNG's 2³² input counter; split the data"
+        )));
+    }
+    if width != req.model.input_dim() {
+        return Err(Error::Input(format!(
+            "inputs have {width} columns but the model expects {} inputs",
+            req.model.input_dim()
+        )));
+    }
+    if let Some(index) = req.inputs.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "the inputs".into(),
+            index,
+        });
+    }
+    req.family.check_outputs(req.model.output_dim())?;
+    if req.options.samples < MIN_SAMPLES_FOR_VARIANCE {
+        return Err(Error::Input(format!(
+            "N = {} sampled labels per input: at least {MIN_SAMPLES_FOR_VARIANCE} are needed for \
+             the sample variances mc_var1/mc_var2 (use --samples 2 or more)",
+            req.options.samples
+        )));
+    }
+    if req.options.samples > u32::MAX as usize {
+        return Err(Error::Input(
+            "N exceeds the RNG's 2³² sample counter".into(),
+        ));
+    }
+    if let Some(labels) = req.labels {
+        if labels.len() != b {
+            return Err(Error::Input(format!(
+                "{} labels for {b} inputs: give one label per input",
+                labels.len()
+            )));
+        }
+        let o = req.model.output_dim();
+        let h = vec![0.0; o];
+        let eta = req.family.eta(&h);
+        let mut r = vec![0.0; o];
+        for (i, y) in labels.iter().enumerate() {
+            req.family
+                .residual(&h, &eta, y, &mut r)
+                .map_err(|e| Error::Input(format!("label {i}: {e}")))?;
+            if let Label::Target(t) = y {
+                if let Some(k) = t.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::NonFinite {
+                        what: format!("label {i}"),
+                        index: k,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the analysis on the engine the options ask for.
+pub fn analyze(req: &Request<'_>) -> Result<Report> {
+    let started = std::time::Instant::now();
+    let mut report = match req.options.engine {
+        EngineKind::Cpu | EngineKind::Auto => cpu::analyze(req)?,
+        EngineKind::Gpu => Err(Error::Gpu(
+            "this build has no GPU engine yet; use --engine cpu (or auto, which falls back to the CPU)"
+                .into(),
+        ))?,
+    };
+    report.run.wall_time_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,57 @@
+//! The one error type of the crate. Every message says what was wrong and how to fix it.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in diagfim. No public function panics on bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened, read or written.
+    #[error("cannot {action} '{path}': {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file is not a valid safetensors file or misses what the contract asks for.
+    #[error("model file '{path}': {msg}")]
+    ModelFile { path: PathBuf, msg: String },
+    /// The model's layers are inconsistent (shapes that do not chain, missing tensors, ...).
+    #[error("invalid model: {0}")]
+    Model(String),
+    /// An activation name that diagfim does not support.
+    #[error("unknown activation '{name}': supported are identity, sigmoid, tanh, relu, softplus, logsigmoid")]
+    UnknownActivation { name: String },
+    /// A .npy array (inputs or labels) has the wrong dtype, shape or contents.
+    #[error("array file '{path}': {msg}")]
+    ArrayFile { path: PathBuf, msg: String },
+    /// Inputs, labels or options that do not fit the model or each other.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// NaN or infinity where finite numbers are required.
+    #[error("non-finite value in {what} at index {index}: diagfim needs finite numbers; clean the data or the model")]
+    NonFinite { what: String, index: usize },
+    /// An IDX (MNIST) data file that is missing, corrupt or not what was expected.
+    #[error("IDX file '{path}': {msg}")]
+    Idx { path: PathBuf, msg: String },
+    /// The GPU engine is unavailable or failed.
+    #[error("GPU engine: {0}")]
+    Gpu(String),
+    /// Writing results failed.
+    #[error("cannot write results to '{path}': {msg}")]
+    Output { path: PathBuf, msg: String },
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O error with the path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

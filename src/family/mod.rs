@@ -1,0 +1,93 @@
+//! Exponential families p(y|x,θ) = π(y)·exp(t(y)ᵀh − F(h)) with the network output h as
+//! natural parameter (MATH §1–§2). Every contraction of C, K and K − C⊗C with a vector
+//! costs O(O): no O⁴ tensor is ever built.
+
+mod categorical;
+mod gaussian;
+
+pub use categorical::Categorical;
+pub use gaussian::Gaussian;
+
+use crate::{Error, Result};
+use std::fmt;
+
+/// One label y: a class index (categorical) or a real vector (Gaussian).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Label {
+    Class(usize),
+    Target(Vec<f64>),
+}
+
+/// The interface the engines and the theory layer need from an output family.
+///
+/// `eta` is η = ∇F(h) = E[t(y)]; all moments are of the centred statistic s = t(y) − η.
+pub trait ExpFamily: Send + Sync + fmt::Debug {
+    /// Short name, as on the command line.
+    fn name(&self) -> &'static str;
+    /// Checks that the family fits a model with `outputs` outputs.
+    fn check_outputs(&self, outputs: usize) -> Result<()>;
+    /// η = ∂F/∂h (MATH §2).
+    fn eta(&self, h: &[f64]) -> Vec<f64>;
+    /// C·u, with C = Cov(t) = ∇²F(h).
+    fn cov_apply(&self, eta: &[f64], u: &[f64]) -> Vec<f64>;
+    /// C[u,u] = E[(uᵀs)²].
+    fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64;
+    /// K[u⁴] = E[(uᵀs)⁴].
+    fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64;
+    /// (K − C⊗C)[u⁴] = Var[(uᵀs)²] ≥ 0, computed without cancellation.
+    fn kurt_excess_quad(&self, eta: &[f64], u: &[f64]) -> f64;
+    /// Third central moment contraction E[(uᵀs)²(vᵀs)].
+    fn third_central(&self, eta: &[f64], u: &[f64], v: &[f64]) -> f64;
+    /// log p(y|h), including the base measure.
+    fn log_lik(&self, h: &[f64], y: &Label) -> Result<f64>;
+    /// Residual r = t(y) − η of a given label, written to `r`.
+    fn residual(&self, h: &[f64], eta: &[f64], y: &Label, r: &mut [f64]) -> Result<()>;
+    /// Draws the label of (input, sample) with the counter-based RNG (`crate::rng`), writes
+    /// its residual to `r` and returns the label.
+    fn sample(
+        &self,
+        h: &[f64],
+        eta: &[f64],
+        seed: u64,
+        input: u32,
+        sample: u32,
+        r: &mut [f64],
+    ) -> Label;
+}
+
+/// The families selectable by name (CLI, summaries).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Family {
+    Categorical(Categorical),
+    Gaussian(Gaussian),
+}
+
+impl Family {
+    /// Builds a family from its CLI name; `sigma2` is used by the Gaussian only.
+    pub fn from_name(name: &str, sigma2: f64) -> Result<Family> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "categorical" => Ok(Family::Categorical(Categorical)),
+            "gaussian" => Ok(Family::Gaussian(Gaussian::new(sigma2)?)),
+            other => Err(Error::Input(format!(
+                "unknown family '{other}': use 'categorical' (classification, logits) or 'gaussian' (regression)"
+            ))),
+        }
+    }
+
+    /// The family as a trait object.
+    pub fn as_dyn(&self) -> &dyn ExpFamily {
+        match self {
+            Family::Categorical(c) => c,
+            Family::Gaussian(g) => g,
+        }
+    }
+}
+
+pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::Input(format!(
+            "{what} has {got} entries but the model has {want} outputs"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! File formats: safetensors writing shared by models and results, and .npy inputs/labels.
+
+use crate::family::{ExpFamily, Label};
+use crate::{Error, Result};
+use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2};
+use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement};
+use safetensors::{Dtype, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Floating-point precision of a written safetensors tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreDtype {
+    F32,
+    F64,
+}
+
+/// A tensor to write: name, shape and values (converted to the store dtype on write).
+pub struct NamedTensor<'a> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: &'a [f64],
+}
+
+struct Encoded {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Encoded {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Writes tensors (little-endian, as safetensors requires) with optional header metadata.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[NamedTensor<'_>],
+    dtype: StoreDtype,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let encoded: Vec<(String, Encoded)> = tensors
+        .iter()
+        .map(|t| {
+            let bytes = match dtype {
+                StoreDtype::F64 => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                StoreDtype::F32 => t
+                    .values
+                    .iter()
+                    .flat_map(|v| (*v as f32).to_le_bytes())
+                    .collect(),
+            };
+            let dtype = match dtype {
+                StoreDtype::F64 => Dtype::F64,
+                StoreDtype::F32 => Dtype::F32,
+            };
+            (
+                t.name.clone(),
+                Encoded {
+                    dtype,
+                    shape: t.shape.clone(),
+                    bytes,
+                },
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(encoded.iter().map(|(n, e)| (n, e)), metadata, path).map_err(
+        |e| Error::Output {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        },
+    )
+}
+
+/// Reads a whole file, naming it in the error.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io("read", path, e))
+}
+
+fn npy_error(path: &Path, msg: impl Into<String>) -> Error {
+    Error::ArrayFile {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Tries to read `bytes` as an .npy array of element type T and dimension D.
+fn try_read<T, D>(bytes: &[u8]) -> std::result::Result<ndarray::Array<T, D>, ReadNpyError>
+where
+    T: ReadableElement,
+    D: ndarray::Dimension,
+{
+    ndarray::Array::<T, D>::read_npy(bytes)
+}
+
+/// Describes the dtype and shape of an .npy file for error messages.
+fn describe_npy(bytes: &[u8]) -> String {
+    macro_rules! probe {
+        ($($t:ty => $name:expr),*) => {
+            $( if let Ok(a) = try_read::<$t, ndarray::IxDyn>(bytes) {
+                return format!("dtype {} and shape {:?}", $name, a.shape());
+            } )*
+        };
+    }
+    probe!(f64 => "float64", f32 => "float32", i64 => "int64", i32 => "int32",
+           u8 => "uint8", bool => "bool");
+    try_read::<f64, ndarray::IxDyn>(bytes)
+        .err()
+        .map_or("an unreadable array".into(), |e| {
+            format!("an unsupported layout ({e})")
+        })
+}
+
+fn check_finite<'a>(what: &str, values: impl Iterator<Item = &'a f64>) -> Result<()> {
+    for (index, v) in values.enumerate() {
+        if !v.is_finite() {
+            return Err(Error::NonFinite {
+                what: what.to_string(),
+                index,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads inputs X of shape [B, in] (float32 or float64) as f64, checking finiteness.
+pub fn read_inputs(path: &Path) -> Result<Array2<f64>> {
+    let bytes = read_file(path)?;
+    let x = match try_read::<f64, Ix2>(&bytes) {
+        Ok(a) => a,
+        Err(_) => match try_read::<f32, Ix2>(&bytes) {
+            Ok(a) => a.mapv(f64::from),
+            Err(_) => {
+                return Err(npy_error(
+                    path,
+                    format!(
+                        "inputs must be a float32 or float64 array of shape [B, in]; found {}",
+                        describe_npy(&bytes)
+                    ),
+                ))
+            }
+        },
+    };
+    check_finite(&format!("inputs '{}'", path.display()), x.iter())?;
+    Ok(x)
+}
+
+/// Reads data labels for the empirical Fisher: integer classes of shape [B] (categorical)
+/// or float targets of shape [B, O] (Gaussian; [B] when O = 1).
+pub fn read_labels(
+    path: &Path,
+    family: &dyn ExpFamily,
+    inputs: usize,
+    outputs: usize,
+) -> Result<Vec<Label>> {
+    let bytes = read_file(path)?;
+    let labels = if family.name() == "categorical" {
+        let classes: Option<Array1<i64>> = try_read::<i64, Ix1>(&bytes)
+            .ok()
+            .or_else(|| try_read::<i32, Ix1>(&bytes).ok().map(|a| a.mapv(i64::from)))
+            .or_else(|| try_read::<u8, Ix1>(&bytes).ok().map(|a| a.mapv(i64::from)));
+        let classes = classes.ok_or_else(|| {
+            npy_error(
+                path,
+                format!(
+                    "categorical labels must be an integer (int64, int32 or uint8) array of \
+                     shape [B]; found {}",
+                    describe_npy(&bytes)
+                ),
+            )
+        })?;
+        classes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                if c < 0 || c as usize >= outputs {
+                    Err(npy_error(
+                        path,
+                        format!(
+                            "label {c} at index {i} is out of range: the model has {outputs} \
+                             classes (0..{})",
+                            outputs - 1
+                        ),
+                    ))
+                } else {
+                    Ok(Label::Class(c as usize))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        let t: ArrayD<f64> = try_read::<f64, ndarray::IxDyn>(&bytes)
+            .or_else(|_| try_read::<f32, ndarray::IxDyn>(&bytes).map(|a| a.mapv(f64::from)))
+            .map_err(|_| {
+                npy_error(
+                    path,
+                    format!(
+                        "Gaussian targets must be a float32 or float64 array of shape [B, {outputs}]; \
+                         found {}",
+                        describe_npy(&bytes)
+                    ),
+                )
+            })?;
+        let t = match (t.ndim(), outputs) {
+            (2, _) => t.into_dimensionality::<Ix2>().ok(),
+            (1, 1) => t
+                .into_dimensionality::<Ix1>()
+                .ok()
+                .map(|a| a.insert_axis(ndarray::Axis(1))),
+            _ => None,
+        }
+        .filter(|t| t.ncols() == outputs)
+        .ok_or_else(|| {
+            npy_error(
+                path,
+                format!(
+                    "Gaussian targets must have shape [B, {outputs}]; found {}",
+                    describe_npy(&bytes)
+                ),
+            )
+        })?;
+        check_finite(&format!("labels '{}'", path.display()), t.iter())?;
+        t.rows()
+            .into_iter()
+            .map(|r| Label::Target(r.to_vec()))
+            .collect()
+    };
+    if labels.len() != inputs {
+        return Err(npy_error(
+            path,
+            format!(
+                "there are {} labels but {inputs} inputs: give one label per input row",
+                labels.len()
+            ),
+        ));
+    }
+    Ok(labels)
+}

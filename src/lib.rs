@@ -1,0 +1,41 @@
+//! diagfim: the diagonal of the Fisher information matrix of MLPs, the exact variances of its
+//! two Monte-Carlo estimators Î1 (squared scores) and Î2 (negative Hessians), and the
+//! estimators' Monte-Carlo values, following Soen & Sun, "Trade-Offs of Diagonal Fisher
+//! Information Matrix Estimators" (NeurIPS 2024). Formulas are cited by their section in
+//! the project's MATH.md and by equation number in the paper.
+//!
+//! ```no_run
+//! use diagfim::{analyze, AnalysisOptions, Family, Request};
+//! # fn main() -> diagfim::Result<()> {
+//! let model = diagfim::model::load_safetensors("model.safetensors".as_ref(), None)?;
+//! let inputs = diagfim::io::read_inputs("x.npy".as_ref())?;
+//! let family = Family::from_name("categorical", 1.0)?;
+//! let report = analyze(&Request {
+//!     model: &model,
+//!     family: family.as_dyn(),
+//!     inputs: inputs.view(),
+//!     labels: None,
+//!     options: AnalysisOptions { samples: 16, ..Default::default() },
+//!     progress: None,
+//! })?;
+//! println!("{}", report.table());
+//! # Ok(()) }
+//! ```
+
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod family;
+pub mod io;
+pub mod model;
+pub mod report;
+pub mod rng;
+
+pub use engine::{analyze, AnalysisOptions, EngineKind, Request};
+pub use error::{Error, Result};
+pub use family::{Categorical, ExpFamily, Family, Gaussian, Label};
+pub use model::{Activation, Mlp};
+pub use report::{Key, Report};
+
+/// Sample variances need at least two sampled labels per input.
+pub const MIN_SAMPLES_FOR_VARIANCE: usize = 2;

@@ -1,0 +1,383 @@
+//! Independent oracle for the tests: exact first and second derivatives of the network output
+//! with respect to each parameter by hyper-dual numbers (forward-mode autodiff, no shared code
+//! with the engine's recursions or activation derivatives), and the family moments as dense
+//! C (O×O) and K (O⁴) tensors built from their definitions (MATH §2).
+#![allow(dead_code, clippy::needless_range_loop)]
+
+use diagfim::model::Dense;
+use diagfim::{Activation, Label, Mlp};
+use ndarray::{Array1, Array2};
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// a + b ε1 + c ε2 + d ε1ε2 with ε1² = ε2² = 0; seeding b = c = 1 along θ_i gives
+/// d = ∂²f/∂θ_i² exactly.
+#[derive(Clone, Copy, Debug)]
+pub struct Hd {
+    pub re: f64,
+    pub e1: f64,
+    pub e2: f64,
+    pub e12: f64,
+}
+
+impl Hd {
+    pub fn c(v: f64) -> Hd {
+        Hd {
+            re: v,
+            e1: 0.0,
+            e2: 0.0,
+            e12: 0.0,
+        }
+    }
+    pub fn var(v: f64) -> Hd {
+        Hd {
+            re: v,
+            e1: 1.0,
+            e2: 1.0,
+            e12: 0.0,
+        }
+    }
+    /// f(self) given f, f', f'' at self.re (the chain rule for hyper-duals).
+    fn chain(self, f: f64, d1: f64, d2: f64) -> Hd {
+        Hd {
+            re: f,
+            e1: d1 * self.e1,
+            e2: d1 * self.e2,
+            e12: d1 * self.e12 + d2 * self.e1 * self.e2,
+        }
+    }
+    pub fn exp(self) -> Hd {
+        let e = self.re.exp();
+        self.chain(e, e, e)
+    }
+    pub fn ln(self) -> Hd {
+        let r = self.re;
+        self.chain(r.ln(), 1.0 / r, -1.0 / (r * r))
+    }
+}
+
+impl Add for Hd {
+    type Output = Hd;
+    fn add(self, o: Hd) -> Hd {
+        Hd {
+            re: self.re + o.re,
+            e1: self.e1 + o.e1,
+            e2: self.e2 + o.e2,
+            e12: self.e12 + o.e12,
+        }
+    }
+}
+impl Sub for Hd {
+    type Output = Hd;
+    fn sub(self, o: Hd) -> Hd {
+        self + (-o)
+    }
+}
+impl Neg for Hd {
+    type Output = Hd;
+    fn neg(self) -> Hd {
+        Hd {
+            re: -self.re,
+            e1: -self.e1,
+            e2: -self.e2,
+            e12: -self.e12,
+        }
+    }
+}
+impl Mul for Hd {
+    type Output = Hd;
+    fn mul(self, o: Hd) -> Hd {
+        Hd {
+            re: self.re * o.re,
+            e1: self.re * o.e1 + self.e1 * o.re,
+            e2: self.re * o.e2 + self.e2 * o.re,
+            e12: self.re * o.e12 + self.e1 * o.e2 + self.e2 * o.e1 + self.e12 * o.re,
+        }
+    }
+}
+impl Div for Hd {
+    type Output = Hd;
+    fn div(self, o: Hd) -> Hd {
+        let r = o.re;
+        self * o.chain(1.0 / r, -1.0 / (r * r), 2.0 / (r * r * r))
+    }
+}
+
+/// Activations written from exp and ln only (not from the library's closed forms).
+pub fn act(a: Activation, z: Hd) -> Hd {
+    let one = Hd::c(1.0);
+    match a {
+        Activation::Identity => z,
+        Activation::Sigmoid => one / (one + (-z).exp()),
+        Activation::Tanh => {
+            let e = (z * Hd::c(2.0)).exp();
+            (e - one) / (e + one)
+        }
+        Activation::Relu => {
+            if z.re > 0.0 {
+                z
+            } else {
+                Hd::c(0.0)
+            }
+        }
+        Activation::Softplus => (one + z.exp()).ln(),
+        Activation::LogSigmoid => -(one + (-z).exp()).ln(),
+    }
+}
+
+/// h(x) with parameter number `target` (flat index over [`Mlp::params`] order) seeded.
+fn forward_hd(model: &Mlp, x: &[f64], target: usize) -> Vec<Hd> {
+    let mut a: Vec<Hd> = x.iter().map(|&v| Hd::c(v)).collect();
+    let mut flat = 0usize;
+    let nl = model.layers().len();
+    for (l, d) in model.layers().iter().enumerate() {
+        let (n_out, n_in) = (d.outputs(), d.inputs());
+        let w_base = flat;
+        let b_base = flat + n_out * n_in;
+        let mut z = Vec::with_capacity(n_out);
+        for j in 0..n_out {
+            let mut s = match &d.bias {
+                Some(b) if b_base + j == target => Hd::var(b[j]),
+                Some(b) => Hd::c(b[j]),
+                None => Hd::c(0.0),
+            };
+            for k in 0..n_in {
+                let idx = w_base + j * n_in + k;
+                let w = if idx == target {
+                    Hd::var(d.weight[[j, k]])
+                } else {
+                    Hd::c(d.weight[[j, k]])
+                };
+                s = s + w * a[k];
+            }
+            z.push(s);
+        }
+        flat = b_base + if d.bias.is_some() { n_out } else { 0 };
+        a = if l + 1 < nl {
+            z.into_iter()
+                .map(|v| act(model.activations()[l], v))
+                .collect()
+        } else {
+            z
+        };
+    }
+    a
+}
+
+/// J (P×O) and D (P×O): ∂h_a/∂θ_i and ∂²h_a/∂θ_i², in flat [`Mlp::params`] order.
+pub fn jac_and_diag_hess(model: &Mlp, x: &[f64]) -> (Array2<f64>, Array2<f64>) {
+    let p = model.num_params();
+    let o = model.output_dim();
+    let mut j = Array2::zeros((p, o));
+    let mut d = Array2::zeros((p, o));
+    for i in 0..p {
+        let h = forward_hd(model, x, i);
+        for a in 0..o {
+            j[[i, a]] = h[a].e1;
+            d[[i, a]] = h[a].e12;
+        }
+    }
+    (j, d)
+}
+
+/// The network output from the oracle (real part).
+pub fn output(model: &Mlp, x: &[f64]) -> Vec<f64> {
+    forward_hd(model, x, usize::MAX)
+        .iter()
+        .map(|v| v.re)
+        .collect()
+}
+
+/// Dense moments of the sufficient statistic: η, C (O×O) and K (O⁴, flattened).
+pub struct DenseMoments {
+    pub eta: Vec<f64>,
+    pub c: Array2<f64>,
+    pub k: Vec<f64>,
+    pub o: usize,
+}
+
+impl DenseMoments {
+    pub fn kk(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        let o = self.o;
+        self.k[((a * o + b) * o + c) * o + d]
+    }
+    /// K[u⁴] − (uᵀCu)².
+    pub fn var1(&self, u: &[f64]) -> f64 {
+        let o = self.o;
+        let mut k4 = 0.0;
+        for a in 0..o {
+            for b in 0..o {
+                for c in 0..o {
+                    for d in 0..o {
+                        k4 += self.kk(a, b, c, d) * u[a] * u[b] * u[c] * u[d];
+                    }
+                }
+            }
+        }
+        k4 - self.quad(u).powi(2)
+    }
+    pub fn quad(&self, u: &[f64]) -> f64 {
+        let u = Array1::from(u.to_vec());
+        u.dot(&self.c.dot(&u))
+    }
+}
+
+/// Categorical moments from the definition K_abcd = Σ_y p_y Π (δ_ya − p_a).
+pub fn categorical_moments(h: &[f64]) -> DenseMoments {
+    let o = h.len();
+    let m = h.iter().cloned().fold(f64::MIN, f64::max);
+    let e: Vec<f64> = h.iter().map(|v| (v - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    let p: Vec<f64> = e.iter().map(|v| v / z).collect();
+    let s = |y: usize, a: usize| if y == a { 1.0 - p[a] } else { -p[a] };
+    let mut c = Array2::zeros((o, o));
+    let mut k = vec![0.0; o * o * o * o];
+    for y in 0..o {
+        for a in 0..o {
+            for b in 0..o {
+                c[[a, b]] += p[y] * s(y, a) * s(y, b);
+                for cc in 0..o {
+                    for d in 0..o {
+                        k[((a * o + b) * o + cc) * o + d] +=
+                            p[y] * s(y, a) * s(y, b) * s(y, cc) * s(y, d);
+                    }
+                }
+            }
+        }
+    }
+    DenseMoments { eta: p, c, k, o }
+}
+
+/// Gaussian moments: C = I/σ², K by Isserlis' theorem.
+pub fn gaussian_moments(h: &[f64], sigma2: f64) -> DenseMoments {
+    let o = h.len();
+    let dl = |a: usize, b: usize| if a == b { 1.0 } else { 0.0 };
+    let mut k = vec![0.0; o * o * o * o];
+    for a in 0..o {
+        for b in 0..o {
+            for c in 0..o {
+                for d in 0..o {
+                    k[((a * o + b) * o + c) * o + d] =
+                        (dl(a, b) * dl(c, d) + dl(a, c) * dl(b, d) + dl(a, d) * dl(b, c))
+                            / (sigma2 * sigma2);
+                }
+            }
+        }
+    }
+    DenseMoments {
+        eta: h.iter().map(|v| v / sigma2).collect(),
+        c: Array2::eye(o) / sigma2,
+        k,
+        o,
+    }
+}
+
+/// Oracle values per parameter (flat order) for one input.
+pub struct OracleInput {
+    pub fisher: Vec<f64>,
+    pub var1: Vec<f64>,
+    pub var2: Vec<f64>,
+    pub ef: Vec<f64>,
+}
+
+/// Exact I, N·Var Î1, N·Var Î2 (Eqs. 23–25 with dense tensors) and the empirical Fisher.
+pub fn oracle_input(
+    model: &Mlp,
+    gaussian: Option<f64>,
+    x: &[f64],
+    label: Option<&Label>,
+) -> OracleInput {
+    let h = output(model, x);
+    let mom = match gaussian {
+        Some(s2) => gaussian_moments(&h, s2),
+        None => categorical_moments(&h),
+    };
+    let (j, d) = jac_and_diag_hess(model, x);
+    let t: Option<Vec<f64>> = label.map(|y| match y {
+        Label::Class(c) => (0..h.len())
+            .map(|a| if a == *c { 1.0 } else { 0.0 })
+            .collect(),
+        Label::Target(v) => v.iter().map(|v| v / gaussian.unwrap()).collect(),
+    });
+    let mut out = OracleInput {
+        fisher: vec![],
+        var1: vec![],
+        var2: vec![],
+        ef: vec![],
+    };
+    for i in 0..j.nrows() {
+        let ji = j.row(i).to_vec();
+        let di = d.row(i).to_vec();
+        out.fisher.push(mom.quad(&ji));
+        out.var1.push(mom.var1(&ji));
+        out.var2.push(mom.quad(&di));
+        if let Some(t) = &t {
+            let g: f64 = (0..h.len()).map(|a| ji[a] * (t[a] - mom.eta[a])).sum();
+            out.ef.push(g * g);
+        }
+    }
+    out
+}
+
+/// A deterministic pseudo-random model with weights ~ scale·U(−√3, √3) (unit variance).
+pub fn random_model(
+    widths: &[usize],
+    acts: &[Activation],
+    scale: f64,
+    seed: u64,
+    biases: bool,
+) -> Mlp {
+    let mut layers = Vec::new();
+    let mut counter = 0u32;
+    let mut draw = || {
+        counter += 1;
+        let w = diagfim::rng::block(seed, 99, counter, 0, 0)[0];
+        (2.0 * diagfim::rng::uniform(w) - 1.0) * 3f64.sqrt() * scale
+    };
+    for (l, w) in widths.windows(2).enumerate() {
+        let weight = Array2::from_shape_fn((w[1], w[0]), |_| draw());
+        let bias = biases.then(|| Array1::from_shape_fn(w[1], |_| draw()));
+        layers.push(Dense {
+            key: 2 * l,
+            weight,
+            bias,
+        });
+    }
+    Mlp::new(layers, acts.to_vec()).unwrap()
+}
+
+/// Deterministic pseudo-random inputs [b, n].
+pub fn random_inputs(b: usize, n: usize, seed: u64) -> Array2<f64> {
+    Array2::from_shape_fn((b, n), |(i, k)| {
+        let w = diagfim::rng::block(seed, 98, i as u32, k as u32, 0)[0];
+        (2.0 * diagfim::rng::uniform(w) - 1.0) * 1.5
+    })
+}
+
+/// Flat per-parameter values of a report key (in [`Mlp::params`] order).
+pub fn flat(report: &diagfim::Report, key: diagfim::Key) -> Vec<f64> {
+    report
+        .params
+        .iter()
+        .flat_map(|p| p.values[&key].iter().copied().collect::<Vec<_>>())
+        .collect()
+}
+
+/// max |a − b| / max(|b|_∞, tiny): relative to the largest magnitude of the reference.
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// Elementwise relative error with an absolute floor of `floor`·max|b|.
+pub fn max_rel_elementwise(a: &[f64], b: &[f64], floor: f64) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (y.abs() + floor * scale + 1e-300))
+        .fold(0.0, f64::max)
+}

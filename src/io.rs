@@ -186,13 +186,16 @@ pub fn read_labels(
             .enumerate()
             .map(|(i, &c)| {
                 if c < 0 || c as usize >= outputs {
-                    Err(npy_error(
-                        path,
-                        format!(
-                            "label {c} at index {i} is out of range: the model has {outputs} \
-                             classes (0..{})",
+                    let valid = match outputs {
+                        0 => "the model has no outputs".to_string(),
+                        _ => format!(
+                            "the model has {outputs} classes, so labels must be 0 to {}",
                             outputs - 1
                         ),
+                    };
+                    Err(npy_error(
+                        path,
+                        format!("label {c} at index {i} is out of range: {valid}"),
                     ))
                 } else {
                     Ok(Label::Class(c as usize))

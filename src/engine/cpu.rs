@@ -108,8 +108,20 @@ pub fn derivatives(model: &Mlp, family: &dyn ExpFamily, x: ArrayView1<f64>) -> D
         let need_full = l - 1 > 0;
         let mut next = Vec::with_capacity(if need_full { o } else { 0 });
         for c in 0..o {
-            // W_lᵀ H^a_l W_l (full when the recursion continues, else only its diagonal).
-            let quad: Option<Array2<f64>> = hess.as_ref().map(|hs| w.t().dot(&hs[c].dot(w)));
+            // W_lᵀ H^a_l W_l: in full while the recursion continues, else only its diagonal
+            // diag_j = Σ_m W[m,j] (H W)[m,j].
+            let hw = hess.as_ref().map(|hs| hs[c].dot(w));
+            let quad: Option<Array2<f64>> = match &hw {
+                Some(hw) if need_full => Some(w.t().dot(hw)),
+                Some(hw) => {
+                    for j in 0..n {
+                        let diag = w.column(j).dot(&hw.column(j));
+                        hdl[[j, c]] += s1[j] * s1[j] * diag;
+                    }
+                    None
+                }
+                None => None,
+            };
             if let Some(q) = &quad {
                 for j in 0..n {
                     hdl[[j, c]] += s1[j] * s1[j] * q[[j, j]];

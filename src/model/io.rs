@@ -60,6 +60,9 @@ pub fn load_safetensors(path: &Path, activations: Option<Vec<Activation>>) -> Re
 
     // Group tensors by layer key k.
     let mut groups: BTreeMap<usize, LayerTensors> = BTreeMap::new();
+    // The tensor name already read for each (layer key, kind), to reject '0.weight' and
+    // '00.weight' in one file instead of silently keeping one of them.
+    let mut seen: HashMap<(usize, String), String> = HashMap::new();
     for (name, view) in st.tensors() {
         let parsed = name
             .rsplit_once('.')
@@ -73,6 +76,18 @@ pub fn load_safetensors(path: &Path, activations: Option<Vec<Activation>>) -> Re
                 ),
             ));
         };
+        let duplicate = matches!(kind, "weight" | "bias")
+            .then(|| seen.insert((k, kind.to_string()), name.clone()))
+            .flatten();
+        if let Some(other) = duplicate {
+            return Err(file_error(
+                path,
+                format!(
+                    "tensors '{other}' and '{name}' both give the {kind} of the same layer {k}; \
+                     keep only one"
+                ),
+            ));
+        }
         let values = to_f64(path, &name, &view)?;
         let shape = view.shape().to_vec();
         let entry = groups.entry(k).or_default();
@@ -121,15 +136,24 @@ pub fn load_safetensors(path: &Path, activations: Option<Vec<Activation>>) -> Re
             .as_ref()
             .and_then(|m| m.get(ACTIVATIONS_KEY))
         {
-            Some(list) => Activation::parse_list(list)?,
+            Some(list) => Activation::parse_list(list).map_err(|e| {
+                file_error(
+                    path,
+                    format!(
+                        "'{ACTIVATIONS_KEY}' metadata \"{list}\": {e}; fix the metadata or \
+                         override it with --activations"
+                    ),
+                )
+            })?,
             None if layers.len() == 1 => Vec::new(),
             None => {
                 return Err(file_error(
                     path,
                     format!(
-                        "no '{ACTIVATIONS_KEY}' metadata: pass --activations with {} names \
+                        "no '{ACTIVATIONS_KEY}' metadata: pass --activations with {} name{} \
                          (one per hidden layer), e.g. --activations {}",
                         layers.len() - 1,
+                        if layers.len() == 2 { "" } else { "s" },
                         vec!["sigmoid"; layers.len() - 1].join(",")
                     ),
                 ))

@@ -381,3 +381,51 @@ pub fn max_rel_elementwise(a: &[f64], b: &[f64], floor: f64) -> f64 {
         .map(|(x, y)| (x - y).abs() / (y.abs() + floor * scale + 1e-300))
         .fold(0.0, f64::max)
 }
+
+/// A copy of `model` with flat parameter `index` ([`Mlp::params`] order) moved by `delta`.
+pub fn perturb(model: &Mlp, index: usize, delta: f64) -> Mlp {
+    let mut layers = model.layers().to_vec();
+    let mut i = index;
+    for d in layers.iter_mut() {
+        let nw = d.weight.len();
+        if i < nw {
+            let cols = d.weight.ncols();
+            d.weight[[i / cols, i % cols]] += delta;
+            return Mlp::new(layers, model.activations().to_vec()).unwrap();
+        }
+        i -= nw;
+        if let Some(b) = d.bias.as_mut() {
+            if i < b.len() {
+                b[i] += delta;
+                return Mlp::new(layers, model.activations().to_vec()).unwrap();
+            }
+            i -= b.len();
+        }
+    }
+    panic!("parameter index {index} out of range");
+}
+
+/// Runs the CPU engine with `per_input` results.
+pub fn run_cpu(
+    model: &Mlp,
+    family: &dyn diagfim::ExpFamily,
+    x: ndarray::ArrayView2<f64>,
+    samples: usize,
+    seed: u64,
+) -> diagfim::Report {
+    diagfim::analyze(&diagfim::Request {
+        model,
+        family,
+        inputs: x,
+        labels: None,
+        options: diagfim::AnalysisOptions {
+            samples,
+            seed,
+            per_input: true,
+            engine: diagfim::EngineKind::Cpu,
+            ..Default::default()
+        },
+        progress: None,
+    })
+    .unwrap()
+}

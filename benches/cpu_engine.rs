@@ -38,9 +38,11 @@ fn bench(c: &mut Criterion) {
         let m = model(&widths);
         let x = inputs(1, widths[0]);
         g.throughput(Throughput::Elements(recursion_flops(&widths)));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{widths:?}")), &m, |b, m| {
-            b.iter(|| black_box(cpu::derivatives(m, family.as_dyn(), x.row(0))))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{widths:?}")),
+            &m,
+            |b, m| b.iter(|| black_box(cpu::derivatives(m, family.as_dyn(), x.row(0)))),
+        );
     }
     g.finish();
 

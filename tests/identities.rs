@@ -24,16 +24,35 @@ fn flatten(v: &[Vec<f64>]) -> Vec<f64> {
 #[test]
 fn score_and_hessian_match_finite_differences() {
     let cases: Vec<(Mlp, Family, Label)> = vec![
-        (random_model(&[3, 4, 3, 3], &[Tanh, Sigmoid], 0.9, 1, true), cat(), Label::Class(1)),
-        (random_model(&[2, 5, 4], &[Softplus], 1.0, 2, true), cat(), Label::Class(3)),
-        (random_model(&[3, 4, 2], &[LogSigmoid], 0.8, 3, true), gauss(0.6), Label::Target(vec![0.3, -1.1])),
-        (random_model(&[2, 3, 3, 1], &[Sigmoid, Identity], 1.1, 4, false), gauss(1.0), Label::Target(vec![0.7])),
+        (
+            random_model(&[3, 4, 3, 3], &[Tanh, Sigmoid], 0.9, 1, true),
+            cat(),
+            Label::Class(1),
+        ),
+        (
+            random_model(&[2, 5, 4], &[Softplus], 1.0, 2, true),
+            cat(),
+            Label::Class(3),
+        ),
+        (
+            random_model(&[3, 4, 2], &[LogSigmoid], 0.8, 3, true),
+            gauss(0.6),
+            Label::Target(vec![0.3, -1.1]),
+        ),
+        (
+            random_model(&[2, 3, 3, 1], &[Sigmoid, Identity], 1.1, 4, false),
+            gauss(1.0),
+            Label::Target(vec![0.7]),
+        ),
     ];
     let x = random_inputs(1, 3, 5);
     for (ci, (model, family, y)) in cases.iter().enumerate() {
         let xi = x.row(0).slice(ndarray::s![..model.input_dim()]).to_owned();
         let f = family.as_dyn();
-        let ll = |m: &Mlp| f.log_lik(m.forward(xi.view()).as_slice().unwrap(), y).unwrap();
+        let ll = |m: &Mlp| {
+            f.log_lik(m.forward(xi.view()).as_slice().unwrap(), y)
+                .unwrap()
+        };
         let sd = sample_derivatives(model, f, xi.view(), y).unwrap();
         let (score, neg_hess) = (flatten(&sd.score), flatten(&sd.neg_hess));
         assert_eq!(score.len(), model.num_params());
@@ -47,7 +66,10 @@ fn score_and_hessian_match_finite_differences() {
             worst.0 = worst.0.max((score[i] - fd1).abs() / (1.0 + fd1.abs()));
             worst.1 = worst.1.max((neg_hess[i] - fd2).abs() / (1.0 + fd2.abs()));
         }
-        assert!(worst.0 < 1e-7 && worst.1 < 2e-5, "case {ci}: FD errors {worst:?}");
+        assert!(
+            worst.0 < 1e-7 && worst.1 < 2e-5,
+            "case {ci}: FD errors {worst:?}"
+        );
     }
 }
 
@@ -60,7 +82,11 @@ fn label_quadrature(family: &Family, h: &[f64]) -> Vec<(f64, Label)> {
             (0..h.len()).map(|y| (p[y], Label::Class(y))).collect()
         }
         Family::Gaussian(g) => {
-            let nodes = [(-(3f64.sqrt()), 1.0 / 6.0), (0.0, 2.0 / 3.0), (3f64.sqrt(), 1.0 / 6.0)];
+            let nodes = [
+                (-(3f64.sqrt()), 1.0 / 6.0),
+                (0.0, 2.0 / 3.0),
+                (3f64.sqrt(), 1.0 / 6.0),
+            ];
             let o = h.len();
             let sigma = g.sigma2().sqrt();
             (0..3usize.pow(o as u32))
@@ -85,10 +111,19 @@ fn label_quadrature(family: &Family, h: &[f64]) -> Vec<(f64, Label)> {
 #[test]
 fn exact_expectations_match_closed_forms() {
     let cases: Vec<(Mlp, Family)> = vec![
-        (random_model(&[3, 5, 4, 3], &[Tanh, Sigmoid], 1.0, 11, true), cat()),
+        (
+            random_model(&[3, 5, 4, 3], &[Tanh, Sigmoid], 1.0, 11, true),
+            cat(),
+        ),
         (random_model(&[3, 6, 4], &[Softplus], 1.3, 12, true), cat()),
-        (random_model(&[3, 4, 3, 2], &[LogSigmoid, Tanh], 0.9, 13, true), gauss(0.8)),
-        (random_model(&[3, 5, 2], &[Sigmoid], 1.2, 14, false), gauss(1.0)),
+        (
+            random_model(&[3, 4, 3, 2], &[LogSigmoid, Tanh], 0.9, 13, true),
+            gauss(0.8),
+        ),
+        (
+            random_model(&[3, 5, 2], &[Sigmoid], 1.2, 14, false),
+            gauss(1.0),
+        ),
     ];
     let x = random_inputs(2, 3, 21);
     for (ci, (model, family)) in cases.iter().enumerate() {
@@ -129,7 +164,12 @@ fn exact_expectations_match_closed_forms() {
                     m2h[k] += w * (nh[k] - fi[k]).powi(2);
                 }
             }
-            for (name, got, want) in [("E Î1", &e1, &fi), ("E Î2", &e2, &fi), ("N Var Î1", &m4, &v1), ("N Var Î2", &m2h, &v2)] {
+            for (name, got, want) in [
+                ("E Î1", &e1, &fi),
+                ("E Î2", &e2, &fi),
+                ("N Var Î1", &m4, &v1),
+                ("N Var Î2", &m2h, &v2),
+            ] {
                 let err = max_rel_elementwise(got, want, 1e-10);
                 assert!(err < 1e-9, "case {ci} input {i}: {name} rel err {err:e}");
             }
@@ -161,11 +201,19 @@ fn last_layer_second_estimator_is_exact() {
             assert!(p.values[&Key::Var2].iter().all(|v| *v == 0.0));
             assert!(p.values[&Key::McVar2].iter().all(|v| *v == 0.0));
             let (mc2, fi) = (&p.values[&Key::Mc2], &p.values[&Key::Fisher]);
-            assert!(mc2.iter().zip(fi.iter()).all(|(a, b)| a == b), "{}", p.info.name);
+            assert!(
+                mc2.iter().zip(fi.iter()).all(|(a, b)| a == b),
+                "{}",
+                p.info.name
+            );
             assert!(p.values[&Key::Var1].iter().any(|v| *v > 0.0));
         }
         // The layers before have non-zero Var Î2.
-        assert!(r.params.iter().filter(|p| p.info.layer < 2).any(|p| p.values[&Key::Var2].iter().any(|v| *v > 0.0)));
+        assert!(r
+            .params
+            .iter()
+            .filter(|p| p.info.layer < 2)
+            .any(|p| p.values[&Key::Var2].iter().any(|v| *v > 0.0)));
     }
 }
 
@@ -194,7 +242,9 @@ fn categorical_redundancy() {
     // Third central moment against the definition Σ_y p_y (u_y − ū)² (v_y − v̄).
     let ub: f64 = p.iter().zip(&u).map(|(p, u)| p * u).sum();
     let vb: f64 = p.iter().zip(&v).map(|(p, v)| p * v).sum();
-    let want: f64 = (0..4).map(|y| p[y] * (u[y] - ub).powi(2) * (v[y] - vb)).sum();
+    let want: f64 = (0..4)
+        .map(|y| p[y] * (u[y] - ub).powi(2) * (v[y] - vb))
+        .sum();
     assert!((c.third_central(&p, &u, &v) - want).abs() < 1e-15);
 }
 
@@ -206,10 +256,14 @@ fn weighted_pass_matches_hd_times_r() {
     let r = Array1::from(vec![0.4, -1.3, 0.7]);
     let d = derivatives(&model, cat().as_dyn(), x.row(0));
     let dr = weighted_hessian_diag(&model, x.row(0), r.view());
-    for l in 0..model.layers().len() {
-        let want = d.hd[l].dot(&r);
-        let err = rel_err(dr[l].as_slice().unwrap(), want.as_slice().unwrap());
-        assert!(err < 1e-13 || want.iter().all(|v| *v == 0.0), "layer {l}: {err:e}");
+    assert_eq!(dr.len(), model.layers().len());
+    for (l, (dr_l, hd_l)) in dr.iter().zip(&d.hd).enumerate() {
+        let want = hd_l.dot(&r);
+        let err = rel_err(dr_l.as_slice().unwrap(), want.as_slice().unwrap());
+        assert!(
+            err < 1e-13 || want.iter().all(|v| *v == 0.0),
+            "layer {l}: {err:e}"
+        );
     }
 }
 
@@ -219,25 +273,48 @@ fn weighted_pass_matches_hd_times_r() {
 fn monte_carlo_estimates_agree_with_exact_values() {
     let n = 4096;
     let cases: Vec<(Mlp, Family)> = vec![
-        (random_model(&[4, 8, 6, 4], &[Sigmoid, Tanh], 1.2, 61, true), cat()),
-        (random_model(&[4, 8, 3], &[Softplus], 1.0, 62, true), gauss(0.5)),
+        (
+            random_model(&[4, 8, 6, 4], &[Sigmoid, Tanh], 1.2, 61, true),
+            cat(),
+        ),
+        (
+            random_model(&[4, 8, 3], &[Softplus], 1.0, 62, true),
+            gauss(0.5),
+        ),
     ];
     for (ci, (model, family)) in cases.iter().enumerate() {
         let x = random_inputs(2, 4, 63);
         let r = run_cpu(model, family.as_dyn(), x.view(), n, 2024);
         let fi = flat(&r, Key::Fisher);
-        for (mc, mcv, var) in [(Key::Mc1, Key::McVar1, Key::Var1), (Key::Mc2, Key::McVar2, Key::Var2)] {
+        for (mc, mcv, var) in [
+            (Key::Mc1, Key::McVar1, Key::Var1),
+            (Key::Mc2, Key::McVar2, Key::Var2),
+        ] {
             let (m, mv, v) = (flat(&r, mc), flat(&r, mcv), flat(&r, var));
             let ok = (0..fi.len())
-                .filter(|&i| (m[i] - fi[i]).abs() <= 6.0 * (mv[i] / n as f64).sqrt() + 1e-12 * fi[i].abs())
+                .filter(|&i| {
+                    (m[i] - fi[i]).abs() <= 6.0 * (mv[i] / n as f64).sqrt() + 1e-12 * fi[i].abs()
+                })
                 .count();
-            assert!(ok as f64 >= 0.99 * fi.len() as f64, "case {ci} {}: {ok}/{}", mc.name(), fi.len());
+            assert!(
+                ok as f64 >= 0.99 * fi.len() as f64,
+                "case {ci} {}: {ok}/{}",
+                mc.name(),
+                fi.len()
+            );
             // Sample variance vs exact: the median ratio over parameters with variance is ≈ 1.
-            let mut ratios: Vec<f64> = (0..v.len()).filter(|&i| v[i] > 1e-12).map(|i| mv[i] / v[i]).collect();
+            let mut ratios: Vec<f64> = (0..v.len())
+                .filter(|&i| v[i] > 1e-12)
+                .map(|i| mv[i] / v[i])
+                .collect();
             if !ratios.is_empty() {
                 ratios.sort_by(f64::total_cmp);
                 let med = ratios[ratios.len() / 2];
-                assert!((0.9..1.1).contains(&med), "case {ci} {}: median ratio {med}", mcv.name());
+                assert!(
+                    (0.9..1.1).contains(&med),
+                    "case {ci} {}: median ratio {med}",
+                    mcv.name()
+                );
             }
             if mc == Key::Mc1 {
                 assert!(m.iter().all(|v| *v >= 0.0), "Î1 is a mean of squares");
@@ -298,6 +375,12 @@ fn results_do_not_depend_on_batch_size_or_threads() {
     let head = x.slice(ndarray::s![..5, ..]).to_owned();
     let short = run_cpu(&model, fam.as_dyn(), head.view(), 5, 9);
     let full = run_cpu(&model, fam.as_dyn(), x.view(), 5, 9);
-    let (ms, mf) = (&short.params[0].values[&Key::Mc1], &full.params[0].values[&Key::Mc1]);
-    assert_eq!(ms.index_axis(ndarray::Axis(0), 4), mf.index_axis(ndarray::Axis(0), 4));
+    let (ms, mf) = (
+        &short.params[0].values[&Key::Mc1],
+        &full.params[0].values[&Key::Mc1],
+    );
+    assert_eq!(
+        ms.index_axis(ndarray::Axis(0), 4),
+        mf.index_axis(ndarray::Axis(0), 4)
+    );
 }

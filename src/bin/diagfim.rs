@@ -84,7 +84,29 @@ fn load_model(path: &Path, activations: Option<&str>) -> diagfim::Result<diagfim
     model::load_safetensors(path, acts)
 }
 
+/// Fails early when an output file's folder does not exist, before any work is done.
+fn check_output_dir(path: &Path) -> diagfim::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    if !dir.is_dir() {
+        return Err(diagfim::Error::Output {
+            path: path.to_path_buf(),
+            msg: format!(
+                "the folder '{}' does not exist; create it first",
+                dir.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
+    check_output_dir(&a.out)?;
+    if let Some(s) = &a.summary {
+        check_output_dir(s)?;
+    }
     let engine: EngineKind = a.engine.parse()?;
     let family = Family::from_name(&a.family, a.sigma2)?;
     let mlp = load_model(&a.model, a.activations.as_deref())?;
@@ -142,12 +164,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Every message already names its cause.
             eprintln!("error: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                eprintln!("  caused by: {s}");
-                src = s.source();
-            }
             ExitCode::from(2)
         }
     }

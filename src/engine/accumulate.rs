@@ -2,7 +2,8 @@
 //! inputs. Each parameter's running sums are updated in input order, so the result does not
 //! depend on how inputs were split into blocks or threads.
 
-use super::cpu::{InputStats, UnitStats};
+use super::channels::Channel;
+use super::cpu::InputStats;
 use super::Request;
 use crate::model::Mlp;
 use crate::report::{Key, ParamReport, Report, RunInfo};
@@ -11,76 +12,72 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
-/// The per-input value of every per-input key for one parameter entry.
-#[derive(Clone, Copy, Debug, Default)]
-struct Values {
-    fisher: f64,
-    var1: f64,
-    var2: f64,
-    mc1: f64,
-    mc2: f64,
-    mc_var1: f64,
-    mc_var2: f64,
-    ef: f64,
+const NUM_KEYS: usize = Key::ALL.len();
+
+/// The per-input value of every channel key for one parameter entry (index = position in
+/// [`Key::ALL`]; derived keys stay 0).
+type Values = [f64; NUM_KEYS];
+
+/// Values of entry (unit j, layer input a) of one input: a^p · s(x) · base_j (a = 1 for biases).
+fn values(stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
+    let bases = &stats.units[layer].bases;
+    let mut out = [0.0; NUM_KEYS];
+    for (slot, key) in out.iter_mut().zip(Key::ALL) {
+        if let Some(Channel {
+            base,
+            power,
+            scalar,
+        }) = key.channel()
+        {
+            *slot =
+                a.powi(power as i32) * stats.scalars[scalar as usize] * bases[[base.index(), j]];
+        }
+    }
+    out
 }
 
-impl Values {
-    /// Entry (unit j, layer input a) of one input: a²·(unit scalar) for first-order keys and
-    /// a⁴·(unit scalar) for variances (MATH §6.5; a = 1 for biases).
-    fn of(u: &UnitStats, j: usize, a: f64) -> Values {
-        let a2 = a * a;
-        let a4 = a2 * a2;
-        Values {
-            fisher: a2 * u.q[j],
-            var1: a4 * u.v[j],
-            var2: a4 * u.w[j],
-            mc1: a2 * u.score_sq_mean[j],
-            mc2: a2 * (u.q[j] - u.hess_r_mean[j]),
-            mc_var1: a4 * u.score_sq_var[j],
-            mc_var2: a4 * u.hess_r_var[j],
-            ef: u.ef.as_ref().map_or(0.0, |e| a2 * e[j]),
-        }
-    }
+const FISHER: usize = key_index(Key::Fisher);
 
-    fn get(&self, key: Key) -> f64 {
-        match key {
-            Key::Fisher => self.fisher,
-            Key::Var1 => self.var1,
-            Key::Var2 => self.var2,
-            Key::Mc1 => self.mc1,
-            Key::Mc2 => self.mc2,
-            Key::McVar1 => self.mc_var1,
-            Key::McVar2 => self.mc_var2,
-            Key::Ef => self.ef,
-            Key::VarJoint1 | Key::VarJoint2 => f64::NAN,
+const fn key_index(key: Key) -> usize {
+    let mut i = 0;
+    while i < NUM_KEYS {
+        if Key::ALL[i] as usize == key as usize {
+            return i;
         }
+        i += 1;
     }
+    panic!("every key is in Key::ALL");
 }
 
 /// Running sums of one parameter entry; the Fisher also gets a Welford mean/M2 for the
 /// input-randomness term Var_x I(θ_i|x) of Theorem 4.7 (MATH §5.7).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Acc {
     fisher_mean: f64,
     fisher_m2: f64,
     sum: Values,
 }
 
+impl Default for Acc {
+    fn default() -> Self {
+        Acc {
+            fisher_mean: 0.0,
+            fisher_m2: 0.0,
+            sum: [0.0; NUM_KEYS],
+        }
+    }
+}
+
 impl Acc {
     fn push(&mut self, v: &Values, n_before: usize) {
         let n = (n_before + 1) as f64;
-        let delta = v.fisher - self.fisher_mean;
+        let f = v[FISHER];
+        let delta = f - self.fisher_mean;
         self.fisher_mean += delta / n;
-        self.fisher_m2 += delta * (v.fisher - self.fisher_mean);
-        let s = &mut self.sum;
-        s.fisher += v.fisher;
-        s.var1 += v.var1;
-        s.var2 += v.var2;
-        s.mc1 += v.mc1;
-        s.mc2 += v.mc2;
-        s.mc_var1 += v.mc_var1;
-        s.mc_var2 += v.mc_var2;
-        s.ef += v.ef;
+        self.fisher_m2 += delta * (f - self.fisher_mean);
+        for (s, x) in self.sum.iter_mut().zip(v) {
+            *s += x;
+        }
     }
 }
 
@@ -115,7 +112,7 @@ impl Accumulator {
                     row,
                     acc: vec![Acc::default(); d.outputs() * row],
                     per_input: if per_input {
-                        vec![Values::default(); inputs * d.outputs() * row]
+                        vec![[0.0; NUM_KEYS]; inputs * d.outputs() * row]
                     } else {
                         Vec::new()
                     },
@@ -135,13 +132,9 @@ impl Accumulator {
     pub fn add(&mut self, index: usize, stats: &InputStats) {
         assert_eq!(index, self.added, "inputs must be accumulated in order");
         let n = self.added;
-        for (layer, (a, u)) in self
-            .layers
-            .iter_mut()
-            .zip(stats.layer_inputs.iter().zip(&stats.units))
-        {
+        for (l, (layer, a)) in self.layers.iter_mut().zip(&stats.layer_inputs).enumerate() {
             let (n_in, row, n_out) = (layer.n_in, layer.row, layer.n_out);
-            let entry = |j: usize, k: usize| Values::of(u, j, if k < n_in { a[k] } else { 1.0 });
+            let entry = |j: usize, k: usize| values(stats, l, j, if k < n_in { a[k] } else { 1.0 });
             layer
                 .acc
                 .par_chunks_mut(row)
@@ -191,11 +184,13 @@ impl Accumulator {
                 if key == Key::Ef && !self.has_ef {
                     continue;
                 }
+                let (var1, var2) = (key_index(Key::Var1), key_index(Key::Var2));
+                let slot = key_index(key);
                 let mean: Vec<f64> = match key {
                     Key::Fisher => entries(&|a| a.fisher_mean),
-                    Key::VarJoint1 => entries(&|a| (a.fisher_m2 / b + a.sum.var1 / b / n) / b),
-                    Key::VarJoint2 => entries(&|a| (a.fisher_m2 / b + a.sum.var2 / b / n) / b),
-                    k => entries(&|a| a.sum.get(k) / b),
+                    Key::VarJoint1 => entries(&|a| (a.fisher_m2 / b + a.sum[var1] / b / n) / b),
+                    Key::VarJoint2 => entries(&|a| (a.fisher_m2 / b + a.sum[var2] / b / n) / b),
+                    _ => entries(&|a| a.sum[slot] / b),
                 };
                 let array = if self.per_input && key.is_per_input() {
                     let mut full = Vec::with_capacity(self.inputs * mean.len());
@@ -203,7 +198,7 @@ impl Accumulator {
                         let base = x * layer.n_out * layer.row;
                         for j in 0..layer.n_out {
                             for k in cols.clone() {
-                                full.push(layer.per_input[base + j * layer.row + k].get(key));
+                                full.push(layer.per_input[base + j * layer.row + k][slot]);
                             }
                         }
                     }

@@ -4,6 +4,7 @@
 //! input order so results are bit-identical for any thread count or batch size.
 
 use super::accumulate::Accumulator;
+use super::channels::{input_scalars, Base, NUM_BASES, NUM_INPUT_SCALARS};
 use super::{validate, AnalysisOptions, Request};
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
@@ -27,25 +28,11 @@ pub struct Derivatives {
     pub hd: Vec<Array2<f64>>,
 }
 
-/// Per-unit statistics of one input and one layer (MATH §6.5); index j = unit of the layer.
-#[derive(Clone, Debug, Default)]
+/// Per-unit statistics of one input and one layer: row [`Base::index`] of `bases` holds that
+/// base for every unit j of the layer (shape [NUM_BASES, n_l]).
+#[derive(Clone, Debug)]
 pub struct UnitStats {
-    /// q_j = Δ_jᵀ C Δ_j.
-    pub q: Vec<f64>,
-    /// v_j = (K − C⊗C)[Δ_j⁴].
-    pub v: Vec<f64>,
-    /// w_j = Hd_jᵀ C Hd_j.
-    pub w: Vec<f64>,
-    /// Mean over samples of β_j², β = Δ_l r_s (score of the unit).
-    pub score_sq_mean: Vec<f64>,
-    /// Unbiased variance over samples of β_j².
-    pub score_sq_var: Vec<f64>,
-    /// Mean over samples of Hd_jᵀ r_s (so the unit's negative Hessian is q_j − this).
-    pub hess_r_mean: Vec<f64>,
-    /// Unbiased variance over samples of Hd_jᵀ r_s.
-    pub hess_r_var: Vec<f64>,
-    /// (Δ_jᵀ r_data)² for the empirical Fisher, when data labels are given.
-    pub ef: Option<Vec<f64>>,
+    pub bases: Array2<f64>,
 }
 
 /// Everything the accumulation over inputs needs from one input.
@@ -53,6 +40,7 @@ pub struct UnitStats {
 pub struct InputStats {
     pub layer_inputs: Vec<Array1<f64>>,
     pub units: Vec<UnitStats>,
+    pub scalars: [f64; NUM_INPUT_SCALARS],
 }
 
 /// Forward pass, then Δ_l and Hd_l by the exact recursion of MATH §6.2, carrying the full
@@ -209,35 +197,43 @@ pub fn input_stats(
         .iter()
         .zip(&d.hd)
         .map(|(delta, hd)| {
-            let quad = |m: &Array2<f64>, f: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
-                m.rows()
-                    .into_iter()
-                    .map(|row| f(row.as_slice().expect("contiguous row")))
-                    .collect()
-            };
-            let q = quad(delta, &|u| family.cov_quad(&d.eta, u));
-            let v = quad(delta, &|u| family.kurt_excess_quad(&d.eta, u));
-            let w = quad(hd, &|u| family.cov_quad(&d.eta, u));
+            let n = delta.nrows();
+            let mut bases = Array2::zeros((NUM_BASES, n));
             let beta = delta.dot(&r.t());
             let hr = hd.dot(&r.t());
             let (score_sq_mean, score_sq_var) = row_mean_var(&beta, true);
             let (hess_r_mean, hess_r_var) = row_mean_var(&hr, false);
-            let ef = r_data
-                .as_ref()
-                .map(|rd| delta.dot(rd).iter().map(|v| v * v).collect());
-            UnitStats {
-                q,
-                v,
-                w,
-                score_sq_mean,
-                score_sq_var,
-                hess_r_mean,
-                hess_r_var,
-                ef,
+            let ef = r_data.as_ref().map(|rd| delta.dot(rd));
+            for j in 0..n {
+                let dj = delta.row(j);
+                let hj = hd.row(j);
+                let (dj, hj) = (
+                    dj.as_slice().expect("contiguous"),
+                    hj.as_slice().expect("contiguous"),
+                );
+                let q = family.cov_quad(&d.eta, dj);
+                let values = [
+                    (Base::Q, q),
+                    (Base::V, family.kurt_excess_quad(&d.eta, dj)),
+                    (Base::W, family.cov_quad(&d.eta, hj)),
+                    (Base::DeltaNorm2, dj.iter().map(|v| v * v).sum()),
+                    (Base::HdNorm2, hj.iter().map(|v| v * v).sum()),
+                    (Base::Third, family.third_central(&d.eta, dj, hj)),
+                    (Base::ScoreSqMean, score_sq_mean[j]),
+                    (Base::ScoreSqVar, score_sq_var[j]),
+                    (Base::NegHessMean, q - hess_r_mean[j]),
+                    (Base::HessRVar, hess_r_var[j]),
+                    (Base::Ef, ef.as_ref().map_or(0.0, |e| e[j] * e[j])),
+                ];
+                for (base, v) in values {
+                    bases[[base.index(), j]] = v;
+                }
             }
+            UnitStats { bases }
         })
         .collect();
     Ok(InputStats {
+        scalars: input_scalars(family, &d.h, &d.eta),
         layer_inputs: d.layer_inputs,
         units,
     })

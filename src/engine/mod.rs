@@ -2,6 +2,7 @@
 //! engine (f64) is the reference and the fallback when no GPU adapter exists.
 
 mod accumulate;
+pub mod channels;
 pub mod cpu;
 
 use crate::family::{ExpFamily, Label};

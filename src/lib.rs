@@ -30,6 +30,8 @@ pub mod io;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod theory;
+pub mod train;
 
 pub use engine::{analyze, AnalysisOptions, EngineKind, Request};
 pub use error::{Error, Result};

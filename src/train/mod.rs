@@ -1,0 +1,1 @@
+//! Training of MLPs (mini-batch SGD/Adam with cross-entropy).

@@ -1,9 +1,10 @@
 //! Engines that run the analysis. They share one request type and one report type; the CPU
 //! engine (f64) is the reference and the fallback when no GPU adapter exists.
 
-mod accumulate;
+pub(crate) mod accumulate;
 pub mod channels;
 pub mod cpu;
+pub mod gpu;
 
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
@@ -147,14 +148,22 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
 }
 
 /// Runs the analysis on the engine the options ask for.
+///
+/// `Auto` uses the GPU engine when a hardware adapter exists and the CPU engine otherwise (a
+/// software rasteriser such as lavapipe is slower than the CPU engine, so `Auto` skips it;
+/// `Gpu` accepts it). With `DIAGFIM_REQUIRE_GPU=1` a missing adapter is an error for `Auto` too.
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let started = std::time::Instant::now();
+    let require = std::env::var(gpu::context::REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
     let mut report = match req.options.engine {
-        EngineKind::Cpu | EngineKind::Auto => cpu::analyze(req)?,
-        EngineKind::Gpu => Err(Error::Gpu(
-            "this build has no GPU engine yet; use --engine cpu (or auto, which falls back to the CPU)"
-                .into(),
-        ))?,
+        EngineKind::Cpu => cpu::analyze(req)?,
+        EngineKind::Gpu => gpu::analyze(req)?,
+        EngineKind::Auto => match gpu::GpuContext::shared() {
+            Ok(ctx) if !ctx.is_software() => gpu::analyze(req)?,
+            Ok(_) => cpu::analyze(req)?,
+            Err(e) if require => return Err(e),
+            Err(_) => cpu::analyze(req)?,
+        },
     };
     report.run.wall_time_s = started.elapsed().as_secs_f64();
     Ok(report)

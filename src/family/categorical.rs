@@ -23,6 +23,10 @@ impl ExpFamily for Categorical {
         "categorical"
     }
 
+    fn kind(&self) -> super::FamilyKind {
+        super::FamilyKind::Categorical
+    }
+
     fn check_outputs(&self, outputs: usize) -> Result<()> {
         if outputs < 2 {
             return Err(Error::Input(format!(

@@ -36,6 +36,12 @@ impl ExpFamily for Gaussian {
         "gaussian"
     }
 
+    fn kind(&self) -> super::FamilyKind {
+        super::FamilyKind::Gaussian {
+            sigma2: self.sigma2,
+        }
+    }
+
     fn check_outputs(&self, outputs: usize) -> Result<()> {
         if outputs == 0 {
             return Err(Error::Input("the model has no outputs".into()));

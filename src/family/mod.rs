@@ -18,12 +18,21 @@ pub enum Label {
     Target(Vec<f64>),
 }
 
+/// Which concrete family a trait object is (the GPU engine compiles a kernel per family).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FamilyKind {
+    Categorical,
+    Gaussian { sigma2: f64 },
+}
+
 /// The interface the engines and the theory layer need from an output family.
 ///
 /// `eta` is η = ∇F(h) = E[t(y)]; all moments are of the centred statistic s = t(y) − η.
 pub trait ExpFamily: Send + Sync + fmt::Debug {
     /// Short name, as on the command line.
     fn name(&self) -> &'static str;
+    /// The concrete family, for engines that specialise on it.
+    fn kind(&self) -> FamilyKind;
     /// Checks that the family fits a model with `outputs` outputs.
     fn check_outputs(&self, outputs: usize) -> Result<()>;
     /// η = ∂F/∂h (MATH §2).

@@ -1,0 +1,122 @@
+//! Throughput of the full analysis (everything in the contract except `ef`): median wall time
+//! over repetitions, device time and achieved GFLOP/s of each phase (from the cost model
+//! `engine::gpu::phase_flops` and timestamp queries when the adapter has them), and the size
+//! of the work buffers.
+//!
+//! `cargo run --release --example bench_analysis -- [--layers 784,512,256,128,10]
+//!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]`
+
+use diagfim::engine::gpu::{self, GpuContext, Phase};
+use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
+use diagfim::{Activation, Family, Mlp};
+use ndarray::Array2;
+use std::time::Instant;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> diagfim::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let bad = |what: &str| diagfim::Error::Input(format!("bad value for {what}"));
+    let widths: Vec<usize> = arg(&args, "--layers", "784,512,256,128,10")
+        .split(',')
+        .map(|s| s.trim().parse().map_err(|_| bad("--layers")))
+        .collect::<diagfim::Result<_>>()?;
+    let act: Activation = arg(&args, "--activation", "sigmoid").parse()?;
+    let b: usize = arg(&args, "--inputs", "256")
+        .parse()
+        .map_err(|_| bad("--inputs"))?;
+    let n: usize = arg(&args, "--samples", "16")
+        .parse()
+        .map_err(|_| bad("--samples"))?;
+    let reps: usize = arg(&args, "--reps", "10")
+        .parse()
+        .map_err(|_| bad("--reps"))?;
+    let engine: EngineKind = arg(&args, "--engine", "gpu").parse()?;
+
+    let model = Mlp::init(&widths, vec![act; widths.len() - 2], 0)?;
+    let x = Array2::from_shape_fn((b, widths[0]), |(i, k)| {
+        ((i * 131 + k * 71) % 255) as f64 / 255.0
+    });
+    let family = Family::from_name("categorical", 1.0)?;
+    let req = Request {
+        model: &model,
+        family: family.as_dyn(),
+        inputs: x.view(),
+        labels: None,
+        options: AnalysisOptions {
+            samples: n,
+            engine,
+            batch_size: b,
+            ..Default::default()
+        },
+        progress: None,
+    };
+    println!(
+        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels",
+        model.num_params()
+    );
+    // Warm-up (pipeline compilation, allocation), then timed repetitions.
+    let first = analyze(&req)?;
+    println!("engine: {}", first.run.adapter);
+    let mut times = Vec::new();
+    let mut phases = gpu::PhaseTimes::default();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        if engine == EngineKind::Cpu {
+            analyze(&req)?;
+        } else {
+            let (_, p) = gpu::analyze_timed(&req)?;
+            for (a, v) in phases.seconds.iter_mut().zip(p.seconds) {
+                *a += v / reps.max(1) as f64;
+            }
+            phases.measured = p.measured;
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let flops = gpu::phase_flops(&widths, n);
+    let total_flops: f64 = flops.iter().sum::<f64>() * b as f64;
+    println!(
+        "median wall time {:.3} ms over {} runs (min {:.3} ms); {:.2} GFLOP in all, {:.1} GFLOP/s",
+        median * 1e3,
+        times.len(),
+        times[0] * 1e3,
+        total_flops * 1e-9,
+        total_flops / median * 1e-9
+    );
+    if engine != EngineKind::Cpu {
+        let ctx = GpuContext::shared()?;
+        let bb = gpu::batch_size(&ctx, &widths, n, b)?;
+        println!(
+            "batch {bb} inputs, work buffers {:.1} MiB",
+            gpu::work_bytes(&widths, bb, n) as f64 / 1048576.0
+        );
+        if phases.measured {
+            println!(
+                "{:<12} {:>10} {:>12} {:>10}",
+                "phase", "device ms", "GFLOP", "GFLOP/s"
+            );
+            for (i, p) in Phase::ALL.iter().enumerate() {
+                let f = flops[i] * b as f64;
+                let s = phases.seconds[i];
+                println!(
+                    "{:<12} {:>10.3} {:>12.3} {:>10.1}",
+                    p.name(),
+                    s * 1e3,
+                    f * 1e-9,
+                    if s > 0.0 { f / s * 1e-9 } else { 0.0 }
+                );
+            }
+        } else {
+            println!("(no timestamp queries on this adapter: per-phase times unavailable)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+// Forward activation with derivatives: a = σ(z), s1 = σ'(z), s2 = σ''(z) (MATH §6.4), in
+// overflow-free forms. ACT: 0 identity, 1 sigmoid, 2 tanh, 3 relu, 4 softplus, 5 logsigmoid.
+
+override ACT: u32 = 1u;
+
+struct Params { count: u32, _p0: u32, _p1: u32, _p2: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> z: array<f32>;
+@group(0) @binding(2) var<storage, read_write> act: array<f32>;
+@group(0) @binding(3) var<storage, read_write> s1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s2: array<f32>;
+
+fn sigm(x: f32) -> f32 {
+    if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+// log(1 + e^x) without overflow, accurate for very negative x.
+fn softplus(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    var l = log(1.0 + e);
+    if (e < 1e-4) { l = e - 0.5 * e * e; }
+    return max(x, 0.0) + l;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.count) { return; }
+    let x = z[i];
+    var v = x;
+    var d1 = 1.0;
+    var d2 = 0.0;
+    switch ACT {
+        case 1u: {
+            let s = sigm(x);
+            v = s; d1 = s * (1.0 - s); d2 = d1 * (1.0 - 2.0 * s);
+        }
+        case 2u: {
+            let t = tanh(x);
+            v = t; d1 = 1.0 - t * t; d2 = -2.0 * t * d1;
+        }
+        case 3u: {
+            if (x > 0.0) { v = x; d1 = 1.0; } else { v = 0.0; d1 = 0.0; }
+            d2 = 0.0;
+        }
+        case 4u: {
+            let s = sigm(x);
+            v = softplus(x); d1 = s; d2 = s * (1.0 - s);
+        }
+        case 5u: {
+            let s = sigm(x);
+            let sm = sigm(-x);
+            v = -softplus(-x); d1 = sm; d2 = -s * sm;
+        }
+        default: {}
+    }
+    act[i] = v;
+    s1[i] = d1;
+    s2[i] = d2;
+}

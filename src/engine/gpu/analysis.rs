@@ -1,0 +1,674 @@
+//! The analysis pass on the GPU (DESIGN §1–§4), recorded once per batch shape as a plan and
+//! replayed for every batch of inputs in one command buffer:
+//! forward (GEMM + activation) → η, data residuals → for every layer: Δ_l and Hd_l by
+//! forward-over-forward propagation → per-unit statistics → per sample chunk: labels and
+//! residuals, β = Δ_l r and g = Hd_l r (batched GEMMs), Welford/Chan reductions over samples.
+//! The per-unit bases and layer inputs come back to the host, which expands them to parameters
+//! in f64 with the same accumulator as the CPU engine.
+
+use super::context::GpuContext;
+use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Epilogue, Gemm};
+use super::shaders::{Shader, NB};
+use crate::engine::accumulate::Accumulator;
+use crate::engine::channels::{input_scalars, NUM_BASES};
+use crate::engine::cpu::{InputStats, UnitStats};
+use crate::engine::{validate, Request};
+use crate::family::{FamilyKind, Label};
+use crate::report::Report;
+use crate::{Error, Result};
+use ndarray::{Array1, Array2};
+
+/// Samples per chunk: per-sample buffers hold at most this many labels per input.
+const SAMPLE_CHUNK: usize = 256;
+/// Budget for all work buffers of one batch.
+const MEMORY_BUDGET: u64 = 1 << 30;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Count {
+    count: u32,
+    _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct FamilyParams {
+    bb: u32,
+    o: u32,
+    ns: u32,
+    sample0: u32,
+    input0: u32,
+    key_lo: u32,
+    key_hi: u32,
+    _p0: u32,
+    sigma2: f32,
+    _p1: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct HessParams {
+    bb: u32,
+    nl: u32,
+    cols: u32,
+    identity: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct UnitParams {
+    bb: u32,
+    nl: u32,
+    o: u32,
+    has_labels: u32,
+    sigma2: f32,
+    _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    bb: u32,
+    nl: u32,
+    ns: u32,
+    first: u32,
+    last: u32,
+    _p: [u32; 3],
+}
+
+/// Model weights on the device, uploaded once per analysis.
+struct Weights {
+    w: Vec<wgpu::Buffer>,
+    b: Vec<Option<wgpu::Buffer>>,
+}
+
+impl Weights {
+    fn upload(ctx: &GpuContext, model: &crate::Mlp) -> Result<Weights> {
+        let mut w = Vec::new();
+        let mut b = Vec::new();
+        for d in model.layers() {
+            let wf: Vec<f32> = d.weight.iter().map(|v| *v as f32).collect();
+            w.push(kernels::upload(ctx, "weight", &wf)?);
+            b.push(match &d.bias {
+                Some(bias) => {
+                    let bf: Vec<f32> = bias.iter().map(|v| *v as f32).collect();
+                    Some(kernels::upload(ctx, "bias", &bf)?)
+                }
+                None => None,
+            });
+        }
+        Ok(Weights { w, b })
+    }
+}
+
+/// Shapes of the work buffers for a batch of `bb` inputs.
+struct Sizes {
+    widths: Vec<usize>,
+    o: usize,
+    ts: usize,
+    per_sample: usize,
+    n_max: usize,
+}
+
+impl Sizes {
+    fn new(widths: &[usize], bb: usize, ns: usize) -> Sizes {
+        let layers = widths.len() - 1;
+        let o = widths[layers];
+        // TS of unit layer l (width widths[l+1]) holds 2·bb·n_l rows of up to max_{m>l} n_m.
+        let mut ts = 2 * bb * o * o;
+        for l in 0..layers.saturating_sub(1) {
+            let nl = widths[l + 1];
+            let cols = widths[l + 2..].iter().copied().max().unwrap_or(o);
+            ts = ts.max(2 * bb * nl * cols);
+        }
+        let n_max = widths[1..].iter().copied().max().unwrap_or(o);
+        Sizes {
+            widths: widths.to_vec(),
+            o,
+            ts,
+            per_sample: bb * n_max * ns,
+            n_max,
+        }
+    }
+
+    fn bytes(&self, bb: usize) -> (u64, u64) {
+        let largest = self.ts.max(self.per_sample) as u64 * 4;
+        let acts: usize = self.widths.iter().sum::<usize>() * bb * 4;
+        let bases: usize = self.widths[1..].iter().sum::<usize>() * bb * NB;
+        let total = (2 * self.ts + 2 * self.per_sample + acts + bases) as u64 * 4;
+        (largest, total)
+    }
+}
+
+/// The largest batch (≤ `wanted`) whose buffers fit the adapter's limits and the budget.
+fn choose_batch(ctx: &GpuContext, widths: &[usize], ns: usize, wanted: usize) -> Result<usize> {
+    let one = Sizes::new(widths, 1, ns);
+    let (largest, total) = one.bytes(1);
+    let by_binding = ctx.max_binding_bytes() / largest.max(1);
+    let by_budget = MEMORY_BUDGET / total.max(1);
+    let bb = (wanted as u64).min(by_binding).min(by_budget.max(1));
+    if bb == 0 {
+        return Err(Error::Gpu(format!(
+            "one input needs a {largest}-byte buffer but '{}' allows {} bytes per binding; \
+             the model is too wide for this adapter (use --engine cpu)",
+            ctx.info.name,
+            ctx.max_binding_bytes()
+        )));
+    }
+    Ok(bb as usize)
+}
+
+/// Phases of the analysis pass, timed separately when the adapter has timestamp queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Forward,
+    Family,
+    Hessian,
+    UnitStats,
+    Samples,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Forward,
+        Phase::Family,
+        Phase::Hessian,
+        Phase::UnitStats,
+        Phase::Samples,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Family => "family",
+            Phase::Hessian => "hessian",
+            Phase::UnitStats => "unit_stats",
+            Phase::Samples => "samples",
+        }
+    }
+}
+
+/// Seconds of device time per phase, summed over batches (zero without timestamp queries).
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTimes {
+    pub seconds: [f64; 5],
+    /// Whether the adapter measured them.
+    pub measured: bool,
+}
+
+/// Buffers and recorded dispatches for batches of `bb` inputs.
+struct Plan {
+    /// Consecutive runs of dispatches of one phase: (phase, end index).
+    segments: Vec<(Phase, usize)>,
+    bb: usize,
+    x: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    acts: Vec<wgpu::Buffer>,
+    bases: Vec<wgpu::Buffer>,
+    h: wgpu::Buffer,
+    dispatches: Vec<Dispatch>,
+    /// Family dispatches whose uniform must be rewritten with the batch's first input index.
+    family_uniforms: Vec<(usize, FamilyParams)>,
+}
+
+impl Plan {
+    #[allow(clippy::too_many_lines)]
+    fn new(
+        ctx: &GpuContext,
+        req: &Request<'_>,
+        weights: &Weights,
+        bb: usize,
+        ns: usize,
+    ) -> Result<Plan> {
+        let model = req.model;
+        let widths = model.widths();
+        let layers = model.layers();
+        let nl_count = layers.len();
+        let sizes = Sizes::new(&widths, bb, ns);
+        let o = sizes.o;
+        let n = req.options.samples;
+        let (fam_code, sigma2) = match req.family.kind() {
+            FamilyKind::Categorical => (0.0, 1.0f32),
+            FamilyKind::Gaussian { sigma2 } => (1.0, sigma2 as f32),
+        };
+        let has_labels = req.labels.is_some();
+        let u = |v: usize| v as u32;
+
+        let x = kernels::storage(ctx, "x", bb * widths[0])?;
+        let dummy = kernels::storage(ctx, "dummy", 1)?;
+        let mut z = Vec::new();
+        let mut acts = Vec::new();
+        let mut s1 = Vec::new();
+        let mut s2 = Vec::new();
+        for (l, d) in layers.iter().enumerate() {
+            z.push(kernels::storage(ctx, "z", bb * d.outputs())?);
+            if l + 1 < nl_count {
+                acts.push(kernels::storage(ctx, "act", bb * d.outputs())?);
+                s1.push(kernels::storage(ctx, "s1", bb * d.outputs())?);
+                s2.push(kernels::storage(ctx, "s2", bb * d.outputs())?);
+            }
+        }
+        let eta = kernels::storage(ctx, "eta", bb * o)?;
+        let r = kernels::storage(ctx, "residuals", bb * ns * o)?;
+        let labels = kernels::storage(ctx, "labels", bb * o)?;
+        let r_data = kernels::storage(ctx, "r_data", bb * o)?;
+        let ts = kernels::storage(ctx, "ts", sizes.ts)?;
+        let pro = kernels::storage(ctx, "prologue", sizes.ts)?;
+        let beta = kernels::storage(ctx, "beta", sizes.per_sample)?;
+        let g = kernels::storage(ctx, "g", sizes.per_sample)?;
+        let running = kernels::storage(ctx, "running", bb * sizes.n_max * 5)?;
+        let mut bases = Vec::new();
+        for d in layers {
+            bases.push(kernels::storage(ctx, "bases", bb * NB * d.outputs())?);
+        }
+
+        let mut ds: Vec<Dispatch> = Vec::new();
+        let mut family_uniforms = Vec::new();
+        let fam_consts = [("FAMILY", fam_code)];
+        let fam_params = |ns_c: usize, sample0: usize| FamilyParams {
+            bb: u(bb),
+            o: u(o),
+            ns: u(ns_c),
+            sample0: u(sample0),
+            input0: 0,
+            key_lo: req.options.seed as u32,
+            key_hi: (req.options.seed >> 32) as u32,
+            sigma2,
+            ..Default::default()
+        };
+
+        // 1. Forward pass.
+        for (l, d) in layers.iter().enumerate() {
+            let input = if l == 0 { &x } else { &acts[l - 1] };
+            let mut gemm = Gemm::new(u(bb), u(d.outputs()), u(d.inputs()), false, true);
+            let bias = match &weights.b[l] {
+                Some(b) => {
+                    gemm.epilogue = Epilogue::AddBias;
+                    b
+                }
+                None => &dummy,
+            };
+            ds.push(gemm.dispatch(ctx, input, &weights.w[l], &z[l], bias)?);
+            if l + 1 < nl_count {
+                let count = bb * d.outputs();
+                let act_code = model.activations()[l] as u8 as f64;
+                ds.push(kernels::dispatch(
+                    ctx,
+                    Shader::Activation,
+                    "main",
+                    &[("ACT", act_code)],
+                    &Count {
+                        count: u(count),
+                        ..Default::default()
+                    },
+                    &[&z[l], &acts[l], &s1[l], &s2[l]],
+                    groups_1d(count as u64)?,
+                )?);
+            }
+        }
+        let mut segments = vec![(Phase::Forward, ds.len())];
+        let h = &z[nl_count - 1];
+        let fam_buffers = [h, &eta, &r, &labels, &r_data];
+        // 2. η and the data residuals.
+        let fp = fam_params(ns, 0);
+        family_uniforms.push((ds.len(), fp));
+        ds.push(kernels::dispatch(
+            ctx,
+            Shader::Family,
+            "eta_main",
+            &fam_consts,
+            &fp,
+            &fam_buffers,
+            groups_1d(bb as u64)?,
+        )?);
+        if has_labels {
+            family_uniforms.push((ds.len(), fp));
+            ds.push(kernels::dispatch(
+                ctx,
+                Shader::Family,
+                "data_main",
+                &fam_consts,
+                &fp,
+                &fam_buffers,
+                groups_1d(bb as u64)?,
+            )?);
+        }
+
+        segments.push((Phase::Family, ds.len()));
+        // 3. Per layer: Δ_l, Hd_l, unit statistics, sample reductions.
+        for (l, d) in layers.iter().enumerate() {
+            let nl = d.outputs();
+            let rows = 2 * bb * nl;
+            let head = l + 1 == nl_count;
+            let (w_next, cols0) = if head {
+                (&dummy, o)
+            } else {
+                (&weights.w[l + 1], layers[l + 1].outputs())
+            };
+            let (a1, a2) = if head {
+                (&dummy, &dummy)
+            } else {
+                (&s1[l], &s2[l])
+            };
+            let hp = HessParams {
+                bb: u(bb),
+                nl: u(nl),
+                cols: u(cols0),
+                identity: u32::from(head),
+            };
+            ds.push(kernels::dispatch(
+                ctx,
+                Shader::Hessian,
+                "init_main",
+                &[],
+                &hp,
+                &[w_next, a1, a2, &dummy, &ts],
+                groups_1d((bb * nl * cols0) as u64)?,
+            )?);
+            // Through the hidden layers m = l+1 … L−2 towards the head.
+            for m in l + 1..nl_count.saturating_sub(1) {
+                let nm = layers[m].outputs();
+                let hp = HessParams {
+                    bb: u(bb),
+                    nl: u(nl),
+                    cols: u(nm),
+                    identity: 0,
+                };
+                ds.push(kernels::dispatch(
+                    ctx,
+                    Shader::Hessian,
+                    "prologue_main",
+                    &[],
+                    &hp,
+                    &[&dummy, &s1[m], &s2[m], &ts, &pro],
+                    groups_1d((bb * nl * nm) as u64)?,
+                )?);
+                let next = layers[m + 1].outputs();
+                let gemm = Gemm::new(u(rows), u(next), u(nm), false, true);
+                ds.push(gemm.dispatch(ctx, &pro, &weights.w[m + 1], &ts, &dummy)?);
+            }
+            segments.push((Phase::Hessian, ds.len()));
+            let up = UnitParams {
+                bb: u(bb),
+                nl: u(nl),
+                o: u(o),
+                has_labels: u32::from(has_labels),
+                sigma2,
+                ..Default::default()
+            };
+            ds.push(kernels::dispatch(
+                ctx,
+                Shader::UnitStats,
+                "main",
+                &fam_consts,
+                &up,
+                &[&ts, &eta, &r_data, &bases[l]],
+                groups_1d((bb * nl) as u64)?,
+            )?);
+            segments.push((Phase::UnitStats, ds.len()));
+            let chunks = n.div_ceil(ns);
+            for c in 0..chunks {
+                let ns_c = ns.min(n - c * ns);
+                let fp = fam_params(ns_c, c * ns);
+                family_uniforms.push((ds.len(), fp));
+                ds.push(kernels::dispatch(
+                    ctx,
+                    Shader::Family,
+                    "sample_main",
+                    &fam_consts,
+                    &fp,
+                    &fam_buffers,
+                    [u(ns_c.div_ceil(64)), u(bb), 1],
+                )?);
+                for (dst, a_off) in [(&beta, 0), (&g, bb * nl * o)] {
+                    let mut gemm = Gemm::new(u(nl), u(ns_c), u(o), false, true);
+                    gemm.batch = u(bb);
+                    gemm.params.off_a = u(a_off);
+                    gemm.params.stride_a = u(nl * o);
+                    gemm.params.stride_b = u(ns_c * o);
+                    gemm.params.stride_c = u(nl * ns_c);
+                    ds.push(gemm.dispatch(ctx, &ts, &r, dst, &dummy)?);
+                }
+                let rp = ReduceParams {
+                    bb: u(bb),
+                    nl: u(nl),
+                    ns: u(ns_c),
+                    first: u32::from(c == 0),
+                    last: u32::from(c + 1 == chunks),
+                    ..Default::default()
+                };
+                ds.push(kernels::dispatch(
+                    ctx,
+                    Shader::ReduceSamples,
+                    "main",
+                    &[],
+                    &rp,
+                    &[&beta, &g, &running, &bases[l]],
+                    groups_per_item((bb * nl) as u64)?,
+                )?);
+            }
+            segments.push((Phase::Samples, ds.len()));
+        }
+        ctx.check()?;
+        Ok(Plan {
+            segments,
+            bb,
+            x,
+            labels,
+            acts,
+            bases,
+            h: z.swap_remove(nl_count - 1),
+            dispatches: ds,
+            family_uniforms,
+        })
+    }
+
+    /// Runs one batch: inputs `x` (rows of the batch), optional labels, first input index.
+    /// Returns the buffer of resolved timestamps when the adapter has timestamp queries.
+    fn run(
+        &self,
+        ctx: &GpuContext,
+        x: &[f32],
+        labels: Option<&[f32]>,
+        input0: usize,
+    ) -> Result<Option<wgpu::Buffer>> {
+        ctx.queue.write_buffer(&self.x, 0, bytemuck::cast_slice(x));
+        if let Some(l) = labels {
+            ctx.queue
+                .write_buffer(&self.labels, 0, bytemuck::cast_slice(l));
+        }
+        for (i, p) in &self.family_uniforms {
+            let p = FamilyParams {
+                input0: input0 as u32,
+                ..*p
+            };
+            ctx.queue
+                .write_buffer(self.dispatches[*i].uniform(), 0, bytemuck::bytes_of(&p));
+        }
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let segs = self.segments.len() as u32;
+        let queries = ctx.has_timestamps().then(|| {
+            ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("phases"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * segs,
+            })
+        });
+        let mut start = 0;
+        for (i, (_, end)) in self.segments.iter().enumerate() {
+            let writes = queries.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
+                query_set: q,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: writes,
+            });
+            for d in &self.dispatches[start..*end] {
+                d.record(&mut pass);
+            }
+            start = *end;
+        }
+        let stamps = queries.map(|q| {
+            let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16 * u64::from(segs),
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            enc.resolve_query_set(&q, 0..2 * segs, &buf, 0);
+            buf
+        });
+        ctx.queue.submit([enc.finish()]);
+        Ok(stamps)
+    }
+
+    /// Adds the device time of each phase from resolved timestamps (pairs of u64 ticks).
+    fn add_times(&self, ctx: &GpuContext, words: &[f32], times: &mut PhaseTimes) {
+        let tick = f64::from(ctx.queue.get_timestamp_period()) * 1e-9;
+        let stamp = |i: usize| {
+            u64::from(words[2 * i].to_bits()) | (u64::from(words[2 * i + 1].to_bits()) << 32)
+        };
+        for (i, (phase, _)) in self.segments.iter().enumerate() {
+            let dt = stamp(2 * i + 1).saturating_sub(stamp(2 * i)) as f64 * tick;
+            let slot = Phase::ALL.iter().position(|p| p == phase).unwrap_or(0);
+            times.seconds[slot] += dt;
+        }
+        times.measured = true;
+    }
+}
+
+/// Runs the whole analysis on the GPU.
+pub fn analyze(req: &Request<'_>) -> Result<Report> {
+    analyze_timed(req).map(|(r, _)| r)
+}
+
+/// Runs the whole analysis on the GPU and returns the device time of each phase.
+pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
+    let mut times = PhaseTimes::default();
+    validate(req)?;
+    let ctx = GpuContext::shared()?;
+    let model = req.model;
+    let widths = model.widths();
+    let b = req.inputs.nrows();
+    let o = model.output_dim();
+    let ns = req.options.samples.min(SAMPLE_CHUNK);
+    let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
+    let weights = Weights::upload(&ctx, model)?;
+    let mut acc = Accumulator::new(model, b, req.options.per_input, req.labels.is_some());
+    let mut plans: Vec<Plan> = Vec::new();
+    for start in (0..b).step_by(bb) {
+        let count = bb.min(b - start);
+        if !plans.iter().any(|p| p.bb == count) {
+            plans.push(Plan::new(&ctx, req, &weights, count, ns)?);
+        }
+        let plan = plans
+            .iter()
+            .find(|p| p.bb == count)
+            .expect("plan was just built");
+        let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
+        let xf: Vec<f32> = rows.iter().map(|v| *v as f32).collect();
+        let lf: Option<Vec<f32>> = req.labels.map(|l| {
+            l[start..start + count]
+                .iter()
+                .flat_map(|y| match y {
+                    Label::Class(c) => vec![*c as f32],
+                    Label::Target(t) => t.iter().map(|v| *v as f32).collect(),
+                })
+                .collect()
+        });
+        let stamps = plan.run(&ctx, &xf, lf.as_deref(), start)?;
+        let mut regions: Vec<(&wgpu::Buffer, usize)> = vec![(&plan.h, count * o)];
+        for (l, d) in model.layers().iter().enumerate() {
+            regions.push((&plan.bases[l], count * NB * d.outputs()));
+            if l + 1 < model.layers().len() {
+                regions.push((&plan.acts[l], count * d.outputs()));
+            }
+        }
+        if let Some(st) = &stamps {
+            regions.push((st, 4 * plan.segments.len()));
+        }
+        let data = kernels::read_back(&ctx, &regions)?;
+        if stamps.is_some() {
+            plan.add_times(&ctx, &data[data.len() - 1], &mut times);
+        }
+        for i in 0..count {
+            let h: Vec<f64> = data[0][i * o..(i + 1) * o]
+                .iter()
+                .map(|v| f64::from(*v))
+                .collect();
+            let eta = req.family.eta(&h);
+            let mut layer_inputs = vec![rows.row(i).to_owned()];
+            let mut units = Vec::new();
+            let mut k = 1;
+            for (l, d) in model.layers().iter().enumerate() {
+                let nl = d.outputs();
+                let all = &data[k];
+                let rows_i = &all[i * NB * nl..i * NB * nl + NUM_BASES * nl];
+                units.push(UnitStats {
+                    bases: Array2::from_shape_fn((NUM_BASES, nl), |(r, j)| {
+                        f64::from(rows_i[r * nl + j])
+                    }),
+                });
+                k += 1;
+                if l + 1 < model.layers().len() {
+                    let a = &data[k][i * nl..(i + 1) * nl];
+                    layer_inputs.push(Array1::from_iter(a.iter().map(|v| f64::from(*v))));
+                    k += 1;
+                }
+            }
+            let stats = InputStats {
+                layer_inputs,
+                units,
+                scalars: input_scalars(req.family, &h, &eta),
+            };
+            acc.add(start + i, &stats);
+        }
+        if let Some(p) = req.progress {
+            p(start + count, b);
+        }
+    }
+    Ok((acc.finish(req, "gpu", &ctx.describe())?, times))
+}
+
+/// Cost model: floating-point operations per input of each [`Phase`] (GEMMs and the main
+/// elementwise work), for widths [in, …, out] and N sampled labels.
+pub fn phase_flops(widths: &[usize], samples: usize) -> [f64; 5] {
+    let layers = widths.len() - 1;
+    let o = widths[layers] as f64;
+    let n: Vec<f64> = widths.iter().map(|&w| w as f64).collect();
+    let forward: f64 = (1..=layers)
+        .map(|l| 2.0 * n[l] * n[l - 1] + 10.0 * n[l])
+        .sum();
+    let family = samples as f64 * o * 4.0 + 4.0 * o;
+    let mut hessian = 0.0;
+    for l in 1..layers {
+        // unit layer l (width n[l]): init n_l·n_{l+1}·2, then per hidden m > l a prologue and
+        // a GEMM of 2·n_l rows: 2·(2 n_l)·n_m·n_{m+1}.
+        hessian += 2.0 * n[l] * n[l + 1];
+        for m in l + 1..layers {
+            hessian += 4.0 * n[l] * n[m] + 4.0 * n[l] * n[m] * n[m + 1];
+        }
+    }
+    let units: f64 = n[1..].iter().sum();
+    let unit_stats = units * 16.0 * o;
+    let samples_f = units * (4.0 * o * samples as f64 + 8.0 * samples as f64);
+    [forward, family, hessian, unit_stats, samples_f]
+}
+
+/// Bytes of device work buffers for a batch of `bb` inputs (weights excluded).
+pub fn work_bytes(widths: &[usize], bb: usize, samples: usize) -> u64 {
+    Sizes::new(widths, bb, samples.min(SAMPLE_CHUNK))
+        .bytes(bb)
+        .1
+}
+
+/// The batch size the GPU engine will use for `wanted` inputs per batch.
+pub fn batch_size(
+    ctx: &GpuContext,
+    widths: &[usize],
+    samples: usize,
+    wanted: usize,
+) -> Result<usize> {
+    choose_batch(ctx, widths, samples.min(SAMPLE_CHUNK), wanted)
+}

@@ -1,0 +1,250 @@
+//! The wgpu context: instance, adapter, device and queue, the adapter's limits, and compute
+//! pipelines compiled once and cached by (shader, entry point, override constants).
+
+use super::shaders::{Binding, Shader};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Environment variable: substring (case-insensitive) of the adapter name to use.
+pub const ADAPTER_ENV: &str = "DIAGFIM_ADAPTER";
+/// Environment variable: when `1`, a missing adapter is an error even for `--engine auto`.
+pub const REQUIRE_GPU_ENV: &str = "DIAGFIM_REQUIRE_GPU";
+
+/// A compiled shader module with its group-0 layout and pipeline layout.
+type Compiled = (
+    wgpu::ShaderModule,
+    Arc<wgpu::BindGroupLayout>,
+    wgpu::PipelineLayout,
+);
+
+type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
+
+/// One device with its queue and pipeline cache.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    modules: Mutex<HashMap<Shader, Compiled>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// The first uncaptured device error (validation, out of memory, device lost).
+    error: Arc<Mutex<Option<String>>>,
+}
+
+fn gpu_err(msg: impl Into<String>) -> Error {
+    Error::Gpu(msg.into())
+}
+
+/// Ranks adapters: discrete GPU first, software rasterisers (lavapipe) last.
+fn rank(info: &wgpu::AdapterInfo) -> u8 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter (or the one `DIAGFIM_ADAPTER` names).
+    pub fn new() -> Result<GpuContext> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let wanted = std::env::var(ADAPTER_ENV).ok().map(|s| s.to_lowercase());
+        if let Some(w) = &wanted {
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(w.as_str()));
+        }
+        adapters.sort_by_key(|a| rank(&a.get_info()));
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            gpu_err(match &wanted {
+                Some(w) => format!(
+                    "no GPU adapter matches {ADAPTER_ENV}='{w}'; unset it or pick another name"
+                ),
+                None => "no GPU adapter found (install a Vulkan, Metal or DX12 driver; on Linux \
+                         without a GPU, Mesa's lavapipe: apt-get install mesa-vulkan-drivers)"
+                    .to_string(),
+            })
+        })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("diagfim"),
+            required_limits: limits.clone(),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            ..Default::default()
+        }))
+        .map_err(|e| gpu_err(format!("cannot open '{}': {e}", info.name)))?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            error,
+        })
+    }
+
+    /// The process-wide context, opened on first use (tests share it).
+    pub fn shared() -> Result<Arc<GpuContext>> {
+        static CTX: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
+        CTX.get_or_init(|| GpuContext::new().map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| gpu_err(e.trim_start_matches("GPU engine: ").to_string()))
+    }
+
+    /// "name (backend, device type)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// Whether pass timestamps are available (optional feature TIMESTAMP_QUERY).
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Whether the adapter is a software rasteriser such as lavapipe.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Largest storage binding, bounded by the largest buffer.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// A cached compute pipeline with the given override constants.
+    pub fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key: PipelineKey = (
+            shader,
+            entry,
+            constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+        );
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| gpu_err("pipeline cache poisoned"))?;
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| gpu_err("module cache poisoned"))?;
+        let (module, _, layout) = modules
+            .entry(shader)
+            .or_insert_with(|| self.compile(shader));
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
+                cache: None,
+            });
+        self.check()?;
+        let pipeline = Arc::new(pipeline);
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    fn compile(
+        &self,
+        shader: Shader,
+    ) -> (
+        wgpu::ShaderModule,
+        Arc<wgpu::BindGroupLayout>,
+        wgpu::PipelineLayout,
+    ) {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = shader
+            .bindings()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let bgl = Arc::new(self.device.create_bind_group_layout(
+            &wgpu::BindGroupLayoutDescriptor {
+                label: Some(shader.name()),
+                entries: &entries,
+            },
+        ));
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(shader.name()),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+        (module, bgl, layout)
+    }
+
+    /// The bind group layout of a shader's group 0.
+    pub fn bind_group_layout(&self, shader: Shader) -> Result<Arc<wgpu::BindGroupLayout>> {
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| gpu_err("module cache poisoned"))?;
+        Ok(modules
+            .entry(shader)
+            .or_insert_with(|| self.compile(shader))
+            .1
+            .clone())
+    }
+
+    /// Returns the first device error seen so far, if any.
+    pub fn check(&self) -> Result<()> {
+        match self.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(msg) => Err(gpu_err(format!(
+                "device error on '{}': {msg}",
+                self.info.name
+            ))),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The GPU engine on wgpu (DESIGN §4): portable f32 WGSL kernels (Vulkan, Metal, DX12), the
+//! same API and the same results (to f32 tolerance) as the CPU reference engine.
+
+mod analysis;
+pub mod context;
+pub mod kernels;
+pub mod shaders;
+
+pub use analysis::{
+    analyze, analyze_timed, batch_size, phase_flops, work_bytes, Phase, PhaseTimes,
+};
+pub use context::GpuContext;

@@ -1,0 +1,291 @@
+//! GPU engine tests (run on lavapipe in CI): GEMM and RNG kernels against Rust, and the whole
+//! analysis against the CPU reference engine.
+
+mod common;
+use common::*;
+use diagfim::engine::gpu::kernels::{self, Gemm};
+use diagfim::engine::gpu::shaders::Shader;
+use diagfim::engine::gpu::GpuContext;
+use std::sync::Arc;
+
+/// The shared context; without an adapter the tests are skipped unless DIAGFIM_REQUIRE_GPU=1
+/// (set by CI), in which case they fail.
+pub fn gpu() -> Option<Arc<GpuContext>> {
+    match GpuContext::shared() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("DIAGFIM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("DIAGFIM_REQUIRE_GPU=1 but {e}");
+            }
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
+fn det(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            (2.0 * diagfim::rng::uniform(diagfim::rng::block(7, 5, seed, i as u32, 0)[0]) - 1.0)
+                as f32
+        })
+        .collect()
+}
+
+#[test]
+fn gemm_matches_ndarray_on_odd_sizes() {
+    let Some(ctx) = gpu() else { return };
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 65, 257),
+        (65, 7, 1),
+        (257, 65, 7),
+        (65, 257, 65),
+    ] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = det(m * k, 1);
+            let b = det(k * n, 2);
+            let am = if ta {
+                ndarray::Array2::from_shape_vec((k, m), a.clone())
+                    .unwrap()
+                    .t()
+                    .to_owned()
+            } else {
+                ndarray::Array2::from_shape_vec((m, k), a.clone()).unwrap()
+            };
+            let bm = if tb {
+                ndarray::Array2::from_shape_vec((n, k), b.clone())
+                    .unwrap()
+                    .t()
+                    .to_owned()
+            } else {
+                ndarray::Array2::from_shape_vec((k, n), b.clone()).unwrap()
+            };
+            let want = am.mapv(f64::from).dot(&bm.mapv(f64::from));
+            let ba = kernels::upload(&ctx, "a", &a).unwrap();
+            let bb = kernels::upload(&ctx, "b", &b).unwrap();
+            let bc = kernels::storage(&ctx, "c", m * n).unwrap();
+            let g = Gemm::new(m as u32, n as u32, k as u32, ta, tb);
+            let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                d.record(&mut pass);
+            }
+            ctx.queue.submit([enc.finish()]);
+            let got = kernels::read_back(&ctx, &[(&bc, m * n)]).unwrap().remove(0);
+            let got: Vec<f64> = got.iter().map(|v| f64::from(*v)).collect();
+            let want: Vec<f64> = want.iter().copied().collect();
+            let err = rel_err(&got, &want);
+            assert!(err < 1e-5, "{m}x{n}x{k} ta={ta} tb={tb}: {err:e}");
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RngParams {
+    count: u32,
+    sample: u32,
+    block: u32,
+    stream: u32,
+    key_lo: u32,
+    key_hi: u32,
+    _p: [u32; 2],
+}
+
+#[test]
+fn wgsl_philox_is_bit_identical_to_rust() {
+    let Some(ctx) = gpu() else { return };
+    let seed: u64 = 0x1234_5678_9abc_def0;
+    let count = 1000u32;
+    let out = kernels::storage(&ctx, "out", 4 * count as usize).unwrap();
+    let p = RngParams {
+        count,
+        sample: 17,
+        block: 3,
+        stream: 0,
+        key_lo: seed as u32,
+        key_hi: (seed >> 32) as u32,
+        _p: [0; 2],
+    };
+    let d = kernels::dispatch(
+        &ctx,
+        Shader::RngTest,
+        "main",
+        &[],
+        &p,
+        &[&out],
+        kernels::groups_1d(count as u64).unwrap(),
+    )
+    .unwrap();
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        d.record(&mut pass);
+    }
+    ctx.queue.submit([enc.finish()]);
+    let got = kernels::read_back(&ctx, &[(&out, 4 * count as usize)])
+        .unwrap()
+        .remove(0);
+    for i in 0..count {
+        let want = diagfim::rng::block(seed, 0, i, 17, 3);
+        let g: [u32; 4] = std::array::from_fn(|q| got[(4 * i) as usize + q].to_bits());
+        assert_eq!(g, want, "draw {i}");
+    }
+}
+
+use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
+use diagfim::{Activation, Family, Label, Mlp};
+use Activation::*;
+
+struct Case {
+    widths: &'static [usize],
+    acts: &'static [Activation],
+    gaussian: Option<f64>,
+    biases: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        widths: &[5, 9, 7, 4],
+        acts: &[Sigmoid, Tanh],
+        gaussian: None,
+        biases: true,
+    },
+    Case {
+        widths: &[4, 8, 6, 3],
+        acts: &[Softplus, LogSigmoid],
+        gaussian: Some(0.7),
+        biases: true,
+    },
+    Case {
+        widths: &[6, 10, 5],
+        acts: &[Relu],
+        gaussian: None,
+        biases: true,
+    },
+    Case {
+        widths: &[3, 6, 6, 6, 5],
+        acts: &[Tanh, Identity, Sigmoid],
+        gaussian: None,
+        biases: false,
+    },
+    Case {
+        widths: &[5, 7, 2],
+        acts: &[LogSigmoid],
+        gaussian: Some(1.0),
+        biases: true,
+    },
+    Case {
+        widths: &[4, 70, 3],
+        acts: &[Softplus],
+        gaussian: None,
+        biases: true,
+    },
+    Case {
+        widths: &[3, 4],
+        acts: &[],
+        gaussian: Some(2.0),
+        biases: true,
+    },
+];
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    model: &Mlp,
+    family: &Family,
+    x: &ndarray::Array2<f64>,
+    labels: &[Label],
+    engine: EngineKind,
+    samples: usize,
+    batch: usize,
+    per_input: bool,
+) -> diagfim::Report {
+    analyze(&Request {
+        model,
+        family: family.as_dyn(),
+        inputs: x.view(),
+        labels: Some(labels),
+        options: AnalysisOptions {
+            samples,
+            seed: 3,
+            per_input,
+            batch_size: batch,
+            threads: 0,
+            engine,
+        },
+        progress: None,
+    })
+    .unwrap()
+}
+
+/// |gpu − cpu| ≤ 2e-3·|cpu| + 2e-3·(mean |cpu| of the tensor) elementwise.
+fn assert_close(gpu: &diagfim::Report, cpu: &diagfim::Report, what: &str) {
+    for ((name, g), (_, c)) in gpu.tensors().zip(cpu.tensors()) {
+        let scale = c.iter().map(|v| v.abs()).sum::<f64>() / c.len() as f64;
+        for (i, (gv, cv)) in g.iter().zip(c.iter()).enumerate() {
+            let tol = 2e-3 * cv.abs() + 2e-3 * scale + 1e-30;
+            assert!(
+                (gv - cv).abs() <= tol,
+                "{what}: {name}[{i}] gpu {gv:e} vs cpu {cv:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_engine_matches_cpu_engine() {
+    if gpu().is_none() {
+        return;
+    }
+    for (ci, c) in CASES.iter().enumerate() {
+        let model = random_model(c.widths, c.acts, 0.9, 500 + ci as u64, c.biases);
+        let family = match c.gaussian {
+            Some(s2) => Family::from_name("gaussian", s2).unwrap(),
+            None => Family::from_name("categorical", 1.0).unwrap(),
+        };
+        let b = 6;
+        let x = random_inputs(b, c.widths[0], 600 + ci as u64);
+        let o = model.output_dim();
+        let labels: Vec<Label> = (0..b)
+            .map(|i| match c.gaussian {
+                Some(_) => Label::Target((0..o).map(|a| (i + a) as f64 * 0.3 - 0.5).collect()),
+                None => Label::Class(i % o),
+            })
+            .collect();
+        let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 8, 256, false);
+        let gpu = run(&model, &family, &x, &labels, EngineKind::Gpu, 8, 256, false);
+        assert!(gpu.run.engine == "gpu" && cpu.run.engine == "cpu");
+        assert_close(&gpu, &cpu, &format!("case {ci} {:?}", c.acts));
+    }
+}
+
+/// Results do not depend on the batch (chunk) size, nor on the sample chunking (N > 256).
+#[test]
+fn gpu_results_independent_of_batch_size() {
+    if gpu().is_none() {
+        return;
+    }
+    let model = random_model(&[5, 8, 6, 3], &[Tanh, Sigmoid], 1.0, 77, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(7, 5, 78);
+    let labels: Vec<Label> = (0..7).map(|i| Label::Class(i % 3)).collect();
+    let base = run(&model, &family, &x, &labels, EngineKind::Gpu, 300, 7, true);
+    for batch in [1, 3] {
+        let other = run(
+            &model,
+            &family,
+            &x,
+            &labels,
+            EngineKind::Gpu,
+            300,
+            batch,
+            true,
+        );
+        assert_close(&other, &base, &format!("batch {batch}"));
+    }
+    // With N = 300 the samples come in two chunks; the CPU engine draws the same labels.
+    let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 300, 7, true);
+    assert_close(&base, &cpu, "chunked samples vs cpu");
+}

@@ -4,7 +4,8 @@
 //! of the work buffers.
 //!
 //! `cargo run --release --example bench_analysis -- [--layers 784,512,256,128,10]
-//!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]`
+//!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]
+//!  [--save-model PATH]`
 
 use diagfim::engine::gpu::{self, GpuContext, Phase};
 use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
@@ -40,9 +41,20 @@ fn main() -> diagfim::Result<()> {
     let engine: EngineKind = arg(&args, "--engine", "gpu").parse()?;
 
     let model = Mlp::init(&widths, vec![act; widths.len() - 2], 0)?;
+    // --save-model PATH writes the model (and PATH.x.npy the inputs) for benches/compare_pytorch.py.
+    let save = arg(&args, "--save-model", "");
     let x = Array2::from_shape_fn((b, widths[0]), |(i, k)| {
         ((i * 131 + k * 71) % 255) as f64 / 255.0
     });
+    if !save.is_empty() {
+        diagfim::model::save_safetensors(&model, save.as_ref(), diagfim::model::StoreDtype::F32)?;
+        ndarray_npy::write_npy(format!("{save}.x.npy"), &x.mapv(|v| v as f32)).map_err(|e| {
+            diagfim::Error::Output {
+                path: format!("{save}.x.npy").into(),
+                msg: e.to_string(),
+            }
+        })?;
+    }
     let family = Family::from_name("categorical", 1.0)?;
     let req = Request {
         model: &model,

@@ -1,13 +1,15 @@
-// Reduction over sampled labels per unit (MATH §6.6): with β = Δ_l r_s and g = Hd_l r_s for
-// the samples of one chunk ([bb, nl, ns] each), a 64-wide workgroup per (x, j) runs Welford
-// over a strided share of the samples, merges the shares by Chan's formula in a tree, merges
-// the chunk into the running statistics, and on the last chunk writes the bases
+// Per-sample scores and negative Hessians reduced over the sampled labels per unit
+// (MATH §6.6): a 64-wide workgroup per (x, j) forms β_s = Δ_jᵀ r_s and g_s = Hd_jᵀ r_s for a
+// strided share of the chunk's samples (Δ_j, Hd_j: the T and S rows of unit j; r: the chunk's
+// residuals [bb, ns, o]), runs Welford on β² and g, merges the shares by Chan's formula in a
+// tree, merges the chunk into the running statistics, and on the last chunk writes the bases
 // ScoreSqMean, ScoreSqVar (of β²), NegHessMean = q − mean(g) and HessRVar (of g).
+// Each invocation does ⌈ns/64⌉·o multiply-adds (the host bounds ns accordingly).
 
-struct Params { bb: u32, nl: u32, ns: u32, first: u32, last: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params { bb: u32, nl: u32, ns: u32, first: u32, last: u32, o: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> beta: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read> ts: array<f32>;
+@group(0) @binding(2) var<storage, read> r: array<f32>;
 @group(0) @binding(3) var<storage, read_write> running: array<f32>;  // [bb·nl, 5]
 @group(0) @binding(4) var<storage, read_write> bases: array<f32>;
 
@@ -39,11 +41,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var m2 = 0.0;
     var q2 = 0.0;
     if (valid) {
-        let base = unit * p.ns;
+        let x = unit / p.nl;
+        let t0 = unit * p.o;
+        let s0 = (p.bb * p.nl + unit) * p.o;
         for (var s = t; s < p.ns; s += 64u) {
-            let b = beta[base + s];
+            let r0 = (x * p.ns + s) * p.o;
+            var b = 0.0;
+            var v2 = 0.0;
+            for (var a = 0u; a < p.o; a++) {
+                b = fma(ts[t0 + a], r[r0 + a], b);
+                v2 = fma(ts[s0 + a], r[r0 + a], v2);
+            }
             let v1 = b * b;
-            let v2 = g[base + s];
             n += 1.0;
             let d1 = v1 - m1;
             m1 += d1 / n;

@@ -18,8 +18,17 @@ use crate::report::Report;
 use crate::{Error, Result};
 use ndarray::{Array1, Array2};
 
-/// Samples per chunk: per-sample buffers hold at most this many labels per input.
+/// Samples per chunk: the residual buffer holds at most this many labels per input.
 const SAMPLE_CHUNK: usize = 256;
+/// Bound on ⌈ns/64⌉·O, the multiply-adds of one invocation of the sample reduction
+/// (lavapipe silently stops very long loops).
+const MAX_REDUCE_WORK: usize = 16_384;
+
+/// Samples per chunk for O outputs and N samples.
+fn sample_chunk(o: usize, n: usize) -> usize {
+    let by_work = (MAX_REDUCE_WORK / o.max(1)).max(1) * 64;
+    n.min(SAMPLE_CHUNK).min(by_work).max(1)
+}
 /// Budget for all work buffers of one batch.
 const MEMORY_BUDGET: u64 = 1 << 30;
 
@@ -73,7 +82,8 @@ struct ReduceParams {
     ns: u32,
     first: u32,
     last: u32,
-    _p: [u32; 3],
+    o: u32,
+    _p: [u32; 2],
 }
 
 /// Model weights on the device, uploaded once per analysis.
@@ -126,7 +136,7 @@ impl Sizes {
             widths: widths.to_vec(),
             o,
             ts,
-            per_sample: bb * n_max * ns,
+            per_sample: bb * ns * o,
             n_max,
         }
     }
@@ -135,7 +145,7 @@ impl Sizes {
         let largest = self.ts.max(self.per_sample) as u64 * 4;
         let acts: usize = self.widths.iter().sum::<usize>() * bb * 4;
         let bases: usize = self.widths[1..].iter().sum::<usize>() * bb * NB;
-        let total = (2 * self.ts + 2 * self.per_sample + acts + bases) as u64 * 4;
+        let total = (2 * self.ts + self.per_sample + acts + bases) as u64 * 4;
         (largest, total)
     }
 }
@@ -253,8 +263,6 @@ impl Plan {
         let r_data = kernels::storage(ctx, "r_data", bb * o)?;
         let ts = kernels::storage(ctx, "ts", sizes.ts)?;
         let pro = kernels::storage(ctx, "prologue", sizes.ts)?;
-        let beta = kernels::storage(ctx, "beta", sizes.per_sample)?;
-        let g = kernels::storage(ctx, "g", sizes.per_sample)?;
         let running = kernels::storage(ctx, "running", bb * sizes.n_max * 5)?;
         let mut bases = Vec::new();
         for d in layers {
@@ -419,21 +427,13 @@ impl Plan {
                     &fam_buffers,
                     [u(ns_c.div_ceil(64)), u(bb), 1],
                 )?);
-                for (dst, a_off) in [(&beta, 0), (&g, bb * nl * o)] {
-                    let mut gemm = Gemm::new(u(nl), u(ns_c), u(o), false, true);
-                    gemm.batch = u(bb);
-                    gemm.params.off_a = u(a_off);
-                    gemm.params.stride_a = u(nl * o);
-                    gemm.params.stride_b = u(ns_c * o);
-                    gemm.params.stride_c = u(nl * ns_c);
-                    ds.push(gemm.dispatch(ctx, &ts, &r, dst, &dummy)?);
-                }
                 let rp = ReduceParams {
                     bb: u(bb),
                     nl: u(nl),
                     ns: u(ns_c),
                     first: u32::from(c == 0),
                     last: u32::from(c + 1 == chunks),
+                    o: u(o),
                     ..Default::default()
                 };
                 ds.push(kernels::dispatch(
@@ -442,7 +442,7 @@ impl Plan {
                     "main",
                     &[],
                     &rp,
-                    &[&beta, &g, &running, &bases[l]],
+                    &[&ts, &r, &running, &bases[l]],
                     groups_per_item((bb * nl) as u64)?,
                 )?);
             }
@@ -552,7 +552,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     let widths = model.widths();
     let b = req.inputs.nrows();
     let o = model.output_dim();
-    let ns = req.options.samples.min(SAMPLE_CHUNK);
+    let ns = sample_chunk(o, req.options.samples);
     let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
     let weights = Weights::upload(&ctx, model)?;
     let mut acc = Accumulator::new(model, b, req.options.per_input, req.labels.is_some());
@@ -670,5 +670,10 @@ pub fn batch_size(
     samples: usize,
     wanted: usize,
 ) -> Result<usize> {
-    choose_batch(ctx, widths, samples.min(SAMPLE_CHUNK), wanted)
+    choose_batch(
+        ctx,
+        widths,
+        sample_chunk(widths[widths.len() - 1], samples),
+        wanted,
+    )
 }

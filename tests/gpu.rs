@@ -289,3 +289,50 @@ fn gpu_results_independent_of_batch_size() {
     let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 300, 7, true);
     assert_close(&base, &cpu, "chunked samples vs cpu");
 }
+
+/// Training gradients on the GPU equal −(1/B) Σ scores of the CPU reference engine.
+#[test]
+fn gpu_training_gradient_matches_cpu_scores() {
+    if gpu().is_none() {
+        return;
+    }
+    use diagfim::engine::cpu::sample_derivatives;
+    use diagfim::engine::gpu::train::GpuTrainer;
+    let model = random_model(&[5, 8, 6, 3], &[Tanh, Sigmoid], 1.0, 91, true);
+    let b = 7;
+    let x = random_inputs(b, 5, 92);
+    let labels: Vec<usize> = (0..b).map(|i| (i * 2) % 3).collect();
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let trainer = GpuTrainer::new(&model, b, true).unwrap();
+    let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+    let lf: Vec<f32> = labels.iter().map(|&c| c as f32).collect();
+    let got = trainer.run(&model, &xf, &lf).unwrap();
+    let mut want: Vec<f64> = vec![0.0; model.num_params()];
+    let mut loss = 0.0;
+    for i in 0..b {
+        let y = Label::Class(labels[i]);
+        let sd = sample_derivatives(&model, family.as_dyn(), x.row(i), &y).unwrap();
+        for (w, s) in want.iter_mut().zip(sd.score.iter().flatten()) {
+            *w -= s / b as f64;
+        }
+        let h = model.forward(x.row(i)).to_vec();
+        loss -= family.as_dyn().log_lik(&h, &y).unwrap();
+    }
+    let got_flat: Vec<f64> = got
+        .weight
+        .iter()
+        .zip(&got.bias)
+        .flat_map(|(w, bb)| {
+            w.iter()
+                .chain(bb.iter().flatten())
+                .map(|v| f64::from(*v))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        rel_err(&got_flat, &want) < 1e-5,
+        "{:e}",
+        rel_err(&got_flat, &want)
+    );
+    assert!((got.loss_sum - loss).abs() < 1e-5 * loss.abs());
+}

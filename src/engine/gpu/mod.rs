@@ -5,6 +5,7 @@ mod analysis;
 pub mod context;
 pub mod kernels;
 pub mod shaders;
+pub mod train;
 
 pub use analysis::{
     analyze, analyze_timed, batch_size, phase_flops, work_bytes, Phase, PhaseTimes,

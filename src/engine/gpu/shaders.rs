@@ -18,6 +18,7 @@ pub enum Shader {
     UnitStats,
     ReduceSamples,
     Powers,
+    Backprop,
     RngTest,
 }
 
@@ -65,6 +66,7 @@ impl Shader {
             Shader::UnitStats => &[Uniform, Read, Read, Read, ReadWrite],
             Shader::ReduceSamples => &[Uniform, Read, Read, ReadWrite, ReadWrite],
             Shader::Powers => &[Uniform, Read, ReadWrite, ReadWrite],
+            Shader::Backprop => &[Uniform, Read, Read, ReadWrite, ReadWrite],
             Shader::RngTest => &[Uniform, ReadWrite],
         }
     }
@@ -78,6 +80,7 @@ impl Shader {
             Shader::UnitStats => "unit_stats.wgsl",
             Shader::ReduceSamples => "reduce_samples.wgsl",
             Shader::Powers => "powers.wgsl",
+            Shader::Backprop => "backprop.wgsl",
             Shader::RngTest => "rng_test.wgsl",
         }
     }
@@ -92,6 +95,7 @@ impl Shader {
             Shader::UnitStats => (include_str!("../../../shaders/unit_stats.wgsl"), false),
             Shader::ReduceSamples => (include_str!("../../../shaders/reduce_samples.wgsl"), false),
             Shader::Powers => (include_str!("../../../shaders/powers.wgsl"), false),
+            Shader::Backprop => (include_str!("../../../shaders/backprop.wgsl"), false),
             Shader::RngTest => (include_str!("../../../shaders/rng_test.wgsl"), true),
         };
         let mut s = prelude();

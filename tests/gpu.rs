@@ -309,8 +309,8 @@ fn gpu_training_gradient_matches_cpu_scores() {
     let got = trainer.run(&model, &xf, &lf).unwrap();
     let mut want: Vec<f64> = vec![0.0; model.num_params()];
     let mut loss = 0.0;
-    for i in 0..b {
-        let y = Label::Class(labels[i]);
+    for (i, &c) in labels.iter().enumerate() {
+        let y = Label::Class(c);
         let sd = sample_derivatives(&model, family.as_dyn(), x.row(i), &y).unwrap();
         for (w, s) in want.iter_mut().zip(sd.score.iter().flatten()) {
             *w -= s / b as f64;

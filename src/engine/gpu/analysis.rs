@@ -214,6 +214,8 @@ struct Plan {
     labels: wgpu::Buffer,
     acts: Vec<wgpu::Buffer>,
     bases: Vec<wgpu::Buffer>,
+    /// Per layer: Δ_l rows then Hd_l rows ([2·bb·n_l, O]).
+    dh: Vec<wgpu::Buffer>,
     h: wgpu::Buffer,
     dispatches: Vec<Dispatch>,
     /// Family dispatches whose uniform must be rewritten with the batch's first input index.
@@ -265,8 +267,11 @@ impl Plan {
         let pro = kernels::storage(ctx, "prologue", sizes.ts)?;
         let running = kernels::storage(ctx, "running", bb * sizes.n_max * 5)?;
         let mut bases = Vec::new();
+        // Δ_l and Hd_l of every layer (T rows then S rows, O columns), kept for read-back.
+        let mut dh = Vec::new();
         for d in layers {
             bases.push(kernels::storage(ctx, "bases", bb * NB * d.outputs())?);
+            dh.push(kernels::storage(ctx, "delta_hd", 2 * bb * d.outputs() * o)?);
         }
 
         let mut ds: Vec<Dispatch> = Vec::new();
@@ -369,7 +374,7 @@ impl Plan {
                 "init_main",
                 &[],
                 &hp,
-                &[w_next, a1, a2, &dummy, &ts],
+                &[w_next, a1, a2, &dummy, if l + 2 >= nl_count { &dh[l] } else { &ts }],
                 groups_1d((bb * nl * cols0) as u64)?,
             )?);
             // Through the hidden layers m = l+1 … L−2 towards the head.
@@ -392,7 +397,8 @@ impl Plan {
                 )?);
                 let next = layers[m + 1].outputs();
                 let gemm = Gemm::new(u(rows), u(next), u(nm), false, true);
-                ds.push(gemm.dispatch(ctx, &pro, &weights.w[m + 1], &ts, &dummy)?);
+                let dst = if m + 2 == nl_count { &dh[l] } else { &ts };
+                ds.push(gemm.dispatch(ctx, &pro, &weights.w[m + 1], dst, &dummy)?);
             }
             segments.push((Phase::Hessian, ds.len()));
             let up = UnitParams {
@@ -409,7 +415,7 @@ impl Plan {
                 "main",
                 &fam_consts,
                 &up,
-                &[&ts, &eta, &r_data, &bases[l]],
+                &[&dh[l], &eta, &r_data, &bases[l]],
                 groups_1d((bb * nl) as u64)?,
             )?);
             segments.push((Phase::UnitStats, ds.len()));
@@ -442,7 +448,7 @@ impl Plan {
                     "main",
                     &[],
                     &rp,
-                    &[&ts, &r, &running, &bases[l]],
+                    &[&dh[l], &r, &running, &bases[l]],
                     groups_per_item((bb * nl) as u64)?,
                 )?);
             }
@@ -451,6 +457,7 @@ impl Plan {
         ctx.check()?;
         Ok(Plan {
             segments,
+            dh,
             bb,
             x,
             labels,

@@ -336,3 +336,81 @@ fn gpu_training_gradient_matches_cpu_scores() {
     );
     assert!((got.loss_sum - loss).abs() < 1e-5 * loss.abs());
 }
+
+/// The CLI gives the same answers with `--engine gpu` as with `--engine cpu`.
+#[test]
+fn cli_gpu_matches_cli_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = random_model(&[6, 12, 9, 4], &[Softplus, Tanh], 1.0, 123, true);
+    let mpath = dir.path().join("m.safetensors");
+    diagfim::model::save_safetensors(&model, &mpath, diagfim::model::StoreDtype::F32).unwrap();
+    let x = random_inputs(9, 6, 124).mapv(|v| v as f32);
+    let xpath = dir.path().join("x.npy");
+    ndarray_npy::write_npy(&xpath, &x).unwrap();
+    let ypath = dir.path().join("y.npy");
+    ndarray_npy::write_npy(
+        &ypath,
+        &ndarray::Array1::from_iter((0..9i64).map(|i| i % 4)),
+    )
+    .unwrap();
+    let read = |engine: &str| -> Vec<(String, Vec<f64>)> {
+        let out = dir.path().join(format!("{engine}.safetensors"));
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_diagfim"))
+            .args([
+                "analyze",
+                "--model",
+                mpath.to_str().unwrap(),
+                "--inputs",
+                xpath.to_str().unwrap(),
+            ])
+            .args([
+                "--labels",
+                ypath.to_str().unwrap(),
+                "--samples",
+                "6",
+                "--engine",
+                engine,
+            ])
+            .args(["--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<f64>)> = t
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    n,
+                    v.data()
+                        .chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (g, c) = (read("gpu"), read("cpu"));
+    assert_eq!(g.len(), c.len());
+    assert!(g.iter().any(|(n, _)| n.starts_with("ef/")));
+    for ((ng, vg), (nc, vc)) in g.iter().zip(&c) {
+        assert_eq!(ng, nc);
+        let scale = vc.iter().map(|v| v.abs()).sum::<f64>() / vc.len() as f64;
+        for (a, b) in vg.iter().zip(vc) {
+            assert!(
+                (a - b).abs() <= 2e-3 * b.abs() + 2e-3 * scale + 1e-30,
+                "{ng}: gpu {a:e} cpu {b:e}"
+            );
+        }
+    }
+}

@@ -374,7 +374,13 @@ impl Plan {
                 "init_main",
                 &[],
                 &hp,
-                &[w_next, a1, a2, &dummy, if l + 2 >= nl_count { &dh[l] } else { &ts }],
+                &[
+                    w_next,
+                    a1,
+                    a2,
+                    &dummy,
+                    if l + 2 >= nl_count { &dh[l] } else { &ts },
+                ],
                 groups_1d((bb * nl * cols0) as u64)?,
             )?);
             // Through the hidden layers m = l+1 … L−2 towards the head.

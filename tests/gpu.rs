@@ -414,3 +414,34 @@ fn cli_gpu_matches_cli_cpu() {
         }
     }
 }
+
+/// The GPU training backend gives the CPU backend's loss and gradient to f32 precision.
+#[test]
+fn gpu_training_backend_matches_cpu_backend() {
+    if gpu().is_none() {
+        return;
+    }
+    use diagfim::model::Dense;
+    use diagfim::train::{Backend, CpuBackend, GpuBackend};
+    let base = random_model(&[6, 9, 5, 4], &[Sigmoid, Relu], 0.8, 211, true);
+    // The last layer without a bias.
+    let mut layers = base.layers().to_vec();
+    layers[2] = Dense {
+        bias: None,
+        ..layers[2].clone()
+    };
+    let model = Mlp::new(layers, base.activations().to_vec()).unwrap();
+    let x = random_inputs(13, 6, 212);
+    let labels: Vec<usize> = (0..13).map(|i| (i * 3) % 4).collect();
+    let (sc, gc) = CpuBackend::default()
+        .loss_and_gradient(&model, x.view(), &labels)
+        .unwrap();
+    let gpu = GpuBackend::new().unwrap();
+    let (sg, gg) = gpu.loss_and_gradient(&model, x.view(), &labels).unwrap();
+    assert_eq!((sg.count, sg.correct), (sc.count, sc.correct));
+    assert!((sg.loss_sum - sc.loss_sum).abs() < 1e-5 * sc.loss_sum);
+    let (c, g): (Vec<f64>, Vec<f64>) = (gc.values().collect(), gg.values().collect());
+    assert!(rel_err(&g, &c) < 1e-5, "{:e}", rel_err(&g, &c));
+    let ev = gpu.evaluate(&model, x.view(), &labels).unwrap();
+    assert_eq!(ev.correct, sc.correct);
+}

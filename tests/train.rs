@@ -304,15 +304,25 @@ fn bad_input_is_an_error_not_a_panic() {
         };
         assert!(matches!(with(cfg), Err(Error::Input(_))), "{bad:?}");
     }
-    // GPU training comes with the GPU engine: until then a clear error, and auto uses the CPU.
-    assert!(matches!(
-        select_backend(EngineKind::Gpu),
-        Err(Error::Gpu(_))
-    ));
-    assert!(select_backend(EngineKind::Auto)
-        .unwrap()
-        .name()
-        .starts_with("cpu"));
+    // GPU training needs an adapter (a clear error otherwise); auto skips software adapters.
+    match diagfim::engine::gpu::GpuContext::shared() {
+        Ok(ctx) => {
+            let name = select_backend(EngineKind::Gpu).unwrap().name();
+            assert!(name.starts_with("gpu"), "{name}");
+            let auto = select_backend(EngineKind::Auto).unwrap().name();
+            assert_eq!(auto.starts_with("cpu"), ctx.is_software(), "{auto}");
+        }
+        Err(_) => {
+            assert!(matches!(
+                select_backend(EngineKind::Gpu),
+                Err(Error::Gpu(_))
+            ));
+            assert!(select_backend(EngineKind::Auto)
+                .unwrap()
+                .name()
+                .starts_with("cpu"));
+        }
+    }
 
     let mut t = with(TrainConfig::default()).unwrap();
     let wide = toy_data(4, 3, 2, 0);

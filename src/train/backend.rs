@@ -1,7 +1,7 @@
 //! The engine interface of training: the loss, gradient and logits of a mini-batch. The CPU
 //! backend implements it now; the GPU backend comes with the GPU engine (see the module docs).
 
-use super::CpuBackend;
+use super::{CpuBackend, GpuBackend};
 use crate::model::Mlp;
 use crate::{EngineKind, Error, Result};
 use ndarray::{Array1, Array2, ArrayView2, Zip};
@@ -128,16 +128,17 @@ pub trait Backend: Send + Sync {
     fn evaluate(&self, model: &Mlp, x: ArrayView2<f64>, labels: &[usize]) -> Result<BatchStats>;
 }
 
-/// The training backend for an engine choice: `Cpu` and `Auto` give the CPU backend; `Gpu`
-/// is an error until the GPU engine brings its training path.
+/// The training backend for an engine choice: `Cpu` gives the CPU backend, `Gpu` the GPU
+/// backend (an error without an adapter), `Auto` the GPU backend on a hardware adapter and
+/// the CPU backend otherwise (a software rasteriser such as lavapipe is slower than the CPU).
 pub fn select_backend(kind: EngineKind) -> Result<Box<dyn Backend>> {
     match kind {
-        EngineKind::Cpu | EngineKind::Auto => Ok(Box::new(CpuBackend::default())),
-        EngineKind::Gpu => Err(Error::Gpu(
-            "training has no GPU backend yet (it comes with the GPU engine); use --engine cpu, \
-             or auto, which trains on the CPU"
-                .into(),
-        )),
+        EngineKind::Cpu => Ok(Box::new(CpuBackend::default())),
+        EngineKind::Gpu => Ok(Box::new(GpuBackend::new()?)),
+        EngineKind::Auto => match crate::engine::gpu::GpuContext::shared() {
+            Ok(ctx) if !ctx.is_software() => Ok(Box::new(GpuBackend::new()?)),
+            _ => Ok(Box::new(CpuBackend::default())),
+        },
     }
 }
 

@@ -4,11 +4,10 @@
 //!
 //! - [`Dataset`]: inputs and class labels, validated once.
 //! - [`Backend`]: the engine that computes the loss gradient of a mini-batch. [`CpuBackend`]
-//!   (f64, batched ndarray GEMMs, parallel over fixed chunks of the batch) is the one that
-//!   exists now. The GPU path comes with the GPU engine: it will be a second `Backend`
-//!   that shares the analysis's forward and backward kernels, selected by
-//!   [`select_backend`] with [`EngineKind::Gpu`] (and by `Auto` when an adapter exists).
-//!   Until then `Gpu` is a clear [`Error::Gpu`] and `Auto` trains on the CPU.
+//!   (f64, batched ndarray GEMMs, parallel over fixed chunks of the batch) and [`GpuBackend`]
+//!   (f32 WGSL kernels shared with the GPU analysis engine), chosen by [`select_backend`]:
+//!   [`EngineKind::Gpu`] requires an adapter ([`Error::Gpu`] otherwise), `Auto` uses a
+//!   hardware GPU when there is one and the CPU otherwise.
 //! - [`Optimizer`]: SGD with momentum, or Adam, with PyTorch's update rules.
 //! - [`Trainer`]: epochs of shuffled mini-batches ([`permutation`], counter-based Philox,
 //!   so runs are deterministic given a seed and independent of the thread count), test
@@ -41,6 +40,7 @@ mod backend;
 mod cpu;
 pub mod curves;
 mod dataset;
+mod gpu;
 mod optim;
 pub mod plot;
 mod progress;
@@ -51,6 +51,7 @@ mod trainer;
 pub use backend::{select_backend, Backend, BatchStats, Gradients};
 pub use cpu::CpuBackend;
 pub use dataset::Dataset;
+pub use gpu::GpuBackend;
 pub use optim::Optimizer;
 pub use shuffle::{permutation, STREAM_SHUFFLE};
 pub use trainer::{EpochStats, Evaluation, TrainConfig, Trainer};

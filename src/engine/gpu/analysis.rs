@@ -215,6 +215,7 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     bases: Vec<wgpu::Buffer>,
     /// Per layer: Δ_l rows then Hd_l rows ([2·bb·n_l, O]).
+    #[allow(dead_code)]
     dh: Vec<wgpu::Buffer>,
     h: wgpu::Buffer,
     dispatches: Vec<Dispatch>,

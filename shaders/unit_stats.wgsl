@@ -24,7 +24,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var dn2 = 0.0;
     var hn2 = 0.0;
     var ef = 0.0;
+    var dsum = 0.0;
     for (var a = 0u; a < o; a++) {
+        dsum += ts[t0 + a];
         dn2 += ts[t0 + a] * ts[t0 + a];
         hn2 += ts[s0 + a] * ts[s0 + a];
         if (p.has_labels != 0u) { ef += ts[t0 + a] * r_data[e0 + a]; }
@@ -67,5 +69,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     bases[out + BASE_HD_NORM2 * p.nl] = hn2;
     bases[out + BASE_THIRD * p.nl] = third;
     bases[out + BASE_EF * p.nl] = ef * ef;
+    bases[out + BASE_DELTA_NORM4 * p.nl] = dn2 * dn2;
+    bases[out + BASE_DELTA_CENTRED_NORM2 * p.nl] = max(dn2 - dsum * dsum / f32(o), 0.0);
     bases[out + BASE_Q_SQ * p.nl] = q * q;
+    bases[out + BASE_EF_SQ * p.nl] = ef * ef * ef * ef;
 }

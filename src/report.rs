@@ -1,15 +1,20 @@
 //! Results of an analysis: per-parameter tensors under the contract keys, per-layer summaries,
 //! and their serialisation (RESULT.safetensors, SUMMARY.json, a printed table).
 
+use crate::family::FamilyKind;
 use crate::io::{write_safetensors, NamedTensor, StoreDtype};
 use crate::model::ParamInfo;
+use crate::theory::advice::{budget_split, chebyshev_samples, BudgetSplit};
+use crate::theory::layer::RUHE_MAX_SIZE;
+use crate::theory::TensorBounds;
 use crate::{Error, Result};
 use ndarray::ArrayD;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The output keys of the CLI contract (README, "Output keys").
+/// The output keys of the CLI contract (README, "Output keys"; docs/theory.md for the bounds).
+/// The discriminant of a key is its position in [`Key::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Key {
     /// Exact FIM diagonal I(θ_i|x) (MATH §4, Eq. 23).
@@ -32,10 +37,55 @@ pub enum Key {
     VarJoint2,
     /// Empirical Fisher with the data labels (MATH §5.10).
     Ef,
+    /// ‖J_i‖² λ_max(C) ≥ I (Thm 4.1, Eq. 10).
+    UbFisher,
+    /// ‖J_i‖² λ_min(C) ≤ I (Eq. 10; 0 for the categorical family).
+    LbFisher,
+    /// ‖J̃_i‖² λ_min(C|1⊥) ≤ I with the centred Jacobian (MATH §9a [X]; categorical).
+    LbFisherCentred,
+    /// ‖J_i‖⁴ λ_max(K − C⊗C) ≥ N·Var Î1 (Eq. 11).
+    UbVar1,
+    /// ‖J_i‖⁴ λ_min(K − C⊗C) ≤ N·Var Î1 (Eq. 11).
+    LbVar1,
+    /// ‖D_i‖² λ_max(C) ≥ N·Var Î2 (Eq. 12).
+    UbVar2,
+    /// ‖D_i‖² λ_min(C) ≤ N·Var Î2 (Eq. 12).
+    LbVar2,
+    /// ‖J_i‖⁴ (λ_max(K) − λ_min(C)²) (Cor. 4.2, Eq. 15).
+    UbVar1Cor42,
+    /// ‖J_i‖⁴ max(0, λ_min(K) − λ_max(C)²) (Cor. 4.2, Eq. 14).
+    LbVar1Cor42,
+    /// ‖J_i‖⁴ (B² λ_max(C) − λ_min(C)²) (Prop. 4.3, Eq. 16 in Eq. 15; categorical).
+    UbVar1Prop43,
+    /// ‖J_i‖⁴ λ_max(M), certified (MATH §7 [X]).
+    UbVar1Cert,
+    /// ‖J_i‖² ρ(p) (Thm 5.2; categorical).
+    UbFisherThm52,
+    /// ‖J_i‖⁴ 2ρ(p) (Thm 5.2; categorical).
+    UbVar1Thm52,
+    /// ‖D_i‖² ρ(p) (Thm 5.2; categorical).
+    UbVar2Thm52,
+    /// N·Cov(Î1, Î2) = −E[(J_iᵀs)²(D_iᵀs)] [X].
+    Cov12,
+    /// Weight w of the variance-optimal unbiased combination w Î1 + (1 − w) Î2 [X].
+    WOpt,
+    /// N·Var of that combination, ≤ min(var1, var2) [X].
+    VarOpt,
+    /// Var_x I(θ_i|x): the input-randomness term of Thm 4.7 over the B inputs.
+    VarX,
+    /// E_x[‖J_i‖⁴ λ_max(C)²] ≥ Var_x I(θ_i|x) (Lemma 4.8).
+    UbVarX,
+    /// Variance of the per-example empirical Fisher over the data pairs (Cor. F.1/F.2).
+    VarEf,
+    /// Bias of the empirical Fisher: ef − fisher (Sec. 6, Eq. 21).
+    EfBias,
 }
 
+/// Number of keys.
+pub const NUM_KEYS: usize = 31;
+
 impl Key {
-    pub const ALL: [Key; 10] = [
+    pub const ALL: [Key; NUM_KEYS] = [
         Key::Fisher,
         Key::Var1,
         Key::Var2,
@@ -46,7 +96,48 @@ impl Key {
         Key::VarJoint1,
         Key::VarJoint2,
         Key::Ef,
+        Key::UbFisher,
+        Key::LbFisher,
+        Key::LbFisherCentred,
+        Key::UbVar1,
+        Key::LbVar1,
+        Key::UbVar2,
+        Key::LbVar2,
+        Key::UbVar1Cor42,
+        Key::LbVar1Cor42,
+        Key::UbVar1Prop43,
+        Key::UbVar1Cert,
+        Key::UbFisherThm52,
+        Key::UbVar1Thm52,
+        Key::UbVar2Thm52,
+        Key::Cov12,
+        Key::WOpt,
+        Key::VarOpt,
+        Key::VarX,
+        Key::UbVarX,
+        Key::VarEf,
+        Key::EfBias,
     ];
+
+    /// The keys of the terminal table ([`Report::table`]); SUMMARY.json has all of them.
+    pub const TABLE: [Key; 11] = [
+        Key::Fisher,
+        Key::Var1,
+        Key::Var2,
+        Key::Mc1,
+        Key::Mc2,
+        Key::McVar1,
+        Key::McVar2,
+        Key::VarJoint1,
+        Key::VarJoint2,
+        Key::Ef,
+        Key::VarOpt,
+    ];
+
+    /// Position in [`Key::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 
     /// The key's name in RESULT.safetensors (`<name>/<param>`).
     pub fn name(self) -> &'static str {
@@ -61,13 +152,56 @@ impl Key {
             Key::VarJoint1 => "var_joint1",
             Key::VarJoint2 => "var_joint2",
             Key::Ef => "ef",
+            Key::UbFisher => "ub_fisher",
+            Key::LbFisher => "lb_fisher",
+            Key::LbFisherCentred => "lb_fisher_centred",
+            Key::UbVar1 => "ub_var1",
+            Key::LbVar1 => "lb_var1",
+            Key::UbVar2 => "ub_var2",
+            Key::LbVar2 => "lb_var2",
+            Key::UbVar1Cor42 => "ub_var1_cor42",
+            Key::LbVar1Cor42 => "lb_var1_cor42",
+            Key::UbVar1Prop43 => "ub_var1_prop43",
+            Key::UbVar1Cert => "ub_var1_cert",
+            Key::UbFisherThm52 => "ub_fisher_thm52",
+            Key::UbVar1Thm52 => "ub_var1_thm52",
+            Key::UbVar2Thm52 => "ub_var2_thm52",
+            Key::Cov12 => "cov12",
+            Key::WOpt => "w_opt",
+            Key::VarOpt => "var_opt",
+            Key::VarX => "var_x",
+            Key::UbVarX => "ub_var_x",
+            Key::VarEf => "var_ef",
+            Key::EfBias => "ef_bias",
         }
     }
 
+    /// The key with this name, if any.
+    pub fn from_name(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Whether the key is a per-input quantity (gets a leading input axis with `--per-input`);
-    /// the joint variances describe the whole input set and never do.
+    /// the keys that describe the whole input set never do.
     pub fn is_per_input(self) -> bool {
-        !matches!(self, Key::VarJoint1 | Key::VarJoint2)
+        !matches!(
+            self,
+            Key::VarJoint1 | Key::VarJoint2 | Key::VarX | Key::UbVarX | Key::VarEf
+        )
+    }
+
+    /// Whether the key is reported for this family (some bounds exist only for the
+    /// categorical family) and with or without data labels.
+    pub fn is_available(self, kind: FamilyKind, has_labels: bool) -> bool {
+        match self {
+            Key::Ef | Key::VarEf | Key::EfBias => has_labels,
+            Key::LbFisherCentred
+            | Key::UbVar1Prop43
+            | Key::UbFisherThm52
+            | Key::UbVar1Thm52
+            | Key::UbVar2Thm52 => kind == FamilyKind::Categorical,
+            _ => true,
+        }
     }
 }
 
@@ -76,6 +210,9 @@ impl Key {
 pub struct ParamReport {
     pub info: ParamInfo,
     pub values: BTreeMap<Key, ArrayD<f64>>,
+    /// Means over inputs of the per-tensor trace bounds (Cor. 4.6, Thm C.1), when the engine
+    /// ran the theory layer's per-input hook.
+    pub bounds: Option<TensorBounds>,
 }
 
 /// How the analysis was run.
@@ -98,7 +235,8 @@ pub struct Report {
     pub run: RunInfo,
 }
 
-/// Per-tensor summary: means over the tensor's entries of each key.
+/// Per-tensor summary: means over the tensor's entries of each key, and the theory layer's
+/// per-tensor results.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParamSummary {
     pub name: String,
@@ -106,6 +244,7 @@ pub struct ParamSummary {
     pub kind: &'static str,
     pub count: usize,
     pub means: BTreeMap<&'static str, f64>,
+    pub theory: TensorTheory,
 }
 
 /// SUMMARY.json.
@@ -113,7 +252,261 @@ pub struct ParamSummary {
 pub struct Summary {
     #[serde(flatten)]
     pub run: RunInfo,
+    /// The options of the recommendation and the budget split.
+    pub options: SummaryOptions,
     pub layers: Vec<ParamSummary>,
+}
+
+/// Options of the per-tensor recommendation (docs/theory.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SummaryOptions {
+    /// Relative error ε of the Chebyshev sample size.
+    pub eps: f64,
+    /// Failure probability δ of the Chebyshev sample size.
+    pub delta: f64,
+    /// Cost of one input in units of one label's cost, for the N_x/N_y budget split.
+    pub input_cost: f64,
+}
+
+impl Default for SummaryOptions {
+    fn default() -> Self {
+        SummaryOptions {
+            eps: 0.1,
+            delta: 0.05,
+            input_cost: 1.0,
+        }
+    }
+}
+
+impl SummaryOptions {
+    /// Checks that ε > 0, 0 < δ < 1 and the input cost is ≥ 0 (all finite).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::Input(format!(
+                "the relative error ε must be finite and > 0, got {}",
+                self.eps
+            )));
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(Error::Input(format!(
+                "the failure probability δ must lie in (0, 1), got {}",
+                self.delta
+            )));
+        }
+        if !(self.input_cost.is_finite() && self.input_cost >= 0.0) {
+            return Err(Error::Input(format!(
+                "the input cost must be finite and ≥ 0 (in labels), got {}",
+                self.input_cost
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Exact sums over a tensor S of per-parameter keys (means over inputs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct TraceSums {
+    pub fisher: f64,
+    pub var1: f64,
+    pub var2: f64,
+    pub cov12: f64,
+    pub var_opt: f64,
+    /// Σ Var_x I(θ_i|x) (Thm 4.7's input term).
+    pub var_x: f64,
+}
+
+/// One bound of Cor. 4.6: its two terms and their min (means over inputs of per-input values).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct MinBound {
+    pub frob: f64,
+    pub spec: f64,
+    pub bound: f64,
+}
+
+/// Cor. 4.6 (Eqs. 17–19) for a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Cor46 {
+    pub fisher: MinBound,
+    pub var1: MinBound,
+    pub var2: MinBound,
+    /// Whether λ_max(G_S) in `var1.spec` is exact (else Schur's bound).
+    pub var1_spec_exact: bool,
+}
+
+/// Thm C.1 (Eqs. 29–31) for a tensor: [lower, upper] for each sum.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ThmC1 {
+    pub fisher: [f64; 2],
+    pub var1: [f64; 2],
+    pub var2: [f64; 2],
+}
+
+/// Lemma 4.8 for a tensor: Σ Var_x I ≤ Σ E_x[‖J_i‖⁴ λ_max(C)²] (and the tighter [X] form
+/// minus Σ (E_x[‖J_i‖² λ_min(C)])²).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Lemma48 {
+    pub var_x: f64,
+    pub bound: f64,
+    pub bound_tight: f64,
+}
+
+/// ln(Σ upper bound / Σ exact) of Thm 4.1 per quantity (Fig. 1 bottom); None where the exact
+/// sum is 0.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LogRatio {
+    pub fisher: Option<f64>,
+    pub var1: Option<f64>,
+    pub var2: Option<f64>,
+}
+
+/// Which estimator to use for a tensor and how many labels per input it needs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// "i1", "i2" (smaller summed variance) or "combination" (when w Î1 + (1−w) Î2 with the
+    /// per-parameter `w_opt` has at most 90% of the better one's variance).
+    pub estimator: &'static str,
+    /// Chebyshev labels per input for relative error ε with probability 1 − δ (None: the
+    /// tensor's Fisher is 0).
+    pub n_i1: Option<f64>,
+    pub n_i2: Option<f64>,
+    pub n_combination: Option<f64>,
+}
+
+/// N_x/N_y budget splits of the data-set estimator (Thm 4.7), per estimator.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Budget {
+    pub i1: BudgetSplit,
+    pub i2: BudgetSplit,
+}
+
+/// The theory layer's per-tensor results in SUMMARY.json.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorTheory {
+    pub exact: TraceSums,
+    /// None if the engine did not run the per-input hook.
+    pub cor46: Option<Cor46>,
+    pub thm_c1: Option<ThmC1>,
+    /// Why Thm C.1 is missing, if it is.
+    pub thm_c1_skipped: Option<String>,
+    pub lemma48: Lemma48,
+    pub log_ratio: LogRatio,
+    pub recommendation: Recommendation,
+    pub budget: Budget,
+}
+
+/// Fraction of the better estimator's variance below which the combination is recommended.
+pub const COMBINATION_GAIN: f64 = 0.9;
+
+impl TensorTheory {
+    fn new(p: &ParamReport, run: &RunInfo, opts: &SummaryOptions) -> TensorTheory {
+        let ndim = p.info.shape.len();
+        // Per-parameter means over inputs (also with a leading input axis).
+        let means = |k: Key| -> Vec<f64> {
+            match p.values.get(&k) {
+                Some(a) if a.ndim() > ndim => a
+                    .mean_axis(ndarray::Axis(0))
+                    .map(|m| m.iter().copied().collect())
+                    .unwrap_or_default(),
+                Some(a) => a.iter().copied().collect(),
+                None => Vec::new(),
+            }
+        };
+        let sum = |k: Key| means(k).iter().sum::<f64>();
+        let exact = TraceSums {
+            fisher: sum(Key::Fisher),
+            var1: sum(Key::Var1),
+            var2: sum(Key::Var2),
+            cov12: sum(Key::Cov12),
+            var_opt: sum(Key::VarOpt),
+            var_x: sum(Key::VarX),
+        };
+        let lb = means(Key::LbFisher);
+        let lemma48 = Lemma48 {
+            var_x: exact.var_x,
+            bound: sum(Key::UbVarX),
+            bound_tight: means(Key::UbVarX)
+                .iter()
+                .zip(lb.iter().chain(std::iter::repeat(&0.0)))
+                .map(|(u, l)| u - l * l)
+                .sum(),
+        };
+        let ratio = |ub: f64, exact: f64| (exact > 0.0 && ub > 0.0).then(|| (ub / exact).ln());
+        let log_ratio = LogRatio {
+            fisher: ratio(sum(Key::UbFisher), exact.fisher),
+            var1: ratio(sum(Key::UbVar1), exact.var1),
+            var2: ratio(sum(Key::UbVar2), exact.var2),
+        };
+        let fisher_sq: f64 = means(Key::Fisher).iter().map(|v| v * v).sum();
+        let cheb = |v: f64| chebyshev_samples(v, fisher_sq, opts.eps, opts.delta);
+        let best_single = exact.var1.min(exact.var2);
+        let estimator = if exact.var_opt < COMBINATION_GAIN * best_single {
+            "combination"
+        } else if exact.var2 <= exact.var1 {
+            "i2"
+        } else {
+            "i1"
+        };
+        let recommendation = Recommendation {
+            estimator,
+            n_i1: cheb(exact.var1),
+            n_i2: cheb(exact.var2),
+            n_combination: cheb(exact.var_opt),
+        };
+        let (b, n) = (run.inputs as f64, run.samples as f64);
+        let budget = Budget {
+            i1: budget_split(exact.var_x, exact.var1, opts.input_cost, b, n),
+            i2: budget_split(exact.var_x, exact.var2, opts.input_cost, b, n),
+        };
+        let cor46 = p.bounds.map(|t| Cor46 {
+            fisher: MinBound {
+                frob: t.fisher_frob,
+                spec: t.fisher_spec,
+                bound: t.fisher_min,
+            },
+            var1: MinBound {
+                frob: t.var1_frob,
+                spec: t.var1_spec,
+                bound: t.var1_min,
+            },
+            var2: MinBound {
+                frob: t.var2_frob,
+                spec: t.var2_spec,
+                bound: t.var2_min,
+            },
+            var1_spec_exact: t.gram_exact,
+        });
+        let (thm_c1, thm_c1_skipped) = match p.bounds {
+            Some(t) if t.ruhe => (
+                Some(ThmC1 {
+                    fisher: [t.ruhe_fisher_lo, t.ruhe_fisher_hi],
+                    var1: [t.ruhe_var1_lo, t.ruhe_var1_hi],
+                    var2: [t.ruhe_var2_lo, t.ruhe_var2_hi],
+                }),
+                None,
+            ),
+            Some(t) => (
+                None,
+                Some(format!(
+                    "skipped: the spectrum of G_S needs an eigenproblem of size min(n_l, O(O+1)/2) = {} > {RUHE_MAX_SIZE}",
+                    t.gram_size
+                )),
+            ),
+            None => (
+                None,
+                Some("not computed: the engine did not run the per-input theory hook".into()),
+            ),
+        };
+        TensorTheory {
+            exact,
+            cor46,
+            thm_c1,
+            thm_c1_skipped,
+            lemma48,
+            log_ratio,
+            recommendation,
+            budget,
+        }
+    }
 }
 
 impl Report {
@@ -159,8 +552,14 @@ impl Report {
         write_safetensors(path, &tensors, StoreDtype::F64, meta)
     }
 
-    /// Per-tensor means of every key (SUMMARY.json's `layers`).
+    /// Per-tensor means of every key and the theory layer's per-tensor results (SUMMARY.json's
+    /// `layers`), with the default [`SummaryOptions`].
     pub fn summary(&self) -> Summary {
+        self.summary_with(&SummaryOptions::default())
+    }
+
+    /// [`Report::summary`] with the given options.
+    pub fn summary_with(&self, opts: &SummaryOptions) -> Summary {
         let layers = self
             .params
             .iter()
@@ -174,27 +573,35 @@ impl Report {
                     .iter()
                     .map(|(k, v)| (k.name(), v.mean().unwrap_or(f64::NAN)))
                     .collect(),
+                theory: TensorTheory::new(p, &self.run, opts),
             })
             .collect();
         Summary {
             run: self.run.clone(),
+            options: *opts,
             layers,
         }
     }
 
     /// Writes SUMMARY.json.
     pub fn save_summary(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(&self.summary()).map_err(|e| Error::Output {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        self.save_summary_with(path, &SummaryOptions::default())
+    }
+
+    /// Writes SUMMARY.json with the given options.
+    pub fn save_summary_with(&self, path: &Path, opts: &SummaryOptions) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(&self.summary_with(opts)).map_err(|e| Error::Output {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })?;
         std::fs::write(path, text + "\n").map_err(|e| Error::io("write", path, e))
     }
 
     /// A per-tensor table of the key means, for the terminal.
     pub fn table(&self) -> String {
         let s = self.summary();
-        let keys: Vec<Key> = Key::ALL
+        let keys: Vec<Key> = Key::TABLE
             .into_iter()
             .filter(|k| self.params.iter().any(|p| p.values.contains_key(k)))
             .collect();
@@ -202,6 +609,7 @@ impl Report {
         for k in &keys {
             out += &format!(" {:>11}", k.name());
         }
+        out += &format!(" {:>11}", "best");
         out.push('\n');
         for l in &s.layers {
             out += &format!("{:<14} {:>8}", l.name, l.count);
@@ -211,6 +619,7 @@ impl Report {
                     l.means.get(k.name()).copied().unwrap_or(f64::NAN)
                 );
             }
+            out += &format!(" {:>11}", l.theory.recommendation.estimator);
             out.push('\n');
         }
         out

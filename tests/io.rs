@@ -3,6 +3,7 @@
 //! (RESULT.safetensors layout, SUMMARY.json, `diagfim info`).
 
 use diagfim::engine::{analyze, AnalysisOptions, Request};
+use diagfim::family::FamilyKind;
 use diagfim::model::{load_safetensors, save_safetensors, StoreDtype};
 use diagfim::{Activation, Error, Family, Key, Label, Mlp};
 use ndarray::{Array1, Array2};
@@ -246,16 +247,23 @@ fn run_cli(args: &[&str]) -> std::process::Output {
     out
 }
 
-/// Checks names, dtypes and shapes of RESULT.safetensors against the model's parameters.
+/// Checks names, dtypes and shapes of RESULT.safetensors against the model's parameters: the
+/// contract keys (KEYS, ef with labels) are there, and so is every other key the library
+/// reports for the family (the theory layer's bounds, docs/theory.md).
 fn check_result_layout(
     result: &BTreeMap<String, (Vec<usize>, Vec<f64>)>,
     model: &Mlp,
+    kind: FamilyKind,
     with_ef: bool,
     per_input: Option<usize>,
 ) {
-    let mut keys: Vec<&str> = KEYS.to_vec();
-    if with_ef {
-        keys.push("ef");
+    let keys: Vec<&str> = Key::ALL
+        .into_iter()
+        .filter(|k| k.is_available(kind, with_ef))
+        .map(Key::name)
+        .collect();
+    for key in KEYS.iter().chain(with_ef.then_some(&"ef")) {
+        assert!(keys.contains(key), "{key}");
     }
     assert_eq!(
         result.len(),
@@ -271,7 +279,7 @@ fn check_result_layout(
                 .unwrap_or_else(|| panic!("missing tensor '{name}'"));
             let mut want = p.shape.clone();
             if let Some(b) = per_input {
-                if !key.starts_with("var_joint") {
+                if Key::from_name(key).unwrap().is_per_input() {
                     want.insert(0, b);
                 }
             }
@@ -351,7 +359,7 @@ fn cli_categorical_per_input_with_labels() {
     ]);
     let model = load_safetensors(&model_path, None).unwrap();
     let result = read_result(&out);
-    check_result_layout(&result, &model, true, Some(6));
+    check_result_layout(&result, &model, FamilyKind::Categorical, true, Some(6));
 
     let family = Family::from_name("categorical", 1.0).unwrap();
     let x = diagfim::io::read_inputs(&x_path).unwrap();
@@ -412,7 +420,13 @@ fn cli_gaussian_averaged_without_metadata() {
     ]);
     let model = load_safetensors(&model_path, Some(vec![Activation::Relu])).unwrap();
     let result = read_result(&out);
-    check_result_layout(&result, &model, false, None);
+    check_result_layout(
+        &result,
+        &model,
+        FamilyKind::Gaussian { sigma2: 0.5 },
+        false,
+        None,
+    );
 
     let family = Family::from_name("gaussian", 0.5).unwrap();
     let x = diagfim::io::read_inputs(&x_path).unwrap();
@@ -428,7 +442,11 @@ fn cli_gaussian_averaged_without_metadata() {
     assert_eq!(layers.len(), 3);
     for layer in layers {
         let means = layer["means"].as_object().unwrap();
-        assert_eq!(means.len(), KEYS.len(), "{means:?}");
+        let available = Key::ALL
+            .into_iter()
+            .filter(|k| k.is_available(FamilyKind::Gaussian { sigma2: 0.5 }, false))
+            .count();
+        assert_eq!(means.len(), available, "{means:?}");
         assert!(!means.contains_key("ef"));
     }
 }
@@ -458,7 +476,13 @@ fn cli_gaussian_with_targets_per_input() {
     ]);
     let model = load_safetensors(&model_path, Some(vec![Activation::Relu])).unwrap();
     let result = read_result(&out);
-    check_result_layout(&result, &model, true, Some(5));
+    check_result_layout(
+        &result,
+        &model,
+        FamilyKind::Gaussian { sigma2: 1.0 },
+        true,
+        Some(5),
+    );
     let family = Family::from_name("gaussian", 1.0).unwrap();
     let x = diagfim::io::read_inputs(&x_path).unwrap();
     let labels = diagfim::io::read_labels(&t_path, family.as_dyn(), 5, 2).unwrap();

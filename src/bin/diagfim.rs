@@ -3,6 +3,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
+use diagfim::report::SummaryOptions;
+use diagfim::theory::pair::{pair, ParamRef};
 use diagfim::{io, model, Activation, Family};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,9 @@ struct Cli {
 enum Command {
     /// Exact FIM diagonal, estimator variances and Monte-Carlo estimates per parameter.
     Analyze(AnalyzeArgs),
+    /// Off-diagonal FIM entry I(θ_ij) of a parameter pair, the exact variances of both
+    /// estimators and the bounds of Thm B.1 / Cor. B.3, as JSON on stdout (means over inputs).
+    Pair(PairArgs),
     /// Print a model's architecture and parameter count.
     Info {
         #[arg(long)]
@@ -77,6 +82,40 @@ struct AnalyzeArgs {
     /// SUMMARY.json to write.
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// Relative error ε of the summary's Chebyshev sample sizes.
+    #[arg(long, default_value_t = 0.1)]
+    eps: f64,
+    /// Failure probability δ of the summary's Chebyshev sample sizes.
+    #[arg(long, default_value_t = 0.05)]
+    delta: f64,
+    /// Cost of one input in labels, for the summary's N_x/N_y budget split.
+    #[arg(long, default_value_t = 1.0)]
+    input_cost: f64,
+}
+
+#[derive(Args)]
+struct PairArgs {
+    /// Model: safetensors state_dict of an nn.Sequential of nn.Linear layers.
+    #[arg(long)]
+    model: PathBuf,
+    /// Inputs X: .npy, float32 or float64, shape [B, in].
+    #[arg(long)]
+    inputs: PathBuf,
+    /// First parameter: <tensor>[i,j] (weight), <tensor>[i] (bias) or a flat index.
+    #[arg(long = "i")]
+    i: String,
+    /// Second parameter, in the same form.
+    #[arg(long = "j")]
+    j: String,
+    /// Output family: categorical (logits) or gaussian (mean).
+    #[arg(long, default_value = "categorical")]
+    family: String,
+    /// Variance σ² of the Gaussian family.
+    #[arg(long, default_value_t = 1.0)]
+    sigma2: f64,
+    /// Hidden activations, overriding the model file's metadata.
+    #[arg(long)]
+    activations: Option<String>,
 }
 
 fn load_model(path: &Path, activations: Option<&str>) -> diagfim::Result<diagfim::Mlp> {
@@ -102,7 +141,26 @@ fn check_output_dir(path: &Path) -> diagfim::Result<()> {
     Ok(())
 }
 
+fn run_pair(a: PairArgs) -> diagfim::Result<()> {
+    let family = Family::from_name(&a.family, a.sigma2)?;
+    let mlp = load_model(&a.model, a.activations.as_deref())?;
+    let inputs = io::read_inputs(&a.inputs)?;
+    let i = ParamRef::parse(&mlp, &a.i)?;
+    let j = ParamRef::parse(&mlp, &a.j)?;
+    let report = pair(&mlp, family.as_dyn(), inputs.view(), &i, &j)?;
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| diagfim::Error::Input(format!("cannot format the pair's results: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
 fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
+    let summary_opts = SummaryOptions {
+        eps: a.eps,
+        delta: a.delta,
+        input_cost: a.input_cost,
+    };
+    summary_opts.validate()?;
     check_output_dir(&a.out)?;
     if let Some(s) = &a.summary {
         check_output_dir(s)?;
@@ -142,7 +200,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
     bar.finish_and_clear();
     report.save(&a.out)?;
     if let Some(s) = &a.summary {
-        report.save_summary(s)?;
+        report.save_summary_with(s, &summary_opts)?;
     }
     println!(
         "{} inputs, N = {} labels each, engine {}, {:.3} s; per-tensor means:",
@@ -157,6 +215,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(a) => run_analyze(a),
+        Command::Pair(a) => run_pair(a),
         Command::Info { model, activations } => {
             load_model(&model, activations.as_deref()).map(|m| print!("{}", m.describe()))
         }

@@ -1,99 +1,146 @@
 //! Expansion of per-unit statistics to parameters (MATH §6.5) and their accumulation over
-//! inputs. Each parameter's running sums are updated in input order, so the result does not
-//! depend on how inputs were split into blocks or threads.
+//! inputs. For channel c with power p, the sum over inputs is a matrix product:
+//! S_c[j,k] = Σ_x (s_c(x)·base_j(x)) · a_k(x)^p. Inputs are grouped into fixed chunks of
+//! [`CHUNK`] consecutive indices (independent of the engine's batches and threads) and each
+//! chunk is added with one GEMM per layer and power, in input order; the Fisher and the
+//! empirical Fisher also get a per-entry Welford update in input order (their variance over
+//! inputs). So the result does not depend on how inputs were split into blocks or threads.
 
 use super::channels::Channel;
 use super::cpu::InputStats;
 use super::Request;
 use crate::model::Mlp;
-use crate::report::{Key, ParamReport, Report, RunInfo};
+use crate::report::{Key, ParamReport, Report, RunInfo, NUM_KEYS};
+use crate::theory::advice::optimal_combination;
+use crate::theory::{InputTheory, LayerBounds, TensorBounds};
 use crate::{Error, Result};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
-const NUM_KEYS: usize = Key::ALL.len();
+/// Inputs per accumulation chunk (fixed: results must not depend on the engine's batches).
+pub const CHUNK: usize = 64;
 
-/// The per-input value of every channel key for one parameter entry (index = position in
-/// [`Key::ALL`]; derived keys stay 0).
+/// The per-input value of every channel key for one parameter entry (index = [`Key::index`];
+/// derived keys stay 0).
 type Values = [f64; NUM_KEYS];
+
+/// The channels grouped by power: (p, [(key slot, channel)]).
+fn channel_groups() -> Vec<(u32, Vec<(usize, Channel)>)> {
+    let mut groups: Vec<(u32, Vec<(usize, Channel)>)> = Vec::new();
+    for key in Key::ALL {
+        if let Some(c) = key.channel() {
+            match groups.iter_mut().find(|g| g.0 == c.power) {
+                Some(g) => g.1.push((key.index(), c)),
+                None => groups.push((c.power, vec![(key.index(), c)])),
+            }
+        }
+    }
+    groups
+}
+
+/// The per-unit factor s(x)·base_j(x) of a channel for one input.
+fn unit_factor(stats: &InputStats, layer: usize, j: usize, c: &Channel) -> f64 {
+    stats.scalars[c.scalar as usize] * stats.units[layer].bases[[c.base.index(), j]]
+}
 
 /// Values of entry (unit j, layer input a) of one input: a^p · s(x) · base_j (a = 1 for biases).
 fn values(stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
-    let bases = &stats.units[layer].bases;
     let mut out = [0.0; NUM_KEYS];
     for (slot, key) in out.iter_mut().zip(Key::ALL) {
-        if let Some(Channel {
-            base,
-            power,
-            scalar,
-        }) = key.channel()
-        {
-            *slot =
-                a.powi(power as i32) * stats.scalars[scalar as usize] * bases[[base.index(), j]];
+        if let Some(c) = key.channel() {
+            *slot = a.powi(c.power as i32) * unit_factor(stats, layer, j, &c);
         }
     }
     out
 }
 
-const FISHER: usize = key_index(Key::Fisher);
+const FISHER: usize = Key::Fisher.index();
+const EF: usize = Key::Ef.index();
 
-const fn key_index(key: Key) -> usize {
-    let mut i = 0;
-    while i < NUM_KEYS {
-        if Key::ALL[i] as usize == key as usize {
-            return i;
-        }
-        i += 1;
-    }
-    panic!("every key is in Key::ALL");
+/// Fills the derived keys of one entry that are functions of its channel values (of one input,
+/// or of the means over inputs): the optimal combination of Î1 and Î2 and the empirical
+/// Fisher's bias.
+fn derive(v: &mut Values) {
+    let (w, var) = optimal_combination(
+        v[Key::Var1.index()],
+        v[Key::Var2.index()],
+        v[Key::Cov12.index()],
+    );
+    v[Key::WOpt.index()] = w;
+    v[Key::VarOpt.index()] = var;
+    v[Key::EfBias.index()] = v[EF] - v[FISHER];
 }
 
-/// Running sums of one parameter entry; the Fisher also gets a Welford mean/M2 for the
-/// input-randomness term Var_x I(θ_i|x) of Theorem 4.7 (MATH §5.7).
-#[derive(Clone, Copy, Debug)]
-struct Acc {
-    fisher_mean: f64,
-    fisher_m2: f64,
-    sum: Values,
+/// Welford running mean and sum of squared deviations.
+#[derive(Clone, Copy, Debug, Default)]
+struct Welford {
+    mean: f64,
+    m2: f64,
 }
 
-impl Default for Acc {
-    fn default() -> Self {
-        Acc {
-            fisher_mean: 0.0,
-            fisher_m2: 0.0,
-            sum: [0.0; NUM_KEYS],
-        }
-    }
-}
-
-impl Acc {
-    fn push(&mut self, v: &Values, n_before: usize) {
-        let n = (n_before + 1) as f64;
-        let f = v[FISHER];
-        let delta = f - self.fisher_mean;
-        self.fisher_mean += delta / n;
-        self.fisher_m2 += delta * (f - self.fisher_mean);
-        for (s, x) in self.sum.iter_mut().zip(v) {
-            *s += x;
-        }
+impl Welford {
+    fn push(&mut self, x: f64, n: f64) {
+        let delta = x - self.mean;
+        self.mean += delta / n;
+        self.m2 += delta * (x - self.mean);
     }
 }
 
-/// Entries of one layer, row j = [W[j, 0..n_in], b[j]] (bias last, if any).
+/// The Welford statistics of one entry: the Fisher and the empirical Fisher, for their variance
+/// over inputs (Thm 4.7's Var_x I(θ_i|x), MATH §5.7; the data-set variance of the empirical
+/// Fisher, Cor. F.2).
+#[derive(Clone, Copy, Debug, Default)]
+struct EntryWelford {
+    fisher: Welford,
+    ef: Welford,
+}
+
+/// One layer's accumulators. Entries are rows j = [W[j, 0..n_in], b[j]] (bias last, if any).
 struct LayerAcc {
     n_out: usize,
     n_in: usize,
     row: usize,
-    acc: Vec<Acc>,
+    welford: Vec<EntryWelford>,
+    /// Per power group g: sums (|group g| · n_out) × row, row c·n_out + j.
+    sums: Vec<Array2<f64>>,
+    /// Pending chunk, per input: the layer input and, per group, the unit factors
+    /// (|group| · n_out, channel-major).
+    pending: Vec<(Vec<f64>, Vec<Vec<f64>>)>,
     per_input: Vec<Values>,
+    /// Sums over inputs of the per-tensor bounds (theory hook).
+    bounds: LayerBounds,
+}
+
+impl LayerAcc {
+    /// Adds the pending chunk with one GEMM per power group.
+    fn flush(&mut self, groups: &[(u32, Vec<(usize, Channel)>)]) {
+        let m = self.pending.len();
+        if m == 0 {
+            return;
+        }
+        for (g, (power, chans)) in groups.iter().enumerate() {
+            let a = Array2::from_shape_fn((m, self.row), |(x, k)| {
+                self.pending[x]
+                    .0
+                    .get(k)
+                    .map_or(1.0, |v| v.powi(*power as i32))
+            });
+            let width = chans.len() * self.n_out;
+            let b = Array2::from_shape_fn((m, width), |(x, c)| self.pending[x].1[g][c]);
+            general_mat_mul(1.0, &b.t(), &a, 1.0, &mut self.sums[g]);
+        }
+        self.pending.clear();
+    }
 }
 
 /// Accumulates per-parameter results over the inputs, in input order.
-pub(super) struct Accumulator {
+pub(crate) struct Accumulator {
     layers: Vec<LayerAcc>,
+    groups: Vec<(u32, Vec<(usize, Channel)>)>,
     added: usize,
+    theory_added: usize,
     inputs: usize,
     per_input: bool,
     has_ef: bool,
@@ -101,6 +148,7 @@ pub(super) struct Accumulator {
 
 impl Accumulator {
     pub fn new(model: &Mlp, inputs: usize, per_input: bool, has_ef: bool) -> Accumulator {
+        let groups = channel_groups();
         let layers = model
             .layers()
             .iter()
@@ -110,18 +158,26 @@ impl Accumulator {
                     n_out: d.outputs(),
                     n_in: d.inputs(),
                     row,
-                    acc: vec![Acc::default(); d.outputs() * row],
+                    welford: vec![EntryWelford::default(); d.outputs() * row],
+                    sums: groups
+                        .iter()
+                        .map(|g| Array2::zeros((g.1.len() * d.outputs(), row)))
+                        .collect(),
+                    pending: Vec::with_capacity(CHUNK),
                     per_input: if per_input {
                         vec![[0.0; NUM_KEYS]; inputs * d.outputs() * row]
                     } else {
                         Vec::new()
                     },
+                    bounds: LayerBounds::default(),
                 }
             })
             .collect();
         Accumulator {
             layers,
+            groups,
             added: 0,
+            theory_added: 0,
             inputs,
             per_input,
             has_ef,
@@ -131,20 +187,33 @@ impl Accumulator {
     /// Adds input number `index`; inputs must come in order 0, 1, 2, …
     pub fn add(&mut self, index: usize, stats: &InputStats) {
         assert_eq!(index, self.added, "inputs must be accumulated in order");
-        let n = self.added;
+        let n = (self.added + 1) as f64;
+        let fisher = Key::Fisher.channel().expect("the Fisher is a channel");
+        let ef = Key::Ef
+            .channel()
+            .expect("the empirical Fisher is a channel");
+        let groups = &self.groups;
         for (l, (layer, a)) in self.layers.iter_mut().zip(&stats.layer_inputs).enumerate() {
             let (n_in, row, n_out) = (layer.n_in, layer.row, layer.n_out);
-            let entry = |j: usize, k: usize| values(stats, l, j, if k < n_in { a[k] } else { 1.0 });
+            let a2 = |k: usize| if k < n_in { a[k] * a[k] } else { 1.0 };
+            // Welford updates, per entry in input order (both channels have power 2).
             layer
-                .acc
+                .welford
                 .par_chunks_mut(row)
                 .enumerate()
-                .for_each(|(j, accs)| {
-                    for (k, acc) in accs.iter_mut().enumerate() {
-                        acc.push(&entry(j, k), n);
+                .for_each(|(j, ws)| {
+                    let (qf, qe) = (
+                        unit_factor(stats, l, j, &fisher),
+                        unit_factor(stats, l, j, &ef),
+                    );
+                    for (k, w) in ws.iter_mut().enumerate() {
+                        w.fisher.push(a2(k) * qf, n);
+                        w.ef.push(a2(k) * qe, n);
                     }
                 });
             if !layer.per_input.is_empty() {
+                let entry =
+                    |j: usize, k: usize| values(stats, l, j, if k < n_in { a[k] } else { 1.0 });
                 layer.per_input[index * n_out * row..(index + 1) * n_out * row]
                     .par_chunks_mut(row)
                     .enumerate()
@@ -154,15 +223,57 @@ impl Accumulator {
                         }
                     });
             }
+            let factors = groups
+                .iter()
+                .map(|(_, chans)| {
+                    chans
+                        .iter()
+                        .flat_map(|(_, c)| (0..n_out).map(move |j| unit_factor(stats, l, j, c)))
+                        .collect()
+                })
+                .collect();
+            layer.pending.push((a.to_vec(), factors));
         }
         self.added += 1;
+        if self.added % CHUNK == 0 {
+            self.flush();
+        }
     }
 
-    /// Builds the report: means over inputs (or per-input arrays) of every contract key.
-    pub fn finish(self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Report> {
+    fn flush(&mut self) {
+        let groups = &self.groups;
+        self.layers.par_iter_mut().for_each(|l| l.flush(groups));
+    }
+
+    /// Adds the per-tensor bounds of input number `index` (the theory hook,
+    /// [`crate::theory::input_theory`]); call it after [`Accumulator::add`] of the same input,
+    /// for every input or for none.
+    pub fn add_theory(&mut self, index: usize, theory: &InputTheory) {
+        assert_eq!(
+            index, self.theory_added,
+            "inputs must be accumulated in order"
+        );
+        assert!(index < self.added, "add the input's statistics first");
+        for (layer, t) in self.layers.iter_mut().zip(&theory.layers) {
+            layer.bounds.weight.add(&t.weight);
+            layer.bounds.bias.add(&t.bias);
+        }
+        self.theory_added += 1;
+    }
+
+    /// Builds the report: means over inputs (or per-input arrays) of every key available for
+    /// the family and labels, derived keys, and the per-tensor bounds if the theory hook ran.
+    pub fn finish(mut self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Report> {
         assert_eq!(self.added, self.inputs, "every input must be accumulated");
+        self.flush();
         let b = self.inputs as f64;
         let n = req.options.samples as f64;
+        let kind = req.family.kind();
+        let keys: Vec<Key> = Key::ALL
+            .into_iter()
+            .filter(|k| k.is_available(kind, self.has_ef))
+            .collect();
+        let with_theory = self.theory_added == self.inputs;
         let mut params = Vec::new();
         for info in req.model.params() {
             let layer = &self.layers[info.layer];
@@ -172,41 +283,55 @@ impl Accumulator {
             } else {
                 0..layer.n_in
             };
-            let entries = |f: &dyn Fn(&Acc) -> f64| -> Vec<f64> {
-                (0..layer.n_out)
-                    .flat_map(|j| cols.clone().map(move |k| (j, k)))
-                    .map(|(j, k)| f(&layer.acc[j * layer.row + k]))
+            let index = |j: usize, k: usize| j * layer.row + k;
+            let positions: Vec<usize> = (0..layer.n_out)
+                .flat_map(|j| cols.clone().map(move |k| index(j, k)))
+                .collect();
+            // Means over inputs and derived keys, per entry.
+            let means: Vec<Values> = positions
+                .par_iter()
+                .map(|&pos| {
+                    let (j, k) = (pos / layer.row, pos % layer.row);
+                    let mut v = [0.0; NUM_KEYS];
+                    for ((_, chans), sums) in self.groups.iter().zip(&layer.sums) {
+                        for (c, (slot, _)) in chans.iter().enumerate() {
+                            v[*slot] = sums[[c * layer.n_out + j, k]] / b;
+                        }
+                    }
+                    let w = &layer.welford[pos];
+                    v[FISHER] = w.fisher.mean;
+                    derive(&mut v);
+                    v[Key::VarX.index()] = w.fisher.m2 / b;
+                    v[Key::VarJoint1.index()] = (w.fisher.m2 / b + v[Key::Var1.index()] / n) / b;
+                    v[Key::VarJoint2.index()] = (w.fisher.m2 / b + v[Key::Var2.index()] / n) / b;
+                    v[Key::VarEf.index()] = w.ef.m2 / b;
+                    v
+                })
+                .collect();
+            let per_input: Vec<Values> = if self.per_input {
+                (0..self.inputs)
+                    .flat_map(|x| {
+                        let base = x * layer.n_out * layer.row;
+                        positions.iter().map(move |&pos| {
+                            let mut v = layer.per_input[base + pos];
+                            derive(&mut v);
+                            v
+                        })
+                    })
                     .collect()
+            } else {
+                Vec::new()
             };
             let shape = info.shape.clone();
             let mut values = BTreeMap::new();
-            for key in Key::ALL {
-                if key == Key::Ef && !self.has_ef {
-                    continue;
-                }
-                let (var1, var2) = (key_index(Key::Var1), key_index(Key::Var2));
-                let slot = key_index(key);
-                let mean: Vec<f64> = match key {
-                    Key::Fisher => entries(&|a| a.fisher_mean),
-                    Key::VarJoint1 => entries(&|a| (a.fisher_m2 / b + a.sum[var1] / b / n) / b),
-                    Key::VarJoint2 => entries(&|a| (a.fisher_m2 / b + a.sum[var2] / b / n) / b),
-                    _ => entries(&|a| a.sum[slot] / b),
-                };
+            for &key in &keys {
+                let slot = key.index();
                 let array = if self.per_input && key.is_per_input() {
-                    let mut full = Vec::with_capacity(self.inputs * mean.len());
-                    for x in 0..self.inputs {
-                        let base = x * layer.n_out * layer.row;
-                        for j in 0..layer.n_out {
-                            for k in cols.clone() {
-                                full.push(layer.per_input[base + j * layer.row + k][slot]);
-                            }
-                        }
-                    }
                     let mut s = vec![self.inputs];
                     s.extend(&shape);
-                    ArrayD::from_shape_vec(IxDyn(&s), full)
+                    ArrayD::from_shape_vec(IxDyn(&s), per_input.iter().map(|v| v[slot]).collect())
                 } else {
-                    ArrayD::from_shape_vec(IxDyn(&shape), mean)
+                    ArrayD::from_shape_vec(IxDyn(&shape), means.iter().map(|v| v[slot]).collect())
                 }
                 .map_err(|e| Error::Model(format!("internal shape error: {e}")))?;
                 if let Some(index) = array.iter().position(|v| !v.is_finite()) {
@@ -221,7 +346,31 @@ impl Accumulator {
                 }
                 values.insert(key, array);
             }
-            params.push(ParamReport { info, values });
+            let bounds = with_theory.then(|| {
+                let mut t: TensorBounds = if info.is_bias {
+                    layer.bounds.bias
+                } else {
+                    layer.bounds.weight
+                };
+                t.scale(1.0 / b);
+                t
+            });
+            if let Some(t) = &bounds {
+                if !t.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: format!(
+                            "the trace bounds of '{}' (overflow: the model's weights or inputs are too large)",
+                            info.name
+                        ),
+                        index: 0,
+                    });
+                }
+            }
+            params.push(ParamReport {
+                info,
+                values,
+                bounds,
+            });
         }
         Ok(Report {
             params,

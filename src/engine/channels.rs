@@ -8,6 +8,7 @@
 
 use crate::family::ExpFamily;
 use crate::report::Key;
+use crate::theory::Spectrum;
 
 /// Per-unit scalars of one input and one layer (index j = unit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,10 +35,15 @@ pub enum Base {
     HessRVar,
     /// (Δ_jᵀ r_data)² with the data label's residual.
     Ef,
+    /// ‖Δ_j‖⁴ (‖J_i‖⁴ = a⁴·‖Δ_j‖⁴), for the Var Î1 bounds of Eqs. 11, 14–16.
+    DeltaNorm4,
+    /// ‖Δ_j − (1ᵀΔ_j/O)·1‖² = ‖Δ_j‖² − (Σ_a Δ_j[a])²/O, the centred Jacobian's norm
+    /// (MATH §9a: ‖J̃_i‖² = a²·this).
+    DeltaCentredNorm2,
 }
 
 /// Number of [`Base`] values.
-pub const NUM_BASES: usize = 11;
+pub const NUM_BASES: usize = 13;
 
 impl Base {
     /// Row of the base in a [NUM_BASES, n_l] statistics array.
@@ -46,22 +52,99 @@ impl Base {
     }
 }
 
-/// Per-input scalars that multiply a base (placeholders for host-side spectral quantities).
+/// Per-input scalars that multiply a base: spectral quantities of the family's moments at the
+/// input's η (MATH §5, §7), computed on the host by [`crate::theory::Spectrum`]. Lower-bound
+/// eigenvalues are ≥ 0 (MATH §9a); keys whose scalar does not exist for a family (marked
+/// "categorical") are left out of that family's report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputScalar {
+    /// 1.
     One,
+    /// −1.
+    MinusOne,
+    /// λ_max(C).
+    LamMaxC,
+    /// λ_min(C) (0 for the categorical family).
+    LamMinC,
+    /// λ_min(C) on 1⊥: the second-smallest eigenvalue of C (categorical).
+    LamMinCPerp,
+    /// λ_max(K − C⊗C), extreme Z-eigenvalue of sym(K − C⊗C).
+    LamMaxV,
+    /// λ_min(K − C⊗C) (0 for the categorical family).
+    LamMinV,
+    /// λ_max(K) − λ_min(C)² (Cor. 4.2, Eq. 15).
+    Cor42Upper,
+    /// max(0, λ_min(K) − λ_max(C)²) (Cor. 4.2, Eq. 14).
+    Cor42Lower,
+    /// B²·λ_max(C) − λ_min(C)² with B² = sup_y ‖t(y) − η‖² (Prop. 4.3, Eq. 16; categorical).
+    Prop43,
+    /// λ_max(M), M = Cov(s⊗s): certified upper bound on λ_max(K − C⊗C) [X].
+    LamMaxM,
+    /// ρ(p) = min{p_max, 1 − ‖p‖²} (Thm 5.2; categorical).
+    Rho,
+    /// 2ρ(p) (Thm 5.2; categorical).
+    TwoRho,
+    /// λ_max(C)² (Lemma 4.8).
+    LamMaxC2,
 }
 
 /// Number of [`InputScalar`] values.
-pub const NUM_INPUT_SCALARS: usize = 1;
+pub const NUM_INPUT_SCALARS: usize = 14;
 
-/// The per-input scalars of an input with output h and η.
-pub fn input_scalars(
-    _family: &dyn ExpFamily,
-    _h: &[f64],
-    _eta: &[f64],
-) -> [f64; NUM_INPUT_SCALARS] {
-    [1.0]
+impl InputScalar {
+    /// All scalars, in index order.
+    pub const ALL: [InputScalar; NUM_INPUT_SCALARS] = [
+        InputScalar::One,
+        InputScalar::MinusOne,
+        InputScalar::LamMaxC,
+        InputScalar::LamMinC,
+        InputScalar::LamMinCPerp,
+        InputScalar::LamMaxV,
+        InputScalar::LamMinV,
+        InputScalar::Cor42Upper,
+        InputScalar::Cor42Lower,
+        InputScalar::Prop43,
+        InputScalar::LamMaxM,
+        InputScalar::Rho,
+        InputScalar::TwoRho,
+        InputScalar::LamMaxC2,
+    ];
+
+    /// The scalar's value for one input's spectrum (0 where it does not exist).
+    pub fn value(self, s: &Spectrum) -> f64 {
+        match self {
+            InputScalar::One => 1.0,
+            InputScalar::MinusOne => -1.0,
+            InputScalar::LamMaxC => s.lam_max_c,
+            InputScalar::LamMinC => s.lam_min_c,
+            InputScalar::LamMinCPerp => s.lam_min_c_perp,
+            InputScalar::LamMaxV => s.lam_max_v,
+            InputScalar::LamMinV => s.lam_min_v,
+            InputScalar::Cor42Upper => s.lam_max_k - s.lam_min_c * s.lam_min_c,
+            InputScalar::Cor42Lower => (s.lam_min_k - s.lam_max_c * s.lam_max_c).max(0.0),
+            InputScalar::Prop43 => s
+                .stat_bound2
+                .map_or(0.0, |b2| b2 * s.lam_max_c - s.lam_min_c * s.lam_min_c),
+            InputScalar::LamMaxM => s.lam_max_m,
+            InputScalar::Rho => s.rho.unwrap_or(0.0),
+            InputScalar::TwoRho => 2.0 * s.rho.unwrap_or(0.0),
+            InputScalar::LamMaxC2 => s.lam_max_c * s.lam_max_c,
+        }
+    }
+}
+
+/// The per-input scalars of one input's spectrum, indexed by `InputScalar as usize`.
+pub fn scalars_of(s: &Spectrum) -> [f64; NUM_INPUT_SCALARS] {
+    InputScalar::ALL.map(|k| k.value(s))
+}
+
+/// The per-input scalars of an input with output h and η. If the spectral computation fails
+/// (only for non-finite η), the scalars are NaN and the analysis reports a non-finite result.
+pub fn input_scalars(family: &dyn ExpFamily, _h: &[f64], eta: &[f64]) -> [f64; NUM_INPUT_SCALARS] {
+    match Spectrum::new(family, eta) {
+        Ok(s) => scalars_of(&s),
+        Err(_) => [f64::NAN; NUM_INPUT_SCALARS],
+    }
 }
 
 /// A per-parameter channel: Σ_x a^power · scalar(x) · base_j(x).
@@ -73,16 +156,21 @@ pub struct Channel {
 }
 
 const fn ch(base: Base, power: u32) -> Option<Channel> {
+    chs(base, power, InputScalar::One)
+}
+
+const fn chs(base: Base, power: u32, scalar: InputScalar) -> Option<Channel> {
     Some(Channel {
         base,
         power,
-        scalar: InputScalar::One,
+        scalar,
     })
 }
 
 impl Key {
     /// The channel whose mean over inputs is this key, or None for derived keys.
     pub const fn channel(self) -> Option<Channel> {
+        use InputScalar as S;
         match self {
             Key::Fisher => ch(Base::Q, 2),
             Key::Var1 => ch(Base::V, 4),
@@ -92,7 +180,29 @@ impl Key {
             Key::McVar1 => ch(Base::ScoreSqVar, 4),
             Key::McVar2 => ch(Base::HessRVar, 4),
             Key::Ef => ch(Base::Ef, 2),
-            Key::VarJoint1 | Key::VarJoint2 => None,
+            Key::UbFisher => chs(Base::DeltaNorm2, 2, S::LamMaxC),
+            Key::LbFisher => chs(Base::DeltaNorm2, 2, S::LamMinC),
+            Key::LbFisherCentred => chs(Base::DeltaCentredNorm2, 2, S::LamMinCPerp),
+            Key::UbVar1 => chs(Base::DeltaNorm4, 4, S::LamMaxV),
+            Key::LbVar1 => chs(Base::DeltaNorm4, 4, S::LamMinV),
+            Key::UbVar2 => chs(Base::HdNorm2, 4, S::LamMaxC),
+            Key::LbVar2 => chs(Base::HdNorm2, 4, S::LamMinC),
+            Key::UbVar1Cor42 => chs(Base::DeltaNorm4, 4, S::Cor42Upper),
+            Key::LbVar1Cor42 => chs(Base::DeltaNorm4, 4, S::Cor42Lower),
+            Key::UbVar1Prop43 => chs(Base::DeltaNorm4, 4, S::Prop43),
+            Key::UbVar1Cert => chs(Base::DeltaNorm4, 4, S::LamMaxM),
+            Key::UbFisherThm52 => chs(Base::DeltaNorm2, 2, S::Rho),
+            Key::UbVar1Thm52 => chs(Base::DeltaNorm4, 4, S::TwoRho),
+            Key::UbVar2Thm52 => chs(Base::HdNorm2, 4, S::Rho),
+            Key::Cov12 => chs(Base::Third, 4, S::MinusOne),
+            Key::UbVarX => chs(Base::DeltaNorm4, 4, S::LamMaxC2),
+            Key::VarJoint1
+            | Key::VarJoint2
+            | Key::WOpt
+            | Key::VarOpt
+            | Key::VarX
+            | Key::VarEf
+            | Key::EfBias => None,
         }
     }
 }

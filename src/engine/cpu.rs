@@ -4,11 +4,12 @@
 //! input order so results are bit-identical for any thread count or batch size.
 
 use super::accumulate::Accumulator;
-use super::channels::{input_scalars, Base, NUM_BASES, NUM_INPUT_SCALARS};
+use super::channels::{scalars_of, Base, NUM_BASES, NUM_INPUT_SCALARS};
 use super::{validate, AnalysisOptions, Request};
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
 use crate::report::Report;
+use crate::theory::{input_theory, InputTheory, LayerData, Spectrum};
 use crate::{Result, MIN_SAMPLES_FOR_VARIANCE};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rayon::prelude::*;
@@ -182,7 +183,23 @@ pub fn input_stats(
     label: Option<&Label>,
     opts: &AnalysisOptions,
 ) -> Result<InputStats> {
+    Ok(input_analysis(model, family, x, input, label, opts, false)?.0)
+}
+
+/// Per-unit statistics of one input and, if `theory`, the per-tensor trace bounds of the
+/// theory layer from the same Δ_l, Hd_l and layer inputs (the per-input hook,
+/// [`crate::theory::input_theory`]).
+pub fn input_analysis(
+    model: &Mlp,
+    family: &dyn ExpFamily,
+    x: ArrayView1<f64>,
+    input: u32,
+    label: Option<&Label>,
+    opts: &AnalysisOptions,
+    theory: bool,
+) -> Result<(InputStats, Option<InputTheory>)> {
     let d = derivatives(model, family, x);
+    let spectrum = Spectrum::new(family, &d.eta)?;
     let (r, _) = sampled_residuals(family, &d, opts.seed, input, opts.samples);
     let r_data = match label {
         Some(y) => {
@@ -192,6 +209,7 @@ pub fn input_stats(
         }
         None => None,
     };
+    let o = d.h.len() as f64;
     let units = d
         .delta
         .iter()
@@ -212,11 +230,13 @@ pub fn input_stats(
                     hj.as_slice().expect("contiguous"),
                 );
                 let q = family.cov_quad(&d.eta, dj);
+                let dn2: f64 = dj.iter().map(|v| v * v).sum();
+                let dsum: f64 = dj.iter().sum();
                 let values = [
                     (Base::Q, q),
                     (Base::V, family.kurt_excess_quad(&d.eta, dj)),
                     (Base::W, family.cov_quad(&d.eta, hj)),
-                    (Base::DeltaNorm2, dj.iter().map(|v| v * v).sum()),
+                    (Base::DeltaNorm2, dn2),
                     (Base::HdNorm2, hj.iter().map(|v| v * v).sum()),
                     (Base::Third, family.third_central(&d.eta, dj, hj)),
                     (Base::ScoreSqMean, score_sq_mean[j]),
@@ -224,6 +244,8 @@ pub fn input_stats(
                     (Base::NegHessMean, q - hess_r_mean[j]),
                     (Base::HessRVar, hess_r_var[j]),
                     (Base::Ef, ef.as_ref().map_or(0.0, |e| e[j] * e[j])),
+                    (Base::DeltaNorm4, dn2 * dn2),
+                    (Base::DeltaCentredNorm2, (dn2 - dsum * dsum / o).max(0.0)),
                 ];
                 for (base, v) in values {
                     bases[[base.index(), j]] = v;
@@ -232,11 +254,28 @@ pub fn input_stats(
             UnitStats { bases }
         })
         .collect();
-    Ok(InputStats {
-        scalars: input_scalars(family, &d.h, &d.eta),
+    let bounds = if theory {
+        let layers: Vec<LayerData<'_>> = d
+            .delta
+            .iter()
+            .zip(&d.hd)
+            .zip(&d.layer_inputs)
+            .map(|((delta, hd), a)| LayerData {
+                delta: delta.view(),
+                hd: hd.view(),
+                layer_input: a.view(),
+            })
+            .collect();
+        Some(input_theory(&spectrum, &layers)?)
+    } else {
+        None
+    };
+    let stats = InputStats {
+        scalars: scalars_of(&spectrum),
         layer_inputs: d.layer_inputs,
         units,
-    })
+    };
+    Ok((stats, bounds))
 }
 
 /// Runs the whole analysis on the CPU.
@@ -250,22 +289,26 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
             let end = (start + block).min(b);
-            let stats: Vec<InputStats> = (start..end)
+            let stats: Vec<(InputStats, Option<InputTheory>)> = (start..end)
                 .into_par_iter()
                 .map(|i| {
                     let label = req.labels.map(|l| &l[i]);
-                    input_stats(
+                    input_analysis(
                         req.model,
                         req.family,
                         req.inputs.row(i),
                         i as u32,
                         label,
                         opts,
+                        true,
                     )
                 })
                 .collect::<Result<_>>()?;
-            for (offset, s) in stats.iter().enumerate() {
+            for (offset, (s, t)) in stats.iter().enumerate() {
                 acc.add(start + offset, s);
+                if let Some(t) = t {
+                    acc.add_theory(start + offset, t);
+                }
             }
             if let Some(p) = req.progress {
                 p(end, b);

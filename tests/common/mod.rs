@@ -429,3 +429,202 @@ pub fn run_cpu(
     })
     .unwrap()
 }
+
+/// Flat per-parameter values of a per-input report key for input `i` (keys with a leading
+/// input axis; [`Mlp::params`] order).
+pub fn per_input_flat(report: &diagfim::Report, key: diagfim::Key, i: usize) -> Vec<f64> {
+    report
+        .params
+        .iter()
+        .flat_map(|p| {
+            let a = &p.values[&key];
+            a.index_axis(ndarray::Axis(0), i)
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Eigenvalues (descending) of a symmetric n×n matrix (row-major) by the cyclic Jacobi
+/// method: an eigensolver independent of the library's (faer, QL).
+pub fn jacobi_eigenvalues(n: usize, a: &[f64]) -> Vec<f64> {
+    let mut m: Vec<f64> = (0..n * n)
+        .map(|k| 0.5 * (a[k] + a[(k % n) * n + k / n]))
+        .collect();
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * n + j] * m[i * n + j])
+            .sum();
+        let scale: f64 = m.iter().map(|v| v * v).sum::<f64>().max(1e-300);
+        if off <= 1e-30 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = m[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
+                let t = theta.signum().max(0.0) * 2.0 - 1.0;
+                let t = t / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (mkp, mkq) = (m[k * n + p], m[k * n + q]);
+                    m[k * n + p] = c * mkp - s * mkq;
+                    m[k * n + q] = s * mkp + c * mkq;
+                }
+                for k in 0..n {
+                    let (mpk, mqk) = (m[p * n + k], m[q * n + k]);
+                    m[p * n + k] = c * mpk - s * mqk;
+                    m[q * n + k] = s * mpk + c * mqk;
+                }
+            }
+        }
+    }
+    let mut d: Vec<f64> = (0..n).map(|i| m[i * n + i]).collect();
+    d.sort_by(|a, b| b.total_cmp(a));
+    d
+}
+
+/// max_{‖u‖=1} f(u) by brute force: a deterministic sample of the sphere (a fine angle grid
+/// for n = 2, random points otherwise), then a pattern search with shrinking steps from the
+/// best points. Independent of the library's power method.
+pub fn sphere_max(n: usize, f: &dyn Fn(&[f64]) -> f64) -> f64 {
+    let normalise = |v: &mut Vec<f64>| {
+        let s = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter_mut().for_each(|x| *x /= s);
+    };
+    let mut pts: Vec<Vec<f64>> = Vec::new();
+    if n == 1 {
+        return f(&[1.0]);
+    } else if n == 2 {
+        for k in 0..20000 {
+            let t = std::f64::consts::PI * k as f64 / 20000.0;
+            pts.push(vec![t.cos(), t.sin()]);
+        }
+    } else {
+        for k in 0..40000u32 {
+            let mut v: Vec<f64> = (0..n)
+                .map(|a| {
+                    let w = diagfim::rng::block(4242, 77, k, a as u32, 0);
+                    diagfim::rng::box_muller(w[0], w[1]).0
+                })
+                .collect();
+            normalise(&mut v);
+            pts.push(v);
+        }
+    }
+    let mut scored: Vec<(f64, Vec<f64>)> = pts.into_iter().map(|p| (f(&p), p)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut best = f64::NEG_INFINITY;
+    for (mut val, mut x) in scored.into_iter().take(12) {
+        let mut r = 0.05;
+        while r > 1e-10 {
+            let mut improved = false;
+            for a in 0..n {
+                for sign in [1.0, -1.0] {
+                    let mut y = x.clone();
+                    y[a] += sign * r;
+                    normalise(&mut y);
+                    let fy = f(&y);
+                    if fy > val {
+                        val = fy;
+                        x = y;
+                        improved = true;
+                    }
+                }
+            }
+            if !improved {
+                r *= 0.5;
+            }
+        }
+        best = best.max(val);
+    }
+    best
+}
+
+/// h, J_i, J_j and the mixed second derivative ∂²h/∂θ_i∂θ_j by hyper-dual numbers seeded
+/// on two parameters (flat [`Mlp::params`] indices `ti` on ε1 and `tj` on ε2).
+pub fn mixed_derivatives_oracle(
+    model: &Mlp,
+    x: &[f64],
+    ti: usize,
+    tj: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let seed = |v: f64, idx: usize| Hd {
+        re: v,
+        e1: if idx == ti { 1.0 } else { 0.0 },
+        e2: if idx == tj { 1.0 } else { 0.0 },
+        e12: 0.0,
+    };
+    let mut a: Vec<Hd> = x.iter().map(|&v| Hd::c(v)).collect();
+    let mut flat = 0usize;
+    let nl = model.layers().len();
+    for (l, d) in model.layers().iter().enumerate() {
+        let (n_out, n_in) = (d.outputs(), d.inputs());
+        let b_base = flat + n_out * n_in;
+        let mut z = Vec::with_capacity(n_out);
+        for j in 0..n_out {
+            let mut s = match &d.bias {
+                Some(b) => seed(b[j], b_base + j),
+                None => Hd::c(0.0),
+            };
+            for k in 0..n_in {
+                s = s + seed(d.weight[[j, k]], flat + j * n_in + k) * a[k];
+            }
+            z.push(s);
+        }
+        flat = b_base + if d.bias.is_some() { n_out } else { 0 };
+        a = if l + 1 < nl {
+            z.into_iter()
+                .map(|v| act(model.activations()[l], v))
+                .collect()
+        } else {
+            z
+        };
+    }
+    (
+        a.iter().map(|v| v.re).collect(),
+        a.iter().map(|v| v.e1).collect(),
+        a.iter().map(|v| v.e2).collect(),
+        a.iter().map(|v| v.e12).collect(),
+    )
+}
+
+/// The dense O²×O² matrix M_(ab),(cd) = K_abcd − C_ab C_cd.
+pub fn dense_m(mom: &DenseMoments) -> Vec<f64> {
+    let o = mom.o;
+    let oo = o * o;
+    let mut m = vec![0.0; oo * oo];
+    for a in 0..o {
+        for b in 0..o {
+            for c in 0..o {
+                for d in 0..o {
+                    m[(a * o + b) * oo + c * o + d] =
+                        mom.kk(a, b, c, d) - mom.c[[a, b]] * mom.c[[c, d]];
+                }
+            }
+        }
+    }
+    m
+}
+
+/// K[u,v,u,v] = Σ K_abcd u_a v_b u_c v_d from the dense tensor.
+pub fn dense_k_uvuv(mom: &DenseMoments, u: &[f64], v: &[f64]) -> f64 {
+    let o = mom.o;
+    let mut s = 0.0;
+    for a in 0..o {
+        for b in 0..o {
+            for c in 0..o {
+                for d in 0..o {
+                    s += mom.kk(a, b, c, d) * u[a] * v[b] * u[c] * v[d];
+                }
+            }
+        }
+    }
+    s
+}

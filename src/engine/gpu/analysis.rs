@@ -10,11 +10,12 @@ use super::context::GpuContext;
 use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Epilogue, Gemm};
 use super::shaders::{Shader, NB};
 use crate::engine::accumulate::Accumulator;
-use crate::engine::channels::{input_scalars, NUM_BASES};
+use crate::engine::channels::{scalars_of, NUM_BASES};
 use crate::engine::cpu::{InputStats, UnitStats};
 use crate::engine::{validate, Request};
 use crate::family::{FamilyKind, Label};
 use crate::report::Report;
+use crate::theory::{input_theory, LayerData, Spectrum};
 use crate::{Error, Result};
 use ndarray::{Array1, Array2};
 
@@ -215,7 +216,6 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     bases: Vec<wgpu::Buffer>,
     /// Per layer: Δ_l rows then Hd_l rows ([2·bb·n_l, O]).
-    #[allow(dead_code)]
     dh: Vec<wgpu::Buffer>,
     h: wgpu::Buffer,
     dispatches: Vec<Dispatch>,
@@ -595,6 +595,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         let mut regions: Vec<(&wgpu::Buffer, usize)> = vec![(&plan.h, count * o)];
         for (l, d) in model.layers().iter().enumerate() {
             regions.push((&plan.bases[l], count * NB * d.outputs()));
+            regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
             if l + 1 < model.layers().len() {
                 regions.push((&plan.acts[l], count * d.outputs()));
             }
@@ -606,37 +607,54 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         if stamps.is_some() {
             plan.add_times(&ctx, &data[data.len() - 1], &mut times);
         }
+        let to_f64 = |v: &[f32]| -> Vec<f64> { v.iter().map(|x| f64::from(*x)).collect() };
         for i in 0..count {
-            let h: Vec<f64> = data[0][i * o..(i + 1) * o]
-                .iter()
-                .map(|v| f64::from(*v))
-                .collect();
+            let h = to_f64(&data[0][i * o..(i + 1) * o]);
             let eta = req.family.eta(&h);
+            let spectrum = Spectrum::new(req.family, &eta)?;
             let mut layer_inputs = vec![rows.row(i).to_owned()];
             let mut units = Vec::new();
+            let mut dh = Vec::new();
             let mut k = 1;
             for (l, d) in model.layers().iter().enumerate() {
                 let nl = d.outputs();
-                let all = &data[k];
-                let rows_i = &all[i * NB * nl..i * NB * nl + NUM_BASES * nl];
+                let b_i = &data[k][i * NB * nl..i * NB * nl + NUM_BASES * nl];
                 units.push(UnitStats {
-                    bases: Array2::from_shape_fn((NUM_BASES, nl), |(r, j)| {
-                        f64::from(rows_i[r * nl + j])
-                    }),
+                    bases: Array2::from_shape_vec((NUM_BASES, nl), to_f64(b_i))
+                        .map_err(|e| Error::Gpu(format!("bases shape: {e}")))?,
                 });
-                k += 1;
+                // Δ_l rows of input i, then its Hd_l rows (bb·n_l rows further).
+                let all = &data[k + 1];
+                let rows_of = |start: usize| {
+                    Array2::from_shape_vec((nl, o), to_f64(&all[start..start + nl * o]))
+                        .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
+                };
+                dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
+                k += 2;
                 if l + 1 < model.layers().len() {
-                    let a = &data[k][i * nl..(i + 1) * nl];
-                    layer_inputs.push(Array1::from_iter(a.iter().map(|v| f64::from(*v))));
+                    layer_inputs.push(Array1::from(to_f64(&data[k][i * nl..(i + 1) * nl])));
                     k += 1;
                 }
             }
+            let theory = {
+                let layers: Vec<LayerData<'_>> = dh
+                    .iter()
+                    .zip(&layer_inputs)
+                    .map(|((delta, hd), a)| LayerData {
+                        delta: delta.view(),
+                        hd: hd.view(),
+                        layer_input: a.view(),
+                    })
+                    .collect();
+                input_theory(&spectrum, &layers)?
+            };
             let stats = InputStats {
                 layer_inputs,
                 units,
-                scalars: input_scalars(req.family, &h, &eta),
+                scalars: scalars_of(&spectrum),
             };
             acc.add(start + i, &stats);
+            acc.add_theory(start + i, &theory);
         }
         if let Some(p) = req.progress {
             p(start + count, b);

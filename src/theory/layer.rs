@@ -1,0 +1,271 @@
+//! Per-tensor trace bounds of one input (MATH §5.6): Corollary 4.6 (Eqs. 17–19, both terms of
+//! each min) and Theorem C.1 (Ruhe's trace inequality, Eqs. 29–31), for S = the weight or the
+//! bias tensor of one layer. Everything factorises per unit (MATH §6.5):
+//! A_S = s₂·ΔᵀΔ, B_S = s₄·HdᵀHd, G_S = s₄·Σ_j (Δ_j⊗Δ_j)(Δ_j⊗Δ_j)ᵀ, with s₂ = Σ_k a_k² and
+//! s₄ = Σ_k a_k⁴ for the weight (a = the layer input) and s₂ = s₄ = 1 for the bias. The
+//! non-zero eigenvalues of G_S are those of the n_l×n_l Gram matrix Γ_ij = (Δ_iᵀΔ_j)², or of
+//! G_S restricted to the symmetric subspace of R^{O²} (dimension O(O+1)/2), whichever is
+//! smaller.
+//!
+//! This is the per-input hook of the theory layer: an engine calls [`input_theory`] with each
+//! layer's Δ_l, Hd_l and layer input, and accumulates the result over inputs.
+
+use super::eigen::sym_eigenvalues;
+use super::moments::Runs;
+use super::spectrum::Spectrum;
+use crate::Result;
+use ndarray::{ArrayView1, ArrayView2};
+use serde::Serialize;
+
+/// Thm C.1 needs the whole spectrum of G_S: it is computed when the eigenproblem has size
+/// min(n_l, O(O+1)/2) ≤ this; above it Thm C.1 is skipped and Cor. 4.6 uses the Schur bound
+/// λ_max(Γ) ≤ max_j ‖Δ_j‖² · λ_max(ΔᵀΔ) for λ_max(G_S).
+pub const RUHE_MAX_SIZE: usize = 256;
+
+/// One layer's data for one input.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerData<'a> {
+    /// Δ_l (n_l × O).
+    pub delta: ArrayView2<'a, f64>,
+    /// Hd_l (n_l × O).
+    pub hd: ArrayView2<'a, f64>,
+    /// a_{l−1} (the layer's input).
+    pub layer_input: ArrayView1<'a, f64>,
+}
+
+/// Bounds on the sums over one parameter tensor S of I, N·Var Î1 and N·Var Î2, for one input
+/// (or their means over inputs). Each sum is bounded by `*_min`, the min of the two terms
+/// of Cor. 4.6, and sandwiched by `ruhe_*_lo ≤ · ≤ ruhe_*_hi` (Thm C.1) when `ruhe`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct TensorBounds {
+    /// λ_max(C)·‖J_S‖_F² (Eq. 17, first term).
+    pub fisher_frob: f64,
+    /// tr(C)·‖J_S‖_2² (Eq. 17, second term).
+    pub fisher_spec: f64,
+    /// min of the two.
+    pub fisher_min: f64,
+    /// λ_max(K−C⊗C)·Σ_{i∈S}‖J_i‖⁴ (Eq. 18, first term).
+    pub var1_frob: f64,
+    /// tr(M)·λ_max(G_S) (Eq. 18, second term; with the Schur bound when `!gram_exact`).
+    pub var1_spec: f64,
+    pub var1_min: f64,
+    /// λ_max(C)·‖D_S‖_F² (Eq. 19, first term).
+    pub var2_frob: f64,
+    /// tr(C)·‖D_S‖_2² (Eq. 19, second term).
+    pub var2_spec: f64,
+    pub var2_min: f64,
+    /// Thm C.1 (Eq. 29): Σ_k λ_k(C) λ_{O+1−k}(A_S) ≤ Σ I ≤ Σ_k λ_k(C) λ_k(A_S).
+    pub ruhe_fisher_lo: f64,
+    pub ruhe_fisher_hi: f64,
+    /// Eq. 30, with M and G_S (n = O²).
+    pub ruhe_var1_lo: f64,
+    pub ruhe_var1_hi: f64,
+    /// Eq. 31, with C and B_S.
+    pub ruhe_var2_lo: f64,
+    pub ruhe_var2_hi: f64,
+    /// Whether the Thm C.1 fields were computed (they are 0 otherwise).
+    pub ruhe: bool,
+    /// Whether λ_max(G_S) is exact (else the Schur bound).
+    pub gram_exact: bool,
+    /// Size of the G_S eigenproblem, min(n_l, O(O+1)/2).
+    pub gram_size: usize,
+}
+
+impl TensorBounds {
+    fn fields_mut(&mut self) -> [&mut f64; 15] {
+        [
+            &mut self.fisher_frob,
+            &mut self.fisher_spec,
+            &mut self.fisher_min,
+            &mut self.var1_frob,
+            &mut self.var1_spec,
+            &mut self.var1_min,
+            &mut self.var2_frob,
+            &mut self.var2_spec,
+            &mut self.var2_min,
+            &mut self.ruhe_fisher_lo,
+            &mut self.ruhe_fisher_hi,
+            &mut self.ruhe_var1_lo,
+            &mut self.ruhe_var1_hi,
+            &mut self.ruhe_var2_lo,
+            &mut self.ruhe_var2_hi,
+        ]
+    }
+    fn values(&self) -> [f64; 15] {
+        let mut c = *self;
+        c.fields_mut().map(|v| *v)
+    }
+    /// Adds another input's bounds (the flags are the same for every input).
+    pub fn add(&mut self, other: &TensorBounds) {
+        for (a, b) in self.fields_mut().into_iter().zip(other.values()) {
+            *a += b;
+        }
+        self.ruhe = other.ruhe;
+        self.gram_exact = other.gram_exact;
+        self.gram_size = other.gram_size;
+    }
+    /// Multiplies every bound by `c` (e.g. 1/B for the mean over inputs).
+    pub fn scale(&mut self, c: f64) {
+        for a in self.fields_mut() {
+            *a *= c;
+        }
+    }
+    /// Whether every bound is finite.
+    pub fn is_finite(&self) -> bool {
+        self.values().iter().all(|v| v.is_finite())
+    }
+}
+
+/// The bounds of a layer's weight and bias tensors for one input.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerBounds {
+    pub weight: TensorBounds,
+    /// The bias tensor (s₂ = s₄ = 1); meaningless if the layer has no bias.
+    pub bias: TensorBounds,
+}
+
+/// Per-layer bounds of one input, in layer order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputTheory {
+    pub layers: Vec<LayerBounds>,
+}
+
+/// Ruhe's trace inequality for PSD matrices with the given positive spectra (descending; the
+/// remaining eigenvalues up to size n are 0): Σ_k α_k β_{n+1−k} ≤ tr(AB) ≤ Σ_k α_k β_k.
+pub fn ruhe(alpha: &Runs, beta: &Runs, n: usize) -> (f64, f64) {
+    let (p, q) = (alpha.len().min(n), beta.len().min(n));
+    let hi: f64 = (0..p.min(q)).map(|k| alpha.get(k) * beta.get(k)).sum();
+    // β_m (m < q) pairs with α_{n−1−m}; only α indices < p are non-zero.
+    let lo: f64 = (0..q)
+        .filter(|&m| n - 1 - m < p)
+        .map(|m| beta.get(m) * alpha.get(n - 1 - m))
+        .sum();
+    (lo, hi)
+}
+
+/// Spectral data of one layer and input, shared by its weight and bias tensors.
+struct LayerSpectra {
+    /// Eigenvalues of ΔᵀΔ and HdᵀHd (O×O).
+    u: Runs,
+    v: Runs,
+    tr_u: f64,
+    tr_v: f64,
+    /// Σ_j ‖Δ_j‖⁴ = tr Γ.
+    tr_gamma: f64,
+    /// Positive eigenvalues of Γ when exact, else None.
+    gamma: Option<Runs>,
+    /// λ_max(Γ) or its Schur bound.
+    gamma_max: f64,
+    gram_size: usize,
+}
+
+fn gram(m: ArrayView2<f64>) -> Vec<f64> {
+    m.t().dot(&m).iter().copied().collect()
+}
+
+fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
+    let (n, o) = delta.dim();
+    let u = Runs::from_values(sym_eigenvalues(o, &gram(delta))?);
+    let v = Runs::from_values(sym_eigenvalues(o, &gram(hd))?);
+    let norms2: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let tr_u = norms2.iter().sum();
+    let tr_v = hd.iter().map(|v| v * v).sum();
+    let tr_gamma = norms2.iter().map(|v| v * v).sum();
+    // Δ_j⊗Δ_j lies in the symmetric subspace of R^{O²}; in its orthonormal basis it has the
+    // O(O+1)/2 coordinates Δ_a² and √2·Δ_aΔ_b (a < b), so G_S's non-zero spectrum is that of
+    // an (O(O+1)/2)² matrix, or of the n_l×n_l Gram Γ, whichever is smaller.
+    let sym = o * (o + 1) / 2;
+    let gram_size = n.min(sym);
+    let gamma = if gram_size > RUHE_MAX_SIZE {
+        None
+    } else if n <= sym {
+        let p = delta.dot(&delta.t());
+        let g: Vec<f64> = p.iter().map(|v| v * v).collect();
+        Some(Runs::from_values(sym_eigenvalues(n, &g)?))
+    } else {
+        let mut g = vec![0.0; sym * sym];
+        let mut w = vec![0.0; sym];
+        for row in delta.rows() {
+            let mut c = 0;
+            for a in 0..o {
+                w[c] = row[a] * row[a];
+                c += 1;
+                for b in a + 1..o {
+                    w[c] = std::f64::consts::SQRT_2 * row[a] * row[b];
+                    c += 1;
+                }
+            }
+            for (i, wi) in w.iter().enumerate() {
+                if *wi != 0.0 {
+                    for (gij, wj) in g[i * sym..(i + 1) * sym].iter_mut().zip(&w) {
+                        *gij += wi * wj;
+                    }
+                }
+            }
+        }
+        Some(Runs::from_values(sym_eigenvalues(sym, &g)?))
+    };
+    let gamma_max = match &gamma {
+        Some(g) => g.max(),
+        None => norms2.iter().copied().fold(0.0, f64::max) * u.max(),
+    };
+    Ok(LayerSpectra {
+        u,
+        v,
+        tr_u,
+        tr_v,
+        tr_gamma,
+        gamma,
+        gamma_max,
+        gram_size,
+    })
+}
+
+fn tensor_bounds(sp: &Spectrum, ls: &LayerSpectra, s2: f64, s4: f64) -> TensorBounds {
+    let o = sp.eig_c.len();
+    let eig_c = Runs::from_values(sp.eig_c.clone());
+    let fisher_frob = sp.lam_max_c * s2 * ls.tr_u;
+    let fisher_spec = sp.trace_c * s2 * ls.u.max();
+    let var1_frob = sp.lam_max_v * s4 * ls.tr_gamma;
+    let var1_spec = sp.trace_m * s4 * ls.gamma_max;
+    let var2_frob = sp.lam_max_c * s4 * ls.tr_v;
+    let var2_spec = sp.trace_c * s4 * ls.v.max();
+    let mut t = TensorBounds {
+        fisher_frob,
+        fisher_spec,
+        fisher_min: fisher_frob.min(fisher_spec),
+        var1_frob,
+        var1_spec,
+        var1_min: var1_frob.min(var1_spec),
+        var2_frob,
+        var2_spec,
+        var2_min: var2_frob.min(var2_spec),
+        gram_exact: ls.gamma.is_some(),
+        gram_size: ls.gram_size,
+        ..Default::default()
+    };
+    if let Some(gamma) = &ls.gamma {
+        (t.ruhe_fisher_lo, t.ruhe_fisher_hi) = ruhe(&eig_c, &ls.u.scaled(s2), o);
+        (t.ruhe_var1_lo, t.ruhe_var1_hi) = ruhe(&sp.eig_m, &gamma.scaled(s4), o * o);
+        (t.ruhe_var2_lo, t.ruhe_var2_hi) = ruhe(&eig_c, &ls.v.scaled(s4), o);
+        t.ruhe = true;
+    }
+    t
+}
+
+/// The per-tensor bounds of every layer for one input (the per-input hook).
+pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<InputTheory> {
+    let layers = layers
+        .iter()
+        .map(|l| {
+            let ls = layer_spectra(l.delta, l.hd)?;
+            let s2: f64 = l.layer_input.iter().map(|a| a * a).sum();
+            let s4: f64 = l.layer_input.iter().map(|a| a.powi(4)).sum();
+            Ok(LayerBounds {
+                weight: tensor_bounds(spectrum, &ls, s2, s4),
+                bias: tensor_bounds(spectrum, &ls, 1.0, 1.0),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(InputTheory { layers })
+}

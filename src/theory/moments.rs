@@ -1,0 +1,250 @@
+//! Moments of the centred sufficient statistic s = t(y) − η as matrices and tensor oracles
+//! (MATH §2, §5.6, §7): the dense O×O covariance C, the matrix-free contractions K x³ and K x²
+//! of the fourth moment K, the bound B² = sup_y ‖s(y)‖² of Prop. 4.3, tr(M) and the spectrum
+//! of M = Cov(s⊗s) (reshaped K − C⊗C, O²×O²) from its O×O Gram matrix.
+
+use super::eigen::sym_eigenvalues;
+use crate::family::{ExpFamily, FamilyKind};
+use crate::Result;
+
+/// The moments of one input: the family and its η (for the categorical family η = p).
+#[derive(Clone, Copy, Debug)]
+pub struct Moments<'a> {
+    pub kind: FamilyKind,
+    pub eta: &'a [f64],
+}
+
+/// A spectrum given as runs of equal eigenvalues, in descending order (value, multiplicity).
+/// The entries after the listed ones are zeros, up to the matrix size.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Runs(pub Vec<(f64, usize)>);
+
+impl Runs {
+    /// From plain eigenvalues, sorted descending; values ≤ 0 (round-off of a PSD matrix) and
+    /// the zero tail are dropped.
+    pub fn from_values(mut v: Vec<f64>) -> Runs {
+        v.sort_by(|a, b| b.total_cmp(a));
+        Runs(v.into_iter().filter(|x| *x > 0.0).map(|x| (x, 1)).collect())
+    }
+    /// Number of listed (positive) eigenvalues.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|r| r.1).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The k-th largest eigenvalue (0 beyond the listed ones).
+    pub fn get(&self, mut k: usize) -> f64 {
+        for &(v, m) in &self.0 {
+            if k < m {
+                return v;
+            }
+            k -= m;
+        }
+        0.0
+    }
+    /// The largest eigenvalue (0 if none is listed).
+    pub fn max(&self) -> f64 {
+        self.0.first().map_or(0.0, |r| r.0)
+    }
+    /// Sum of the eigenvalues.
+    pub fn sum(&self) -> f64 {
+        self.0.iter().map(|&(v, m)| v * m as f64).sum()
+    }
+    /// The same spectrum times `c` ≥ 0.
+    pub fn scaled(&self, c: f64) -> Runs {
+        Runs(self.0.iter().map(|&(v, m)| (v * c, m)).collect())
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+impl<'a> Moments<'a> {
+    pub fn new(family: &dyn ExpFamily, eta: &'a [f64]) -> Moments<'a> {
+        Moments {
+            kind: family.kind(),
+            eta,
+        }
+    }
+
+    /// O, the number of outputs.
+    pub fn dim(&self) -> usize {
+        self.eta.len()
+    }
+
+    /// C (O×O, row-major).
+    pub fn cov_matrix(&self) -> Vec<f64> {
+        let o = self.dim();
+        let mut c = vec![0.0; o * o];
+        match self.kind {
+            FamilyKind::Categorical => {
+                let p = self.eta;
+                for a in 0..o {
+                    for b in 0..o {
+                        c[a * o + b] = if a == b { p[a] } else { 0.0 } - p[a] * p[b];
+                    }
+                }
+            }
+            FamilyKind::Gaussian { sigma2 } => {
+                for a in 0..o {
+                    c[a * o + a] = 1.0 / sigma2;
+                }
+            }
+        }
+        c
+    }
+
+    /// C u.
+    pub fn cov_apply(&self, u: &[f64]) -> Vec<f64> {
+        match self.kind {
+            FamilyKind::Categorical => {
+                let ub = dot(self.eta, u);
+                self.eta.iter().zip(u).map(|(p, u)| p * (u - ub)).collect()
+            }
+            FamilyKind::Gaussian { sigma2 } => u.iter().map(|v| v / sigma2).collect(),
+        }
+    }
+
+    /// g = K x³, g_a = E[s_a (xᵀs)³] (MATH §7).
+    pub fn kurt_x3(&self, x: &[f64], g: &mut [f64]) {
+        match self.kind {
+            FamilyKind::Categorical => {
+                let p = self.eta;
+                let xb = dot(p, x);
+                let mut m3 = 0.0;
+                for ((g, p), x) in g.iter_mut().zip(p).zip(x) {
+                    let w3 = (x - xb).powi(3);
+                    *g = p * w3;
+                    m3 += p * w3;
+                }
+                for (g, p) in g.iter_mut().zip(p) {
+                    *g -= p * m3;
+                }
+            }
+            FamilyKind::Gaussian { sigma2 } => {
+                let c = 3.0 * dot(x, x) / (sigma2 * sigma2);
+                for (g, x) in g.iter_mut().zip(x) {
+                    *g = c * x;
+                }
+            }
+        }
+    }
+
+    /// G = K x² (O×O, row-major), G_ab = E[(xᵀs)² s_a s_b] (MATH §7).
+    pub fn kurt_x2(&self, x: &[f64], gm: &mut [f64]) {
+        let o = self.dim();
+        match self.kind {
+            FamilyKind::Categorical => {
+                // Σ_y p_y w_y² (e_y − p)(e_y − p)ᵀ with w = x − (xᵀp)1.
+                let p = self.eta;
+                let xb = dot(p, x);
+                let q: Vec<f64> = p.iter().zip(x).map(|(p, x)| p * (x - xb).powi(2)).collect();
+                let sq: f64 = q.iter().sum();
+                for a in 0..o {
+                    for b in 0..o {
+                        let d = if a == b { q[a] } else { 0.0 };
+                        gm[a * o + b] = d - q[a] * p[b] - p[a] * q[b] + sq * p[a] * p[b];
+                    }
+                }
+            }
+            FamilyKind::Gaussian { sigma2 } => {
+                // (‖x‖² I + 2 x xᵀ)/σ⁴ (Isserlis).
+                let s4 = sigma2 * sigma2;
+                let n2 = dot(x, x);
+                for a in 0..o {
+                    for b in 0..o {
+                        let d = if a == b { n2 } else { 0.0 };
+                        gm[a * o + b] = (d + 2.0 * x[a] * x[b]) / s4;
+                    }
+                }
+            }
+        }
+    }
+
+    /// B² = sup_y ‖t(y) − η‖² (Prop. 4.3), or None if the statistic is unbounded (Gaussian).
+    /// Categorical: max_y ‖e_y − p‖² = 1 − 2 min_y p_y + ‖p‖² ≤ 2 (MATH §5.4).
+    pub fn stat_bound2(&self) -> Option<f64> {
+        match self.kind {
+            FamilyKind::Categorical => {
+                let p = self.eta;
+                let pmin = p.iter().copied().fold(f64::INFINITY, f64::min);
+                Some(1.0 - 2.0 * pmin + dot(p, p))
+            }
+            FamilyKind::Gaussian { .. } => None,
+        }
+    }
+
+    /// ‖C‖_F².
+    pub fn cov_frobenius2(&self) -> f64 {
+        match self.kind {
+            FamilyKind::Categorical => {
+                let p = self.eta;
+                let (s2, s3): (f64, f64) = (dot(p, p), p.iter().map(|v| v * v * v).sum());
+                s2 - 2.0 * s3 + s2 * s2
+            }
+            FamilyKind::Gaussian { sigma2 } => self.dim() as f64 / (sigma2 * sigma2),
+        }
+    }
+
+    /// tr C.
+    pub fn cov_trace(&self) -> f64 {
+        match self.kind {
+            FamilyKind::Categorical => 1.0 - dot(self.eta, self.eta),
+            FamilyKind::Gaussian { sigma2 } => self.dim() as f64 / sigma2,
+        }
+    }
+
+    /// tr M = E‖s‖⁴ − ‖C‖_F² (MATH §5.6).
+    pub fn m_trace(&self) -> f64 {
+        match self.kind {
+            FamilyKind::Categorical => {
+                let p = self.eta;
+                let s2 = dot(p, p);
+                let e4: f64 = p.iter().map(|py| py * (1.0 - 2.0 * py + s2).powi(2)).sum();
+                (e4 - self.cov_frobenius2()).max(0.0)
+            }
+            FamilyKind::Gaussian { sigma2 } => {
+                let o = self.dim() as f64;
+                (o * o + o) / (sigma2 * sigma2)
+            }
+        }
+    }
+
+    /// The positive eigenvalues of M = Cov(s⊗s) (O²×O²), descending. Categorical: from the
+    /// O×O Gram G̃_yz = √(p_y p_z)[(S_yᵀS_z)² − S_yᵀCS_y − S_zᵀCS_z + ‖C‖_F²], S_y = e_y − p
+    /// (MATH §7). Gaussian: M = (I + swap)/σ⁴, so 2/σ⁴ with multiplicity O(O+1)/2.
+    pub fn m_spectrum(&self) -> Result<Runs> {
+        let o = self.dim();
+        match self.kind {
+            FamilyKind::Categorical => {
+                let p = self.eta;
+                let s2 = dot(p, p);
+                // S_yᵀS_z = δ_yz − p_y − p_z + ‖p‖²; S_yᵀCS_y = Σ_a p_a (S_y[a] − S̄_y)².
+                let cq: Vec<f64> = (0..o)
+                    .map(|y| {
+                        let s: Vec<f64> = (0..o)
+                            .map(|a| if a == y { 1.0 } else { 0.0 } - p[a])
+                            .collect();
+                        let sb = dot(p, &s);
+                        p.iter().zip(&s).map(|(p, s)| p * (s - sb).powi(2)).sum()
+                    })
+                    .collect();
+                let f2 = self.cov_frobenius2();
+                let mut g = vec![0.0; o * o];
+                for y in 0..o {
+                    for z in 0..o {
+                        let d = if y == z { 1.0 } else { 0.0 };
+                        let ss = d - p[y] - p[z] + s2;
+                        g[y * o + z] = (p[y] * p[z]).sqrt() * (ss * ss - cq[y] - cq[z] + f2);
+                    }
+                }
+                Ok(Runs::from_values(sym_eigenvalues(o, &g)?))
+            }
+            FamilyKind::Gaussian { sigma2 } => {
+                Ok(Runs(vec![(2.0 / (sigma2 * sigma2), o * (o + 1) / 2)]))
+            }
+        }
+    }
+}

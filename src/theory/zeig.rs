@@ -1,0 +1,421 @@
+//! Extreme Z-eigenvalues λ = max/min_{‖u‖=1} T[u⁴] of symmetric 4-tensors by the adaptive
+//! shifted symmetric higher-order power method (GEAP, Kolda & Mayo 2014) with B = I and
+//! order m = 4 (MATH §5.1, §7), matrix-free through the oracles T x³ and T x².
+//!
+//! The method is local: from each start it converges to a Z-eigenpair, so the best of many
+//! starts is a lower estimate of λ_max (an upper estimate of λ_min). Certified values come
+//! from closed forms or λ_max(M) (see [`super::spectrum`]).
+
+use super::eigen::{sym_eigen, sym_min_eigenvalue};
+use super::moments::Moments;
+use crate::{rng, Error, Result};
+
+/// A symmetric 4-tensor given by its contractions.
+pub trait SymTensor4 {
+    /// The dimension O.
+    fn dim(&self) -> usize;
+    /// g = T x³, g_a = Σ_bcd T_abcd x_b x_c x_d.
+    fn apply3(&self, x: &[f64], g: &mut [f64]);
+    /// G = T x² (O×O, row-major), G_ab = Σ_cd T_abcd x_c x_d.
+    fn apply2(&self, x: &[f64], gm: &mut [f64]);
+    /// T[x⁴].
+    fn value(&self, x: &[f64]) -> f64 {
+        let mut g = vec![0.0; self.dim()];
+        self.apply3(x, &mut g);
+        g.iter().zip(x).map(|(g, x)| g * x).sum()
+    }
+}
+
+/// A dense O⁴ tensor (row-major), symmetrised over all 24 index permutations on construction.
+#[derive(Clone, Debug)]
+pub struct Dense4 {
+    o: usize,
+    t: Vec<f64>,
+}
+
+impl Dense4 {
+    pub fn new(o: usize, data: &[f64]) -> Result<Dense4> {
+        if data.len() != o * o * o * o {
+            return Err(Error::Input(format!(
+                "a dense 4-tensor of dimension {o} needs {} entries, got {}",
+                o * o * o * o,
+                data.len()
+            )));
+        }
+        let at = |i: [usize; 4]| data[((i[0] * o + i[1]) * o + i[2]) * o + i[3]];
+        let perms = permutations4();
+        let mut t = vec![0.0; data.len()];
+        for (flat, v) in t.iter_mut().enumerate() {
+            let idx = [
+                flat / (o * o * o),
+                (flat / (o * o)) % o,
+                (flat / o) % o,
+                flat % o,
+            ];
+            *v = perms
+                .iter()
+                .map(|p| at([idx[p[0]], idx[p[1]], idx[p[2]], idx[p[3]]]))
+                .sum::<f64>()
+                / 24.0;
+        }
+        Ok(Dense4 { o, t })
+    }
+    /// Entry T_abcd.
+    pub fn get(&self, a: usize, b: usize, c: usize, d: usize) -> f64 {
+        let o = self.o;
+        self.t[((a * o + b) * o + c) * o + d]
+    }
+}
+
+fn permutations4() -> Vec<[usize; 4]> {
+    let mut out = Vec::with_capacity(24);
+    for a in 0..4 {
+        for b in 0..4 {
+            for c in 0..4 {
+                for d in 0..4 {
+                    let p = [a, b, c, d];
+                    if (0..4).all(|k| p.contains(&k)) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl SymTensor4 for Dense4 {
+    fn dim(&self) -> usize {
+        self.o
+    }
+    fn apply3(&self, x: &[f64], g: &mut [f64]) {
+        let o = self.o;
+        let mut gm = vec![0.0; o * o];
+        self.apply2(x, &mut gm);
+        for a in 0..o {
+            g[a] = (0..o).map(|b| gm[a * o + b] * x[b]).sum();
+        }
+    }
+    fn apply2(&self, x: &[f64], gm: &mut [f64]) {
+        let o = self.o;
+        for ab in 0..o * o {
+            let row = &self.t[ab * o * o..(ab + 1) * o * o];
+            let mut s = 0.0;
+            for c in 0..o {
+                let inner: f64 = (0..o).map(|d| row[c * o + d] * x[d]).sum();
+                s += inner * x[c];
+            }
+            gm[ab] = s;
+        }
+    }
+}
+
+/// The fourth central moment K of a family at one input (matrix-free, MATH §7).
+#[derive(Clone, Copy, Debug)]
+pub struct FourthMoment<'a>(pub Moments<'a>);
+
+impl SymTensor4 for FourthMoment<'_> {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn apply3(&self, x: &[f64], g: &mut [f64]) {
+        self.0.kurt_x3(x, g)
+    }
+    fn apply2(&self, x: &[f64], gm: &mut [f64]) {
+        self.0.kurt_x2(x, gm)
+    }
+}
+
+/// sym(K − C⊗C)_abcd = K_abcd − (C_ab C_cd + C_ac C_bd + C_ad C_bc)/3, whose quartic form is
+/// that of K − C⊗C: (K − C⊗C)[u⁴] = Var[(uᵀs)²] (MATH §5.1).
+#[derive(Clone, Debug)]
+pub struct ExcessMoment<'a> {
+    m: Moments<'a>,
+    c: Vec<f64>,
+}
+
+impl<'a> ExcessMoment<'a> {
+    pub fn new(m: Moments<'a>) -> Self {
+        ExcessMoment {
+            c: m.cov_matrix(),
+            m,
+        }
+    }
+}
+
+impl SymTensor4 for ExcessMoment<'_> {
+    fn dim(&self) -> usize {
+        self.m.dim()
+    }
+    fn apply3(&self, x: &[f64], g: &mut [f64]) {
+        // K x³ − (xᵀCx) C x.
+        self.m.kurt_x3(x, g);
+        let cx = self.m.cov_apply(x);
+        let q: f64 = cx.iter().zip(x).map(|(c, x)| c * x).sum();
+        for (g, c) in g.iter_mut().zip(&cx) {
+            *g -= q * c;
+        }
+    }
+    fn apply2(&self, x: &[f64], gm: &mut [f64]) {
+        // K x² − ((xᵀCx) C + 2 (Cx)(Cx)ᵀ)/3.
+        let o = self.dim();
+        self.m.kurt_x2(x, gm);
+        let cx = self.m.cov_apply(x);
+        let q: f64 = cx.iter().zip(x).map(|(c, x)| c * x).sum();
+        for a in 0..o {
+            for b in 0..o {
+                gm[a * o + b] -= (q * self.c[a * o + b] + 2.0 * cx[a] * cx[b]) / 3.0;
+            }
+        }
+    }
+}
+
+/// Options of the power method.
+#[derive(Clone, Copy, Debug)]
+pub struct GeapOptions {
+    /// τ of the adaptive shift: the shifted function's Hessian is kept ⪰ τ I (MATH §7: 1e-6).
+    pub tau: f64,
+    /// Stop when |λ_new − λ| ≤ tol · |λ|.
+    pub tol: f64,
+    /// Iteration cap per start.
+    pub max_iter: usize,
+    /// The adaptive shift is recomputed (one O×O eigensolve) every this many iterations, and
+    /// whenever a step with the previous shift fails to improve f.
+    pub shift_every: usize,
+    /// Multi-start: every start first runs `probe_iter` iterations, then the `keep` best
+    /// (distinct) ones run to convergence.
+    pub probe_iter: usize,
+    pub keep: usize,
+}
+
+impl Default for GeapOptions {
+    fn default() -> Self {
+        GeapOptions {
+            tau: 1e-6,
+            tol: 1e-14,
+            max_iter: 5000,
+            shift_every: 4,
+            probe_iter: 3,
+            keep: 3,
+        }
+    }
+}
+
+/// A Z-eigenpair T x³ = λ x, ‖x‖ = 1, from one run of the method.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZEigenpair {
+    pub value: f64,
+    pub vector: Vec<f64>,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+fn normalise(x: &mut [f64]) -> bool {
+    let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(n.is_finite() && n > 0.0) {
+        return false;
+    }
+    x.iter_mut().for_each(|v| *v /= n);
+    true
+}
+
+/// GEAP from `x0` (normalised here): β = +1 ascends to a local maximum of T[x⁴] on the
+/// sphere, β = −1 descends to a local minimum. At most `max_iter` iterations.
+pub fn geap(
+    t: &dyn SymTensor4,
+    x0: &[f64],
+    maximize: bool,
+    opts: &GeapOptions,
+    max_iter: usize,
+) -> Result<ZEigenpair> {
+    let o = t.dim();
+    if x0.len() != o {
+        return Err(Error::Input(format!(
+            "a start vector has {} entries, the tensor has dimension {o}",
+            x0.len()
+        )));
+    }
+    let mut x = x0.to_vec();
+    if !normalise(&mut x) {
+        return Err(Error::Input(
+            "a start vector of the power method is zero or not finite".into(),
+        ));
+    }
+    let beta = if maximize { 1.0 } else { -1.0 };
+    let mut g = vec![0.0; o];
+    let mut gn = vec![0.0; o];
+    let mut gm = vec![0.0; o * o];
+    let mut hm = vec![0.0; o * o];
+    let mut xn = vec![0.0; o];
+    t.apply3(&x, &mut g);
+    let mut lambda: f64 = g.iter().zip(&x).map(|(g, x)| g * x).sum();
+    let mut converged = false;
+    let mut it = 0;
+    let (mut alpha, mut age, mut refresh) = (0.0, 0usize, true);
+    while it < max_iter {
+        it += 1;
+        let fresh = refresh || age >= opts.shift_every.max(1);
+        if fresh {
+            t.apply2(&x, &mut gm);
+            // Hessian of f(x) = T[x⁴]/‖x‖⁴ at the unit x (MATH §7), times β.
+            for a in 0..o {
+                for b in 0..o {
+                    let mut h = 12.0 * gm[a * o + b] - 16.0 * (g[a] * x[b] + x[a] * g[b])
+                        + 24.0 * lambda * x[a] * x[b];
+                    if a == b {
+                        h -= 4.0 * lambda;
+                    }
+                    hm[a * o + b] = beta * h;
+                }
+            }
+            alpha = beta * ((opts.tau - sym_min_eigenvalue(o, &hm)?) / 4.0).max(0.0);
+            age = 0;
+        }
+        age += 1;
+        for ((xn, g), x) in xn.iter_mut().zip(&g).zip(&x) {
+            *xn = beta * (g + alpha * x);
+        }
+        if !normalise(&mut xn) {
+            converged = true;
+            break;
+        }
+        t.apply3(&xn, &mut gn);
+        let ln: f64 = gn.iter().zip(&xn).map(|(g, x)| g * x).sum();
+        if !ln.is_finite() {
+            return Err(Error::NonFinite {
+                what: "a tensor eigenvalue iteration".into(),
+                index: it,
+            });
+        }
+        // A reused shift must still give monotone progress; otherwise redo the step with the
+        // exact adaptive shift.
+        if !fresh && beta * (ln - lambda) < -opts.tol * lambda.abs() {
+            refresh = true;
+            continue;
+        }
+        refresh = false;
+        std::mem::swap(&mut x, &mut xn);
+        std::mem::swap(&mut g, &mut gn);
+        let done = (ln - lambda).abs() <= opts.tol * lambda.abs();
+        lambda = ln;
+        if done {
+            converged = true;
+            break;
+        }
+    }
+    Ok(ZEigenpair {
+        value: lambda,
+        vector: x,
+        iterations: it,
+        converged,
+    })
+}
+
+/// The standard starts (MATH §7): e_a, 1/√O, (e_a − e_b)/√2 for pairs among the `pair_top`
+/// entries with the largest `weights` (all pairs when `weights` is None), the `extra`
+/// vectors (e.g. eigenvectors of C) and `random` Gaussian vectors from the counter-based RNG.
+pub fn standard_starts(
+    o: usize,
+    weights: Option<&[f64]>,
+    pair_top: usize,
+    extra: &[Vec<f64>],
+    random: usize,
+) -> Vec<Vec<f64>> {
+    let unit = |a: usize| {
+        let mut e = vec![0.0; o];
+        e[a] = 1.0;
+        e
+    };
+    let mut starts: Vec<Vec<f64>> = (0..o).map(unit).collect();
+    starts.push(vec![1.0 / (o as f64).sqrt(); o]);
+    let mut order: Vec<usize> = (0..o).collect();
+    if let Some(w) = weights {
+        order.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
+        order.truncate(pair_top.max(2).min(o));
+    }
+    for (i, &a) in order.iter().enumerate() {
+        for &b in &order[i + 1..] {
+            let mut v = vec![0.0; o];
+            v[a] = std::f64::consts::FRAC_1_SQRT_2;
+            v[b] = -std::f64::consts::FRAC_1_SQRT_2;
+            starts.push(v);
+        }
+    }
+    starts.extend(extra.iter().filter(|v| v.len() == o).cloned());
+    for r in 0..random {
+        let v: Vec<f64> = (0..o.div_ceil(2))
+            .flat_map(|k| {
+                let w = rng::block(0x7A3E_16E0, 0x5EED, r as u32, k as u32, 0);
+                let (a, b) = rng::box_muller(w[0], w[1]);
+                [a, b]
+            })
+            .take(o)
+            .collect();
+        starts.push(v);
+    }
+    starts
+}
+
+/// The extreme Z-eigenvalue over several starts: every start runs `probe_iter` iterations,
+/// then the `keep` best distinct ones run to convergence; the best value wins.
+pub fn extreme_z_eigenvalue(
+    t: &dyn SymTensor4,
+    starts: &[Vec<f64>],
+    maximize: bool,
+    opts: &GeapOptions,
+) -> Result<ZEigenpair> {
+    let sign = if maximize { 1.0 } else { -1.0 };
+    let mut probes = Vec::with_capacity(starts.len());
+    for s in starts {
+        if s.iter().all(|v| *v == 0.0) {
+            continue;
+        }
+        // The probe steps always use the exact adaptive shift: they decide which starts are
+        // kept.
+        let exact = GeapOptions {
+            shift_every: 1,
+            ..*opts
+        };
+        probes.push(geap(t, s, maximize, &exact, opts.probe_iter)?);
+    }
+    probes.sort_by(|a, b| (sign * b.value).total_cmp(&(sign * a.value)));
+    let mut kept: Vec<ZEigenpair> = Vec::new();
+    for p in probes {
+        if kept.len() >= opts.keep.max(1) {
+            break;
+        }
+        // Distinct up to sign (T[x⁴] is even).
+        let same = kept.iter().any(|k| {
+            let d: f64 = k.vector.iter().zip(&p.vector).map(|(a, b)| a * b).sum();
+            d.abs() > 1.0 - 1e-10
+        });
+        if !same {
+            kept.push(p);
+        }
+    }
+    let mut best: Option<ZEigenpair> = None;
+    for k in kept {
+        let r = if k.converged {
+            k
+        } else {
+            let more = geap(t, &k.vector, maximize, opts, opts.max_iter)?;
+            ZEigenpair {
+                iterations: k.iterations + more.iterations,
+                ..more
+            }
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| sign * r.value > sign * b.value)
+        {
+            best = Some(r);
+        }
+    }
+    best.ok_or_else(|| Error::Input("the power method needs at least one non-zero start".into()))
+}
+
+/// Eigenvectors of a symmetric O×O matrix (row-major), as extra starts.
+pub fn eigenvector_starts(o: usize, m: &[f64], count: usize) -> Result<Vec<Vec<f64>>> {
+    let (_, vecs) = sym_eigen(o, m)?;
+    Ok(vecs.into_iter().take(count).collect())
+}

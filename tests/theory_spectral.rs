@@ -1,0 +1,302 @@
+//! The spectral layer (MATH §5.1, §7, Prop. 5.1, Thm 5.2) against dense tensors built from
+//! their definitions, a Jacobi eigensolver and a brute-force search over the sphere:
+//! * the matrix-free oracles K x³, K x², sym(K − C⊗C) x³ / x², C, tr M, ‖C‖_F², B² and the
+//!   spectrum of M (O×O Gram route) equal their dense counterparts;
+//! * the GEAP multi-start solver finds the extreme Z-eigenvalues of random symmetric tensors
+//!   and of the family tensors (max and min) found by the brute force;
+//! * Thm 5.2, Prop. 4.3, Jensen and the certified cap on 48 random softmax vectors;
+//! * Prop. 5.1 closed forms.
+
+mod common;
+use common::*;
+use diagfim::theory::moments::Moments;
+use diagfim::theory::zeig::{
+    extreme_z_eigenvalue, geap, standard_starts, Dense4, ExcessMoment, FourthMoment, GeapOptions,
+    SymTensor4,
+};
+use diagfim::theory::Spectrum;
+use diagfim::Family;
+
+fn cat() -> Family {
+    Family::from_name("categorical", 1.0).unwrap()
+}
+
+fn logits(o: usize, temp: f64, seed: u64) -> Vec<f64> {
+    (0..o)
+        .map(|a| {
+            let w = diagfim::rng::block(seed, 31, a as u32, 0, 0);
+            temp * diagfim::rng::box_muller(w[0], w[1]).0
+        })
+        .collect()
+}
+
+fn random_vec(o: usize, seed: u32) -> Vec<f64> {
+    (0..o)
+        .map(|a| {
+            let w = diagfim::rng::block(5, 32, seed, a as u32, 0);
+            diagfim::rng::box_muller(w[0], w[1]).0
+        })
+        .collect()
+}
+
+/// Dense sym(K − C⊗C) from the dense moments.
+fn dense_excess(mom: &DenseMoments) -> Vec<f64> {
+    let o = mom.o;
+    let c = |a: usize, b: usize| mom.c[[a, b]];
+    let mut t = vec![0.0; o * o * o * o];
+    for a in 0..o {
+        for b in 0..o {
+            for cc in 0..o {
+                for d in 0..o {
+                    t[((a * o + b) * o + cc) * o + d] = mom.kk(a, b, cc, d)
+                        - (c(a, b) * c(cc, d) + c(a, cc) * c(b, d) + c(a, d) * c(b, cc)) / 3.0;
+                }
+            }
+        }
+    }
+    t
+}
+
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    let err = rel_err(got, want);
+    assert!(
+        err < tol,
+        "{what}: rel err {err:e}\n got {got:?}\nwant {want:?}"
+    );
+}
+
+#[test]
+fn matrix_free_oracles_match_dense_tensors() {
+    for (fi, (family, o)) in [
+        (cat(), 3),
+        (cat(), 5),
+        (cat(), 7),
+        (Family::from_name("gaussian", 0.6).unwrap(), 3),
+        (Family::from_name("gaussian", 1.7).unwrap(), 4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let h = logits(o, 1.5, fi as u64);
+        let eta = family.as_dyn().eta(&h);
+        let mom = match &family {
+            Family::Categorical(_) => categorical_moments(&h),
+            Family::Gaussian(g) => gaussian_moments(&h, g.sigma2()),
+        };
+        let m = Moments::new(family.as_dyn(), &eta);
+        let cflat: Vec<f64> = mom.c.iter().copied().collect();
+        assert_close(&m.cov_matrix(), &cflat, 1e-14, "C");
+        let k = Dense4::new(o, &mom.k).unwrap();
+        let v = Dense4::new(o, &dense_excess(&mom)).unwrap();
+        let (mk, mv) = (FourthMoment(m), ExcessMoment::new(m));
+        for s in 0..4 {
+            let x = random_vec(o, s);
+            let cx: Vec<f64> = (0..o)
+                .map(|a| (0..o).map(|b| mom.c[[a, b]] * x[b]).sum())
+                .collect();
+            assert_close(&m.cov_apply(&x), &cx, 1e-14, "C x");
+            for (name, dense, free) in [
+                ("K", &k as &dyn SymTensor4, &mk as &dyn SymTensor4),
+                ("sym(K−C⊗C)", &v, &mv),
+            ] {
+                let (mut g1, mut g2) = (vec![0.0; o], vec![0.0; o]);
+                dense.apply3(&x, &mut g1);
+                free.apply3(&x, &mut g2);
+                assert_close(&g2, &g1, 1e-12, &format!("{name} x³"));
+                let (mut h1, mut h2) = (vec![0.0; o * o], vec![0.0; o * o]);
+                dense.apply2(&x, &mut h1);
+                free.apply2(&x, &mut h2);
+                assert_close(&h2, &h1, 1e-12, &format!("{name} x²"));
+            }
+            // The quartic form of sym(K − C⊗C) is Var[(xᵀs)²] (MATH §5.1).
+            let want = family.as_dyn().kurt_excess_quad(&eta, &x);
+            assert!((mv.value(&x) - want).abs() < 1e-12 * want.abs().max(1e-300));
+        }
+        // M = Cov(s⊗s): trace, ‖C‖_F² and spectrum (Gram route) against the dense O²×O².
+        let dm = dense_m(&mom);
+        let oo = o * o;
+        let trace: f64 = (0..oo).map(|i| dm[i * oo + i]).sum();
+        assert!((m.m_trace() - trace).abs() < 1e-12 * trace, "tr M");
+        let fro: f64 = cflat.iter().map(|v| v * v).sum();
+        assert!((m.cov_frobenius2() - fro).abs() < 1e-13 * fro, "‖C‖_F²");
+        let tr_c: f64 = (0..o).map(|a| mom.c[[a, a]]).sum();
+        assert!((m.cov_trace() - tr_c).abs() < 1e-13 * tr_c);
+        let eig = jacobi_eigenvalues(oo, &dm);
+        let spec = m.m_spectrum().unwrap();
+        let top = eig[0];
+        let positive: Vec<f64> = eig.into_iter().filter(|v| *v > 1e-12 * top).collect();
+        let got: Vec<f64> = (0..positive.len()).map(|k| spec.get(k)).collect();
+        assert_close(&got, &positive, 1e-10, "spectrum of M");
+        assert!(
+            spec.get(positive.len()) <= 1e-12 * top,
+            "no extra eigenvalue"
+        );
+        // B² = sup_y ‖t(y) − η‖².
+        match &family {
+            Family::Categorical(_) => {
+                let b2 = (0..o)
+                    .map(|y| {
+                        (0..o)
+                            .map(|a| (if a == y { 1.0 } else { 0.0 } - eta[a]).powi(2))
+                            .sum::<f64>()
+                    })
+                    .fold(0.0, f64::max);
+                assert!((m.stat_bound2().unwrap() - b2).abs() < 1e-14);
+            }
+            Family::Gaussian(_) => assert!(m.stat_bound2().is_none()),
+        }
+    }
+}
+
+/// A random symmetric 4-tensor (symmetrised by Dense4).
+fn random_tensor(o: usize, seed: u32) -> Dense4 {
+    let data: Vec<f64> = (0..o * o * o * o)
+        .map(|k| {
+            let w = diagfim::rng::block(9, 33, seed, k as u32, 0);
+            diagfim::rng::box_muller(w[0], w[1]).0
+        })
+        .collect();
+    Dense4::new(o, &data).unwrap()
+}
+
+#[test]
+fn z_eigenvalues_match_brute_force_sphere_search() {
+    let opts = GeapOptions::default();
+    for o in [2usize, 3, 4] {
+        for seed in 0..6u32 {
+            let t = random_tensor(o, seed * 10 + o as u32);
+            let f = |u: &[f64]| t.value(u);
+            let starts = standard_starts(o, None, o, &[], 16);
+            let max = extreme_z_eigenvalue(&t, &starts, true, &opts).unwrap();
+            let min = extreme_z_eigenvalue(&t, &starts, false, &opts).unwrap();
+            let (bmax, bmin) = (sphere_max(o, &f), -sphere_max(o, &|u| -f(u)));
+            let scale = bmax.abs().max(bmin.abs());
+            assert!(
+                (max.value - bmax).abs() < 1e-7 * scale,
+                "O={o} seed {seed}: max {} vs {bmax}",
+                max.value
+            );
+            assert!(
+                (min.value - bmin).abs() < 1e-7 * scale,
+                "O={o} seed {seed}: min {} vs {bmin}",
+                min.value
+            );
+            // The returned pairs are Z-eigenpairs: T x³ = λ x, ‖x‖ = 1.
+            for z in [&max, &min] {
+                let mut g = vec![0.0; o];
+                t.apply3(&z.vector, &mut g);
+                let res: f64 = g
+                    .iter()
+                    .zip(&z.vector)
+                    .map(|(g, x)| (g - z.value * x).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                assert!(res < 1e-6 * scale && z.converged, "O={o}: residual {res:e}");
+            }
+        }
+    }
+    // The family tensors at the spectra's own starts (what the analysis uses).
+    for (i, temp) in [0.3, 1.0, 2.5, 6.0].into_iter().enumerate() {
+        for o in [2usize, 3, 4] {
+            let h = logits(o, temp, 100 + i as u64 * 7 + o as u64);
+            let eta = cat().as_dyn().eta(&h);
+            let s = Spectrum::new(cat().as_dyn(), &eta).unwrap();
+            let mom = categorical_moments(&h);
+            let k4 = |u: &[f64]| dense_k_uvuv(&mom, u, u);
+            let bk = sphere_max(o, &k4);
+            let bv = sphere_max(o, &|u| k4(u) - mom.quad(u).powi(2));
+            assert!(
+                (s.lam_max_k - bk).abs() < 1e-7 * bk,
+                "λ_max(K) {} vs {bk}",
+                s.lam_max_k
+            );
+            assert!(
+                (s.lam_max_v - bv).abs() < 1e-7 * bk,
+                "λ_max(K−C⊗C) {} vs {bv}",
+                s.lam_max_v
+            );
+        }
+    }
+}
+
+#[test]
+fn power_method_rejects_bad_starts() {
+    let t = random_tensor(3, 1);
+    let opts = GeapOptions::default();
+    assert!(geap(&t, &[0.0, 0.0, 0.0], true, &opts, 10).is_err());
+    assert!(geap(&t, &[1.0, 0.0], true, &opts, 10).is_err());
+    assert!(geap(&t, &[f64::NAN, 1.0, 0.0], true, &opts, 10).is_err());
+    assert!(extreme_z_eigenvalue(&t, &[vec![0.0; 3]], true, &opts).is_err());
+    assert!(Dense4::new(3, &[0.0; 10]).is_err());
+}
+
+/// Thm 5.2, Prop. 4.3 / Cor. Q.1, Jensen and the certified cap, on 48 random softmax vectors
+/// with O from 2 to 6 and temperatures from flat to peaked.
+#[test]
+fn categorical_theorem_5_2_on_random_probabilities() {
+    for k in 0..48u64 {
+        let o = 2 + (k % 5) as usize;
+        let temp = [0.2, 1.0, 3.0, 8.0][(k / 5 % 4) as usize];
+        let h = logits(o, temp, 1000 + k);
+        let p = cat().as_dyn().eta(&h);
+        let s = Spectrum::new(cat().as_dyn(), &p).unwrap();
+        let mom = categorical_moments(&h);
+        let cflat: Vec<f64> = mom.c.iter().copied().collect();
+        let eig = jacobi_eigenvalues(o, &cflat);
+        let tol = 1e-12;
+        assert!((s.lam_max_c - eig[0]).abs() < tol, "λ_max(C)");
+        assert!(
+            (s.lam_min_c_perp - eig[o - 2].max(0.0)).abs() < tol,
+            "λ_min(C|1⊥)"
+        );
+        let rho = s.rho.unwrap();
+        let pmax = p.iter().copied().fold(0.0, f64::max);
+        let s2: f64 = p.iter().map(|v| v * v).sum();
+        assert!((rho - pmax.min(1.0 - s2)).abs() < 1e-15);
+        let b2 = s.stat_bound2.unwrap();
+        assert!(
+            s.lam_max_c <= rho + tol && s.lam_max_c <= 0.5 + tol,
+            "λ_max(C) ≤ ρ, ≤ 1/2"
+        );
+        assert!(s.lam_max_v <= s.lam_max_k + tol, "λ_max(K−C⊗C) ≤ λ_max(K)");
+        assert!(s.lam_max_k <= b2 * s.lam_max_c + tol, "Prop. 4.3");
+        assert!(
+            b2 <= 2.0 + tol && s.lam_max_k <= 2.0 * rho + tol,
+            "Cor. Q.1 / Thm 5.2"
+        );
+        assert!(s.lam_max_k >= s.lam_max_c.powi(2) - tol, "Jensen");
+        assert!(s.lam_max_v <= s.lam_max_m + tol, "certified cap");
+        assert!(
+            (s.trace_m - s.eig_m.sum()).abs() < 1e-10 * s.trace_m.max(1e-300),
+            "tr M = Σ λ(M)"
+        );
+    }
+}
+
+#[test]
+fn gaussian_proposition_5_1() {
+    for (s2, o) in [(1.0, 2usize), (0.4, 3), (2.5, 4)] {
+        let g = Family::from_name("gaussian", s2).unwrap();
+        let h = logits(o, 1.0, 7);
+        let eta = g.as_dyn().eta(&h);
+        let s = Spectrum::new(g.as_dyn(), &eta).unwrap();
+        let s4 = s2 * s2;
+        assert_eq!(s.eig_c, vec![1.0 / s2; o]);
+        assert_eq!((s.lam_max_c, s.lam_min_c), (1.0 / s2, 1.0 / s2));
+        assert_eq!((s.lam_max_k, s.lam_min_k), (3.0 / s4, 3.0 / s4));
+        assert_eq!((s.lam_max_v, s.lam_min_v), (2.0 / s4, 2.0 / s4));
+        assert!(s.exact_max && s.rho.is_none() && s.stat_bound2.is_none());
+        // Against the brute force on the dense Isserlis tensor.
+        let mom = gaussian_moments(&h, s2);
+        let k4 = |u: &[f64]| dense_k_uvuv(&mom, u, u);
+        assert!((sphere_max(o, &k4) - 3.0 / s4).abs() < 1e-9);
+        assert!((-sphere_max(o, &|u| -k4(u)) - 3.0 / s4).abs() < 1e-9);
+        let dm = dense_m(&mom);
+        let eig = jacobi_eigenvalues(o * o, &dm);
+        assert!((eig[0] - s.lam_max_m).abs() < 1e-12);
+        let m = Moments::new(g.as_dyn(), &eta).m_spectrum().unwrap();
+        for (k, e) in eig.iter().enumerate() {
+            assert!((m.get(k) - e).abs() < 1e-12, "eigenvalue {k} of M");
+        }
+    }
+}

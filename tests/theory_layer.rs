@@ -4,6 +4,8 @@
 //! the skip of Thm C.1 for a large eigenproblem; and the summary's Lemma 4.8, log-ratios,
 //! recommendation, Chebyshev sample size and budget split.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use diagfim::engine::cpu::derivatives;

@@ -5,6 +5,8 @@
 //! * Cor. F.1 / Lemma 6.1 (empirical Fisher under q(y|x) ≠ p) by enumeration and simulation,
 //!   the Gaussian closed form, and Cor. F.2 / Thm 4.7 joint simulations of var_ef and var_x.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use diagfim::engine::cpu::sample_derivatives;

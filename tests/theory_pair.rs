@@ -2,6 +2,8 @@
 //! dense C and K tensors, the bounds of Thm B.1 / Cor. B.3, λ̃_max against a brute force,
 //! the diagonal case against the analysis, parameter parsing, and `diagfim pair` end to end.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use diagfim::model::{save_safetensors, StoreDtype};

@@ -7,6 +7,8 @@
 //! * Thm 5.2, Prop. 4.3, Jensen and the certified cap on 48 random softmax vectors;
 //! * Prop. 5.1 closed forms.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use diagfim::theory::moments::Moments;
@@ -298,5 +300,44 @@ fn gaussian_proposition_5_1() {
         for (k, e) in eig.iter().enumerate() {
             assert!((m.get(k) - e).abs() < 1e-12, "eigenvalue {k} of M");
         }
+    }
+}
+
+/// Degenerate and extreme inputs: a one-hot p (C = 0), a uniform p, huge logits, and a
+/// non-finite η (an error, not a panic); the parallel batch equals the one-by-one spectra.
+#[test]
+fn degenerate_probabilities() {
+    let f = cat();
+    let onehot = Spectrum::new(f.as_dyn(), &[1.0, 0.0, 0.0]).unwrap();
+    assert_eq!(
+        (onehot.lam_max_c, onehot.lam_max_k, onehot.lam_max_v),
+        (0.0, 0.0, 0.0)
+    );
+    assert_eq!(
+        (onehot.lam_max_m, onehot.trace_m, onehot.rho),
+        (0.0, 0.0, Some(0.0))
+    );
+    // Uniform p over O classes: λ(C) = 1/O (multiplicity O − 1) and ρ = 1/O.
+    for o in [2usize, 5] {
+        let p = vec![1.0 / o as f64; o];
+        let s = Spectrum::new(f.as_dyn(), &p).unwrap();
+        assert!((s.lam_max_c - 1.0 / o as f64).abs() < 1e-15);
+        assert!((s.lam_min_c_perp - 1.0 / o as f64).abs() < 1e-15);
+        assert!((s.rho.unwrap() - 1.0 / o as f64).abs() < 1e-15);
+        if o == 2 {
+            // (u_y − ū)² is the same for both classes: Var Î1 ≡ 0 (MATH §9a).
+            assert!(s.lam_max_v.abs() < 1e-15);
+        }
+    }
+    let p = f.as_dyn().eta(&[700.0, -700.0, 0.0, 1.0]);
+    let s = Spectrum::new(f.as_dyn(), &p).unwrap();
+    assert!(s.lam_max_k.is_finite() && s.lam_max_v >= 0.0);
+    assert!(Spectrum::new(f.as_dyn(), &[f64::NAN, 0.5, 0.5]).is_err());
+    let etas: Vec<Vec<f64>> = (0..6)
+        .map(|k| f.as_dyn().eta(&logits(4, 1.0, 300 + k)))
+        .collect();
+    let batch = diagfim::theory::spectrum::spectra(f.as_dyn(), &etas).unwrap();
+    for (b, eta) in batch.iter().zip(&etas) {
+        assert_eq!(b, &Spectrum::new(f.as_dyn(), eta).unwrap());
     }
 }

@@ -81,9 +81,10 @@ struct Welford {
 }
 
 impl Welford {
-    fn push(&mut self, x: f64, n: f64) {
+    /// Adds the n-th value; `inv_n` = 1/n.
+    fn push(&mut self, x: f64, inv_n: f64) {
         let delta = x - self.mean;
-        self.mean += delta / n;
+        self.mean += delta * inv_n;
         self.m2 += delta * (x - self.mean);
     }
 }
@@ -120,17 +121,19 @@ impl LayerAcc {
         if m == 0 {
             return;
         }
-        for (g, (power, chans)) in groups.iter().enumerate() {
-            let a = Array2::from_shape_fn((m, self.row), |(x, k)| {
-                self.pending[x]
-                    .0
-                    .get(k)
-                    .map_or(1.0, |v| v.powi(*power as i32))
+        let (pending, row, n_out) = (&self.pending, self.row, self.n_out);
+        self.sums
+            .par_iter_mut()
+            .zip(groups)
+            .enumerate()
+            .for_each(|(g, (sums, (power, chans)))| {
+                let a = Array2::from_shape_fn((m, row), |(x, k)| {
+                    pending[x].0.get(k).map_or(1.0, |v| v.powi(*power as i32))
+                });
+                let b =
+                    Array2::from_shape_fn((m, chans.len() * n_out), |(x, c)| pending[x].1[g][c]);
+                general_mat_mul(1.0, &b.t(), &a, 1.0, sums);
             });
-            let width = chans.len() * self.n_out;
-            let b = Array2::from_shape_fn((m, width), |(x, c)| self.pending[x].1[g][c]);
-            general_mat_mul(1.0, &b.t(), &a, 1.0, &mut self.sums[g]);
-        }
         self.pending.clear();
     }
 }
@@ -187,7 +190,7 @@ impl Accumulator {
     /// Adds input number `index`; inputs must come in order 0, 1, 2, …
     pub fn add(&mut self, index: usize, stats: &InputStats) {
         assert_eq!(index, self.added, "inputs must be accumulated in order");
-        let n = (self.added + 1) as f64;
+        let inv_n = 1.0 / (self.added + 1) as f64;
         let fisher = Key::Fisher.channel().expect("the Fisher is a channel");
         let ef = Key::Ef
             .channel()
@@ -207,8 +210,8 @@ impl Accumulator {
                         unit_factor(stats, l, j, &ef),
                     );
                     for (k, w) in ws.iter_mut().enumerate() {
-                        w.fisher.push(a2(k) * qf, n);
-                        w.ef.push(a2(k) * qe, n);
+                        w.fisher.push(a2(k) * qf, inv_n);
+                        w.ef.push(a2(k) * qe, inv_n);
                     }
                 });
             if !layer.per_input.is_empty() {
@@ -235,7 +238,7 @@ impl Accumulator {
             layer.pending.push((a.to_vec(), factors));
         }
         self.added += 1;
-        if self.added % CHUNK == 0 {
+        if self.added.is_multiple_of(CHUNK) {
             self.flush();
         }
     }

@@ -206,3 +206,26 @@ impl Key {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_follow_declaration_order() {
+        for (i, k) in Key::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i, "{}", k.name());
+            assert_eq!(Key::from_name(k.name()), Some(k));
+        }
+        for (i, s) in InputScalar::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i, "{s:?}");
+        }
+        // Every channel has power 2 or 4 (a² for I-like, a⁴ for variance-like quantities).
+        for k in Key::ALL {
+            if let Some(c) = k.channel() {
+                assert!(c.power == 2 || c.power == 4, "{}", k.name());
+                assert!(c.base.index() < NUM_BASES);
+            }
+        }
+    }
+}

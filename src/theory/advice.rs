@@ -15,7 +15,7 @@ const DEGENERATE: f64 = 1e-12;
 pub fn optimal_combination(v1: f64, v2: f64, c12: f64) -> (f64, f64) {
     let den = v1 + v2 - 2.0 * c12;
     let best_single = v1.min(v2);
-    if !(den > DEGENERATE * (v1.abs() + v2.abs())) {
+    if den.is_nan() || den <= DEGENERATE * (v1.abs() + v2.abs()) {
         return (0.5, best_single.max(0.0));
     }
     let w = (v2 - c12) / den;
@@ -28,7 +28,7 @@ pub fn optimal_combination(v1: f64, v2: f64, c12: f64) -> (f64, f64) {
 /// give relative error ≤ ε with probability ≥ 1 − δ. None if Σ I_i² = 0.
 pub fn chebyshev_samples(var_sum: f64, fisher_sq_sum: f64, eps: f64, delta: f64) -> Option<f64> {
     let den = delta * eps * eps * fisher_sq_sum;
-    if !(den > 0.0) || !var_sum.is_finite() {
+    if den.is_nan() || den <= 0.0 || !var_sum.is_finite() {
         return None;
     }
     Some((var_sum / den).ceil().max(1.0))

@@ -125,3 +125,12 @@ impl Spectrum {
         }
     }
 }
+
+/// The spectra of many inputs (one η each), in parallel: for engines that compute the
+/// per-input scalars on the host after reading back the outputs.
+pub fn spectra(family: &dyn ExpFamily, etas: &[Vec<f64>]) -> Result<Vec<Spectrum>> {
+    use rayon::prelude::*;
+    etas.par_iter()
+        .map(|eta| Spectrum::new(family, eta))
+        .collect()
+}

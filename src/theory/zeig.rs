@@ -98,14 +98,12 @@ impl SymTensor4 for Dense4 {
     }
     fn apply2(&self, x: &[f64], gm: &mut [f64]) {
         let o = self.o;
-        for ab in 0..o * o {
-            let row = &self.t[ab * o * o..(ab + 1) * o * o];
-            let mut s = 0.0;
-            for c in 0..o {
-                let inner: f64 = (0..o).map(|d| row[c * o + d] * x[d]).sum();
-                s += inner * x[c];
-            }
-            gm[ab] = s;
+        for (g, row) in gm.iter_mut().zip(self.t.chunks_exact(o * o)) {
+            *g = row
+                .chunks_exact(o)
+                .zip(x)
+                .map(|(r, xc)| xc * r.iter().zip(x).map(|(t, xd)| t * xd).sum::<f64>())
+                .sum();
         }
     }
 }

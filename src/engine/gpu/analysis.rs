@@ -15,9 +15,10 @@ use crate::engine::cpu::{InputStats, UnitStats};
 use crate::engine::{validate, Request};
 use crate::family::{FamilyKind, Label};
 use crate::report::Report;
-use crate::theory::{input_theory, LayerData, Spectrum};
+use crate::theory::{input_theory, InputTheory, LayerData, Spectrum};
 use crate::{Error, Result};
 use ndarray::{Array1, Array2};
+use rayon::prelude::*;
 
 /// Samples per chunk: the residual buffer holds at most this many labels per input.
 const SAMPLE_CHUNK: usize = 256;
@@ -552,6 +553,67 @@ impl Plan {
     }
 }
 
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|x| f64::from(*x)).collect()
+}
+
+/// The host's share of input `i` of a batch of `count`: from the read-back h, bases, Δ_l/Hd_l
+/// and layer activations (`data` in the order of the read-back regions), the per-input
+/// statistics and the theory layer's bounds (MATH §5, §7).
+fn host_input(
+    req: &Request<'_>,
+    data: &[Vec<f32>],
+    i: usize,
+    count: usize,
+    o: usize,
+    x: ndarray::ArrayView1<'_, f64>,
+) -> Result<(InputStats, InputTheory)> {
+    let model = req.model;
+    let h = to_f64(&data[0][i * o..(i + 1) * o]);
+    let eta = req.family.eta(&h);
+    let spectrum = Spectrum::new(req.family, &eta)?;
+    let mut layer_inputs = vec![x.to_owned()];
+    let mut units = Vec::new();
+    let mut dh = Vec::new();
+    let mut k = 1;
+    for (l, d) in model.layers().iter().enumerate() {
+        let nl = d.outputs();
+        let b_i = &data[k][i * NB * nl..i * NB * nl + NUM_BASES * nl];
+        units.push(UnitStats {
+            bases: Array2::from_shape_vec((NUM_BASES, nl), to_f64(b_i))
+                .map_err(|e| Error::Gpu(format!("bases shape: {e}")))?,
+        });
+        // Δ_l rows of input i, then its Hd_l rows (count·n_l rows further).
+        let all = &data[k + 1];
+        let rows_of = |start: usize| {
+            Array2::from_shape_vec((nl, o), to_f64(&all[start..start + nl * o]))
+                .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
+        };
+        dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
+        k += 2;
+        if l + 1 < model.layers().len() {
+            layer_inputs.push(Array1::from(to_f64(&data[k][i * nl..(i + 1) * nl])));
+            k += 1;
+        }
+    }
+    let layers: Vec<LayerData<'_>> = dh
+        .iter()
+        .zip(&layer_inputs)
+        .map(|((delta, hd), a)| LayerData {
+            delta: delta.view(),
+            hd: hd.view(),
+            layer_input: a.view(),
+        })
+        .collect();
+    let theory = input_theory(&spectrum, &layers)?;
+    let stats = InputStats {
+        layer_inputs,
+        units,
+        scalars: scalars_of(&spectrum),
+    };
+    Ok((stats, theory))
+}
+
 /// Runs the whole analysis on the GPU.
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     analyze_timed(req).map(|(r, _)| r)
@@ -607,54 +669,16 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         if stamps.is_some() {
             plan.add_times(&ctx, &data[data.len() - 1], &mut times);
         }
-        let to_f64 = |v: &[f32]| -> Vec<f64> { v.iter().map(|x| f64::from(*x)).collect() };
-        for i in 0..count {
-            let h = to_f64(&data[0][i * o..(i + 1) * o]);
-            let eta = req.family.eta(&h);
-            let spectrum = Spectrum::new(req.family, &eta)?;
-            let mut layer_inputs = vec![rows.row(i).to_owned()];
-            let mut units = Vec::new();
-            let mut dh = Vec::new();
-            let mut k = 1;
-            for (l, d) in model.layers().iter().enumerate() {
-                let nl = d.outputs();
-                let b_i = &data[k][i * NB * nl..i * NB * nl + NUM_BASES * nl];
-                units.push(UnitStats {
-                    bases: Array2::from_shape_vec((NUM_BASES, nl), to_f64(b_i))
-                        .map_err(|e| Error::Gpu(format!("bases shape: {e}")))?,
-                });
-                // Δ_l rows of input i, then its Hd_l rows (bb·n_l rows further).
-                let all = &data[k + 1];
-                let rows_of = |start: usize| {
-                    Array2::from_shape_vec((nl, o), to_f64(&all[start..start + nl * o]))
-                        .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
-                };
-                dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
-                k += 2;
-                if l + 1 < model.layers().len() {
-                    layer_inputs.push(Array1::from(to_f64(&data[k][i * nl..(i + 1) * nl])));
-                    k += 1;
-                }
-            }
-            let theory = {
-                let layers: Vec<LayerData<'_>> = dh
-                    .iter()
-                    .zip(&layer_inputs)
-                    .map(|((delta, hd), a)| LayerData {
-                        delta: delta.view(),
-                        hd: hd.view(),
-                        layer_input: a.view(),
-                    })
-                    .collect();
-                input_theory(&spectrum, &layers)?
-            };
-            let stats = InputStats {
-                layer_inputs,
-                units,
-                scalars: scalars_of(&spectrum),
-            };
-            acc.add(start + i, &stats);
-            acc.add_theory(start + i, &theory);
+        // Host side, in parallel over the batch's inputs: spectra of the family's moments,
+        // per-input scalars and the theory layer's per-tensor bounds; then the accumulation
+        // in input order.
+        let per_input: Vec<(InputStats, InputTheory)> = (0..count)
+            .into_par_iter()
+            .map(|i| host_input(req, &data, i, count, o, rows.row(i)))
+            .collect::<Result<_>>()?;
+        for (i, (stats, theory)) in per_input.iter().enumerate() {
+            acc.add(start + i, stats);
+            acc.add_theory(start + i, theory);
         }
         if let Some(p) = req.progress {
             p(start + count, b);

@@ -7,7 +7,8 @@
 //! in f64 with the same accumulator as the CPU engine.
 
 use super::context::GpuContext;
-use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Epilogue, Gemm};
+use super::forward::Forward;
+use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Gemm};
 use super::shaders::{Shader, NB};
 use crate::engine::accumulate::Accumulator;
 use crate::engine::channels::{scalars_of, NUM_BASES};
@@ -33,13 +34,6 @@ fn sample_chunk(o: usize, n: usize) -> usize {
 }
 /// Budget for all work buffers of one batch.
 const MEMORY_BUDGET: u64 = 1 << 30;
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Count {
-    count: u32,
-    _p: [u32; 3],
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -214,11 +208,10 @@ struct Plan {
     bb: usize,
     x: wgpu::Buffer,
     labels: wgpu::Buffer,
-    acts: Vec<wgpu::Buffer>,
+    fwd: Forward,
     bases: Vec<wgpu::Buffer>,
     /// Per layer: Δ_l rows then Hd_l rows ([2·bb·n_l, O]).
     dh: Vec<wgpu::Buffer>,
-    h: wgpu::Buffer,
     dispatches: Vec<Dispatch>,
     /// Family dispatches whose uniform must be rewritten with the batch's first input index.
     family_uniforms: Vec<(usize, FamilyParams)>,
@@ -249,18 +242,8 @@ impl Plan {
 
         let x = kernels::storage(ctx, "x", bb * widths[0])?;
         let dummy = kernels::storage(ctx, "dummy", 1)?;
-        let mut z = Vec::new();
-        let mut acts = Vec::new();
-        let mut s1 = Vec::new();
-        let mut s2 = Vec::new();
-        for (l, d) in layers.iter().enumerate() {
-            z.push(kernels::storage(ctx, "z", bb * d.outputs())?);
-            if l + 1 < nl_count {
-                acts.push(kernels::storage(ctx, "act", bb * d.outputs())?);
-                s1.push(kernels::storage(ctx, "s1", bb * d.outputs())?);
-                s2.push(kernels::storage(ctx, "s2", bb * d.outputs())?);
-            }
-        }
+        let fwd = Forward::new(ctx, model, bb)?;
+        let (s1, s2) = (&fwd.s1, &fwd.s2);
         let eta = kernels::storage(ctx, "eta", bb * o)?;
         let r = kernels::storage(ctx, "residuals", bb * ns * o)?;
         let labels = kernels::storage(ctx, "labels", bb * o)?;
@@ -292,36 +275,10 @@ impl Plan {
         };
 
         // 1. Forward pass.
-        for (l, d) in layers.iter().enumerate() {
-            let input = if l == 0 { &x } else { &acts[l - 1] };
-            let mut gemm = Gemm::new(u(bb), u(d.outputs()), u(d.inputs()), false, true);
-            let bias = match &weights.b[l] {
-                Some(b) => {
-                    gemm.epilogue = Epilogue::AddBias;
-                    b
-                }
-                None => &dummy,
-            };
-            ds.push(gemm.dispatch(ctx, input, &weights.w[l], &z[l], bias)?);
-            if l + 1 < nl_count {
-                let count = bb * d.outputs();
-                let act_code = model.activations()[l] as u8 as f64;
-                ds.push(kernels::dispatch(
-                    ctx,
-                    Shader::Activation,
-                    "main",
-                    &[("ACT", act_code)],
-                    &Count {
-                        count: u(count),
-                        ..Default::default()
-                    },
-                    &[&z[l], &acts[l], &s1[l], &s2[l]],
-                    groups_1d(count as u64)?,
-                )?);
-            }
-        }
+        let biases: Vec<Option<&wgpu::Buffer>> = weights.b.iter().map(Option::as_ref).collect();
+        ds.extend(fwd.record(ctx, model, &x, &weights.w, &biases, &dummy)?);
         let mut segments = vec![(Phase::Forward, ds.len())];
-        let h = &z[nl_count - 1];
+        let h = fwd.h();
         let fam_buffers = [h, &eta, &r, &labels, &r_data];
         // 2. η and the data residuals.
         let fp = fam_params(ns, 0);
@@ -469,9 +426,8 @@ impl Plan {
             bb,
             x,
             labels,
-            acts,
+            fwd,
             bases,
-            h: z.swap_remove(nl_count - 1),
             dispatches: ds,
             family_uniforms,
         })
@@ -654,12 +610,12 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
                 .collect()
         });
         let stamps = plan.run(&ctx, &xf, lf.as_deref(), start)?;
-        let mut regions: Vec<(&wgpu::Buffer, usize)> = vec![(&plan.h, count * o)];
+        let mut regions: Vec<(&wgpu::Buffer, usize)> = vec![(plan.fwd.h(), count * o)];
         for (l, d) in model.layers().iter().enumerate() {
             regions.push((&plan.bases[l], count * NB * d.outputs()));
             regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
             if l + 1 < model.layers().len() {
-                regions.push((&plan.acts[l], count * d.outputs()));
+                regions.push((&plan.fwd.act[l], count * d.outputs()));
             }
         }
         if let Some(st) = &stamps {

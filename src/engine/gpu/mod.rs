@@ -3,6 +3,7 @@
 
 mod analysis;
 pub mod context;
+pub mod forward;
 pub mod kernels;
 pub mod shaders;
 pub mod train;

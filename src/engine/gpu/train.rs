@@ -3,7 +3,8 @@
 //! (δ_{l−1} = (δ_l W_l) ⊙ σ', ∂L/∂W_l = δ_lᵀ A_{l−1}, ∂L/∂b_l = δ_lᵀ 1).
 
 use super::context::GpuContext;
-use super::kernels::{self, groups_1d, Dispatch, Epilogue, Gemm};
+use super::forward::Forward;
+use super::kernels::{self, groups_1d, Dispatch, Gemm};
 use super::shaders::Shader;
 use crate::model::Mlp;
 use crate::{Error, Result};
@@ -18,13 +19,6 @@ struct BpParams {
     _p0: u32,
     scale: f32,
     _p1: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Count {
-    count: u32,
-    _p: [u32; 3],
 }
 
 /// Gradient of the mean loss of one batch, with the batch's loss sum and correct count.
@@ -70,50 +64,23 @@ impl GpuTrainer {
         let stats = kernels::storage(&ctx, "stats", 2 * bb)?;
         let mut weights = Vec::new();
         let mut biases = Vec::new();
-        let mut z = Vec::new();
-        let mut act = Vec::new();
-        let mut s1 = Vec::new();
-        let mut s2 = Vec::new();
+        let fwd = Forward::new(&ctx, model, bb)?;
         let mut delta = Vec::new();
         let mut grad_w = Vec::new();
         let mut grad_b = Vec::new();
-        for (l, d) in layers.iter().enumerate() {
+        for d in layers {
             weights.push(kernels::storage(&ctx, "weight", d.outputs() * d.inputs())?);
             biases.push(kernels::storage(&ctx, "bias", d.outputs())?);
-            z.push(kernels::storage(&ctx, "z", bb * d.outputs())?);
             delta.push(kernels::storage(&ctx, "delta", bb * d.outputs())?);
             grad_w.push(kernels::storage(&ctx, "grad_w", d.outputs() * d.inputs())?);
             grad_b.push(kernels::storage(&ctx, "grad_b", d.outputs())?);
-            if l + 1 < nl {
-                act.push(kernels::storage(&ctx, "act", bb * d.outputs())?);
-                s1.push(kernels::storage(&ctx, "s1", bb * d.outputs())?);
-                s2.push(kernels::storage(&ctx, "s2", bb * d.outputs())?);
-            }
         }
-        let mut forward = Vec::new();
-        for (l, d) in layers.iter().enumerate() {
-            let input = if l == 0 { &x } else { &act[l - 1] };
-            let mut gemm = Gemm::new(u(bb), u(d.outputs()), u(d.inputs()), false, true);
-            if d.bias.is_some() {
-                gemm.epilogue = Epilogue::AddBias;
-            }
-            forward.push(gemm.dispatch(&ctx, input, &weights[l], &z[l], &biases[l])?);
-            if l + 1 < nl {
-                let count = bb * d.outputs();
-                forward.push(kernels::dispatch(
-                    &ctx,
-                    Shader::Activation,
-                    "main",
-                    &[("ACT", f64::from(model.activations()[l] as u8))],
-                    &Count {
-                        count: u(count),
-                        ..Default::default()
-                    },
-                    &[&z[l], &act[l], &s1[l], &s2[l]],
-                    groups_1d(count as u64)?,
-                )?);
-            }
-        }
+        let bias_of: Vec<Option<&wgpu::Buffer>> = layers
+            .iter()
+            .zip(&biases)
+            .map(|(d, b)| d.bias.as_ref().map(|_| b))
+            .collect();
+        let mut forward = fwd.record(&ctx, model, &x, &weights, &bias_of, &dummy)?;
         let ce = BpParams {
             bb: u(bb),
             o: u(o),
@@ -126,14 +93,14 @@ impl GpuTrainer {
             "ce_main",
             &[],
             &ce,
-            &[&z[nl - 1], &labels, &delta[nl - 1], &stats],
+            &[fwd.h(), &labels, &delta[nl - 1], &stats],
             groups_1d(bb as u64)?,
         )?);
         let mut backward = Vec::new();
         if with_gradient {
             for l in (0..nl).rev() {
                 let d = &layers[l];
-                let input = if l == 0 { &x } else { &act[l - 1] };
+                let input = if l == 0 { &x } else { &fwd.act[l - 1] };
                 // ∂L/∂W_l = δ_lᵀ A_{l−1};  ∂L/∂b_l = δ_lᵀ 1.
                 let g = Gemm::new(u(d.outputs()), u(d.inputs()), u(bb), true, false);
                 backward.push(g.dispatch(&ctx, &delta[l], input, &grad_w[l], &dummy)?);
@@ -160,7 +127,7 @@ impl GpuTrainer {
                         "mul_main",
                         &[],
                         &p,
-                        &[&s1[l - 1], &dummy, &delta[l - 1], &dummy_rw],
+                        &[&fwd.s1[l - 1], &dummy, &delta[l - 1], &dummy_rw],
                         groups_1d(count as u64)?,
                     )?);
                 }

@@ -38,8 +38,9 @@ enum Command {
     },
 }
 
+/// Model, inputs and output family: shared by `analyze` and `pair`.
 #[derive(Args)]
-struct AnalyzeArgs {
+struct DataArgs {
     /// Model: safetensors state_dict of an nn.Sequential of nn.Linear layers.
     #[arg(long)]
     model: PathBuf,
@@ -55,6 +56,22 @@ struct AnalyzeArgs {
     /// Hidden activations, overriding the model file's metadata.
     #[arg(long)]
     activations: Option<String>,
+}
+
+impl DataArgs {
+    /// Loads the family, the model and the inputs, checking each.
+    fn load(&self) -> diagfim::Result<(Family, diagfim::Mlp, ndarray::Array2<f64>)> {
+        let family = Family::from_name(&self.family, self.sigma2)?;
+        let mlp = load_model(&self.model, self.activations.as_deref())?;
+        let inputs = io::read_inputs(&self.inputs)?;
+        Ok((family, mlp, inputs))
+    }
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    #[command(flatten)]
+    data: DataArgs,
     /// N, labels sampled per input.
     #[arg(long, default_value_t = 16)]
     samples: usize,
@@ -95,27 +112,14 @@ struct AnalyzeArgs {
 
 #[derive(Args)]
 struct PairArgs {
-    /// Model: safetensors state_dict of an nn.Sequential of nn.Linear layers.
-    #[arg(long)]
-    model: PathBuf,
-    /// Inputs X: .npy, float32 or float64, shape [B, in].
-    #[arg(long)]
-    inputs: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// First parameter: <tensor>[i,j] (weight), <tensor>[i] (bias) or a flat index.
     #[arg(long = "i")]
     i: String,
     /// Second parameter, in the same form.
     #[arg(long = "j")]
     j: String,
-    /// Output family: categorical (logits) or gaussian (mean).
-    #[arg(long, default_value = "categorical")]
-    family: String,
-    /// Variance σ² of the Gaussian family.
-    #[arg(long, default_value_t = 1.0)]
-    sigma2: f64,
-    /// Hidden activations, overriding the model file's metadata.
-    #[arg(long)]
-    activations: Option<String>,
 }
 
 fn load_model(path: &Path, activations: Option<&str>) -> diagfim::Result<diagfim::Mlp> {
@@ -142,9 +146,7 @@ fn check_output_dir(path: &Path) -> diagfim::Result<()> {
 }
 
 fn run_pair(a: PairArgs) -> diagfim::Result<()> {
-    let family = Family::from_name(&a.family, a.sigma2)?;
-    let mlp = load_model(&a.model, a.activations.as_deref())?;
-    let inputs = io::read_inputs(&a.inputs)?;
+    let (family, mlp, inputs) = a.data.load()?;
     let i = ParamRef::parse(&mlp, &a.i)?;
     let j = ParamRef::parse(&mlp, &a.j)?;
     let report = pair(&mlp, family.as_dyn(), inputs.view(), &i, &j)?;
@@ -166,9 +168,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
         check_output_dir(s)?;
     }
     let engine: EngineKind = a.engine.parse()?;
-    let family = Family::from_name(&a.family, a.sigma2)?;
-    let mlp = load_model(&a.model, a.activations.as_deref())?;
-    let inputs = io::read_inputs(&a.inputs)?;
+    let (family, mlp, inputs) = a.data.load()?;
     let labels = a
         .labels
         .as_ref()

@@ -124,30 +124,23 @@ pub fn act(a: Activation, z: Hd) -> Hd {
     }
 }
 
-/// h(x) with parameter number `target` (flat index over [`Mlp::params`] order) seeded.
-fn forward_hd(model: &Mlp, x: &[f64], target: usize) -> Vec<Hd> {
+/// h(x) in hyper-dual numbers, parameter number `idx` (flat index over [`Mlp::params`] order)
+/// entering as `seed(value, idx)`.
+fn forward_seeded(model: &Mlp, x: &[f64], seed: impl Fn(f64, usize) -> Hd) -> Vec<Hd> {
     let mut a: Vec<Hd> = x.iter().map(|&v| Hd::c(v)).collect();
     let mut flat = 0usize;
     let nl = model.layers().len();
     for (l, d) in model.layers().iter().enumerate() {
         let (n_out, n_in) = (d.outputs(), d.inputs());
-        let w_base = flat;
         let b_base = flat + n_out * n_in;
         let mut z = Vec::with_capacity(n_out);
         for j in 0..n_out {
             let mut s = match &d.bias {
-                Some(b) if b_base + j == target => Hd::var(b[j]),
-                Some(b) => Hd::c(b[j]),
+                Some(b) => seed(b[j], b_base + j),
                 None => Hd::c(0.0),
             };
             for k in 0..n_in {
-                let idx = w_base + j * n_in + k;
-                let w = if idx == target {
-                    Hd::var(d.weight[[j, k]])
-                } else {
-                    Hd::c(d.weight[[j, k]])
-                };
-                s = s + w * a[k];
+                s = s + seed(d.weight[[j, k]], flat + j * n_in + k) * a[k];
             }
             z.push(s);
         }
@@ -161,6 +154,15 @@ fn forward_hd(model: &Mlp, x: &[f64], target: usize) -> Vec<Hd> {
         };
     }
     a
+}
+
+/// h(x) with parameter number `target` seeded on both ε1 and ε2.
+fn forward_hd(model: &Mlp, x: &[f64], target: usize) -> Vec<Hd> {
+    forward_seeded(
+        model,
+        x,
+        |v, idx| if idx == target { Hd::var(v) } else { Hd::c(v) },
+    )
 }
 
 /// J (P×O) and D (P×O): ∂h_a/∂θ_i and ∂²h_a/∂θ_i², in flat [`Mlp::params`] order.
@@ -561,32 +563,7 @@ pub fn mixed_derivatives_oracle(
         e2: if idx == tj { 1.0 } else { 0.0 },
         e12: 0.0,
     };
-    let mut a: Vec<Hd> = x.iter().map(|&v| Hd::c(v)).collect();
-    let mut flat = 0usize;
-    let nl = model.layers().len();
-    for (l, d) in model.layers().iter().enumerate() {
-        let (n_out, n_in) = (d.outputs(), d.inputs());
-        let b_base = flat + n_out * n_in;
-        let mut z = Vec::with_capacity(n_out);
-        for j in 0..n_out {
-            let mut s = match &d.bias {
-                Some(b) => seed(b[j], b_base + j),
-                None => Hd::c(0.0),
-            };
-            for k in 0..n_in {
-                s = s + seed(d.weight[[j, k]], flat + j * n_in + k) * a[k];
-            }
-            z.push(s);
-        }
-        flat = b_base + if d.bias.is_some() { n_out } else { 0 };
-        a = if l + 1 < nl {
-            z.into_iter()
-                .map(|v| act(model.activations()[l], v))
-                .collect()
-        } else {
-            z
-        };
-    }
+    let a = forward_seeded(model, x, seed);
     (
         a.iter().map(|v| v.re).collect(),
         a.iter().map(|v| v.e1).collect(),

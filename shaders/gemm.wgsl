@@ -3,17 +3,25 @@
 // a 4×4 block; K is walked in tiles of 16 through workgroup memory, so every loop is bounded.
 // TRANS_A / TRANS_B read A (K×M) / B (N×K) stored row-major. EPILOGUE: 0 store, 1 add
 // bias[col], 2 accumulate into C.
+// Fused elementwise operand transforms, applied while a tile is loaded:
+// * PROLOGUE 1, the forward-over-forward step of DESIGN §2 on a TS buffer A = [T; S]
+//   (M = 2·bb·nl rows, K = width of layer m; σ'_m, σ''_m in s1, s2 as [bb, K]):
+//   op(A) = [σ'⊙T; σ'⊙S + σ''⊙T⊙T], rows (x, u) broadcasting σ of input x = u / pro_nl.
+// * POW_B ∈ {1, 2, 4}: op(B) = B^POW_B elementwise (a², a⁴ of MATH §6.5); when b_cols > 0,
+//   the columns j ≥ b_cols of op(B) are 1 (the bias entries' "input" a = 1).
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override EPILOGUE: u32 = 0u;
+override PROLOGUE: u32 = 0u;
+override POW_B: u32 = 1u;
 
 struct Params {
     m: u32, n: u32, k: u32,
     lda: u32, ldb: u32, ldc: u32,
     off_a: u32, off_b: u32, off_c: u32,
     stride_a: u32, stride_b: u32, stride_c: u32,
-    off_bias: u32, _p0: u32, _p1: u32, _p2: u32,
+    off_bias: u32, b_cols: u32, pro_nl: u32, _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -21,6 +29,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> s1: array<f32>;
+@group(0) @binding(6) var<storage, read> s2: array<f32>;
 
 const TILE: u32 = 64u;
 const KT: u32 = 16u;
@@ -31,15 +41,27 @@ var<workgroup> Bs: array<f32, 1024>; // [KT][TILE]
 fn load_a(z: u32, i: u32, kk: u32) -> f32 {
     if (i >= p.m || kk >= p.k) { return 0.0; }
     let base = p.off_a + z * p.stride_a;
+    if (PROLOGUE == 1u) {
+        let half = p.m / 2u;
+        let row = i % half;
+        let at = (row / p.pro_nl) * p.k + kk;
+        let t = a[base + row * p.lda + kk];
+        if (i < half) { return s1[at] * t; }
+        return s1[at] * a[base + i * p.lda + kk] + s2[at] * t * t;
+    }
     if (TRANS_A) { return a[base + kk * p.lda + i]; }
     return a[base + i * p.lda + kk];
 }
 
 fn load_b(z: u32, kk: u32, j: u32) -> f32 {
     if (kk >= p.k || j >= p.n) { return 0.0; }
+    if (p.b_cols != 0u && j >= p.b_cols) { return 1.0; }
     let base = p.off_b + z * p.stride_b;
-    if (TRANS_B) { return b[base + j * p.ldb + kk]; }
-    return b[base + kk * p.ldb + j];
+    var v: f32;
+    if (TRANS_B) { v = b[base + j * p.ldb + kk]; } else { v = b[base + kk * p.ldb + j]; }
+    if (POW_B == 2u) { return v * v; }
+    if (POW_B == 4u) { let v2 = v * v; return v2 * v2; }
+    return v;
 }
 
 @compute @workgroup_size(16, 16, 1)

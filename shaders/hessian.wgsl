@@ -2,7 +2,9 @@
 // a layer l, the tangent T = ∂z_m/∂z_{l,u} and second-order term S = ∂²z_m/∂z_{l,u}² are pushed
 // towards the head, all units and all inputs of a batch at once. Layout of a TS buffer:
 // T rows (x, u) at [0, bb·nl), S rows at [bb·nl, 2·bb·nl), `cols` values each. At the head
-// T rows are Δ_l (n_l × O per input) and S rows Hd_l.
+// T rows are Δ_l (n_l × O per input) and S rows Hd_l. This file writes the first step; each
+// further step through a hidden layer m is one GEMM with the fused prologue
+// [σ'_m⊙T; σ'_m⊙S + σ''_m⊙T⊙T] (gemm.wgsl, PROLOGUE 1).
 
 struct Params { bb: u32, nl: u32, cols: u32, identity: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,22 +40,4 @@ fn init_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
     out[i] = t;
     out[rows * p.cols + i] = s;
-}
-
-// Elementwise prologue of the next step through a hidden layer m (width `cols`):
-// P_T = σ'_m ⊙ T,  P_S = σ'_m ⊙ S + σ''_m ⊙ T⊙T  (σ broadcast over the rows of input x).
-@compute @workgroup_size(64)
-fn prologue_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear(gid, nwg);
-    let rows = p.bb * p.nl;
-    if (i >= rows * p.cols) { return; }
-    let row = i / p.cols;
-    let k = i % p.cols;
-    let x = row / p.nl;
-    let d1 = s1[x * p.cols + k];
-    let d2 = s2[x * p.cols + k];
-    let t = ts[i];
-    let s = ts[rows * p.cols + i];
-    out[i] = d1 * t;
-    out[rows * p.cols + i] = d1 * s + d2 * t * t;
 }

@@ -71,6 +71,4 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     bases[out + BASE_EF * p.nl] = ef * ef;
     bases[out + BASE_DELTA_NORM4 * p.nl] = dn2 * dn2;
     bases[out + BASE_DELTA_CENTRED_NORM2 * p.nl] = max(dn2 - dsum * dsum / f32(o), 0.0);
-    bases[out + BASE_Q_SQ * p.nl] = q * q;
-    bases[out + BASE_EF_SQ * p.nl] = ef * ef * ef * ef;
 }

@@ -27,7 +27,7 @@ pub const CHUNK: usize = 64;
 type Values = [f64; NUM_KEYS];
 
 /// The channels grouped by power: (p, [(key slot, channel)]).
-fn channel_groups() -> Vec<(u32, Vec<(usize, Channel)>)> {
+pub(crate) fn channel_groups() -> Vec<(u32, Vec<(usize, Channel)>)> {
     let mut groups: Vec<(u32, Vec<(usize, Channel)>)> = Vec::new();
     for key in Key::ALL {
         if let Some(c) = key.channel() {
@@ -87,6 +87,24 @@ impl Welford {
         self.mean += delta * inv_n;
         self.m2 += delta * (x - self.mean);
     }
+
+    /// Chan's merge of `n_a` values summarised by self with `n_b` values summarised by
+    /// (mean, m2).
+    fn merge(&mut self, n_a: f64, n_b: f64, mean: f64, m2: f64) {
+        let n = n_a + n_b;
+        let delta = mean - self.mean;
+        self.mean += delta * n_b / n;
+        self.m2 += m2 + delta * delta * n_a * n_b / n;
+    }
+}
+
+/// Sums over a block of consecutive inputs of one layer, computed elsewhere (the GPU engine's
+/// accumulation GEMMs, MATH §6.5): per channel key, Σ_x a^p·s(x)·base_j(x) as [n_out, row]
+/// (row = [W[j, ·], b[j]]); and per entry the block's Welford statistics
+/// (Fisher mean, Fisher M2, empirical-Fisher mean, empirical-Fisher M2).
+pub(crate) struct LayerBlock<'a> {
+    pub channels: Vec<(Key, &'a [f32])>,
+    pub welford: &'a [f32],
 }
 
 /// The Welford statistics of one entry: the Fisher and the empirical Fisher, for their variance
@@ -241,6 +259,57 @@ impl Accumulator {
         if self.added.is_multiple_of(CHUNK) {
             self.flush();
         }
+    }
+
+    /// Adds a block of `count` inputs (the next ones in order) whose sums were formed
+    /// elsewhere, one [`LayerBlock`] per layer; the block's Welford statistics are merged by
+    /// Chan's formula. Not available with per-input results.
+    pub fn merge_block(&mut self, count: usize, blocks: &[LayerBlock<'_>]) -> Result<()> {
+        if self.per_input || count == 0 || blocks.len() != self.layers.len() {
+            return Err(Error::Gpu(format!(
+                "internal error: cannot merge a block of {count} inputs over {} layers",
+                blocks.len()
+            )));
+        }
+        let (n_a, n_b) = (self.added as f64, count as f64);
+        for (layer, block) in self.layers.iter_mut().zip(blocks) {
+            let size = layer.n_out * layer.row;
+            if block.welford.len() != 4 * size {
+                return Err(Error::Gpu("internal error: Welford block size".into()));
+            }
+            for (key, sums) in &block.channels {
+                let (g, c) = self
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .find_map(|(g, (_, chans))| {
+                        chans
+                            .iter()
+                            .position(|(slot, _)| *slot == key.index())
+                            .map(|c| (g, c))
+                    })
+                    .ok_or_else(|| Error::Gpu(format!("'{}' is not a channel", key.name())))?;
+                if sums.len() != size {
+                    return Err(Error::Gpu("internal error: channel block size".into()));
+                }
+                let rows = c * layer.n_out..(c + 1) * layer.n_out;
+                let mut dst = layer.sums[g].slice_mut(ndarray::s![rows, ..]);
+                for (d, v) in dst.iter_mut().zip(sums.iter()) {
+                    *d += f64::from(*v);
+                }
+            }
+            layer
+                .welford
+                .par_iter_mut()
+                .zip(block.welford.par_chunks(4))
+                .for_each(|(w, b)| {
+                    let b: Vec<f64> = b.iter().map(|v| f64::from(*v)).collect();
+                    w.fisher.merge(n_a, n_b, b[0], b[1]);
+                    w.ef.merge(n_a, n_b, b[2], b[3]);
+                });
+        }
+        self.added += count;
+        Ok(())
     }
 
     fn flush(&mut self) {

@@ -8,7 +8,7 @@
 
 use super::context::GpuContext;
 use super::forward::Forward;
-use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Gemm};
+use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Gemm, Prologue};
 use super::shaders::{Shader, NB};
 use crate::engine::accumulate::Accumulator;
 use crate::engine::channels::{scalars_of, NUM_BASES};
@@ -248,8 +248,10 @@ impl Plan {
         let r = kernels::storage(ctx, "residuals", bb * ns * o)?;
         let labels = kernels::storage(ctx, "labels", bb * o)?;
         let r_data = kernels::storage(ctx, "r_data", bb * o)?;
-        let ts = kernels::storage(ctx, "ts", sizes.ts)?;
-        let pro = kernels::storage(ctx, "prologue", sizes.ts)?;
+        let ts = [
+            kernels::storage(ctx, "ts", sizes.ts)?,
+            kernels::storage(ctx, "ts", sizes.ts)?,
+        ];
         let running = kernels::storage(ctx, "running", bb * sizes.n_max * 5)?;
         let mut bases = Vec::new();
         // Δ_l and Hd_l of every layer (T rows then S rows, O columns), kept for read-back.
@@ -338,32 +340,28 @@ impl Plan {
                     a1,
                     a2,
                     &dummy,
-                    if l + 2 >= nl_count { &dh[l] } else { &ts },
+                    if l + 2 >= nl_count { &dh[l] } else { &ts[0] },
                 ],
                 groups_1d((bb * nl * cols0) as u64)?,
             )?);
-            // Through the hidden layers m = l+1 … L−2 towards the head.
+            // Through the hidden layers m = l+1 … L−2 towards the head: one GEMM per step with
+            // the fused prologue [σ'_m⊙T; σ'_m⊙S + σ''_m⊙T⊙T], ping-ponging between two buffers.
+            let mut src = &ts[0];
             for m in l + 1..nl_count.saturating_sub(1) {
                 let nm = layers[m].outputs();
-                let hp = HessParams {
-                    bb: u(bb),
-                    nl: u(nl),
-                    cols: u(nm),
-                    identity: 0,
-                };
-                ds.push(kernels::dispatch(
-                    ctx,
-                    Shader::Hessian,
-                    "prologue_main",
-                    &[],
-                    &hp,
-                    &[&dummy, &s1[m], &s2[m], &ts, &pro],
-                    groups_1d((bb * nl * nm) as u64)?,
-                )?);
                 let next = layers[m + 1].outputs();
-                let gemm = Gemm::new(u(rows), u(next), u(nm), false, true);
-                let dst = if m + 2 == nl_count { &dh[l] } else { &ts };
-                ds.push(gemm.dispatch(ctx, &pro, &weights.w[m + 1], dst, &dummy)?);
+                let mut gemm = Gemm::new(u(rows), u(next), u(nm), false, true);
+                gemm.prologue = Prologue::Taylor;
+                gemm.params.pro_nl = u(nl);
+                let dst = if m + 2 == nl_count {
+                    &dh[l]
+                } else if std::ptr::eq(src, &ts[0]) {
+                    &ts[1]
+                } else {
+                    &ts[0]
+                };
+                ds.push(gemm.dispatch_taylor(ctx, src, &weights.w[m + 1], dst, &s1[m], &s2[m])?);
+                src = dst;
             }
             segments.push((Phase::Hessian, ds.len()));
             let up = UnitParams {

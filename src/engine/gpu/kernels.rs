@@ -119,7 +119,11 @@ pub struct GemmParams {
     pub stride_b: u32,
     pub stride_c: u32,
     pub off_bias: u32,
-    pub _pad: [u32; 3],
+    /// Columns of B actually stored; when > 0, columns j ≥ b_cols of op(B) read as 1.
+    pub b_cols: u32,
+    /// Rows per input of the T half with [`Prologue::Taylor`] (n_l).
+    pub pro_nl: u32,
+    pub _pad: u32,
 }
 
 /// What the GEMM does with its result.
@@ -130,12 +134,25 @@ pub enum Epilogue {
     Accumulate,
 }
 
+/// What the GEMM does to A while loading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prologue {
+    None,
+    /// One forward-over-forward step (DESIGN §2): A = [T; S] becomes
+    /// [σ'⊙T; σ'⊙S + σ''⊙T⊙T] with σ', σ'' of shape [bb, K] (see gemm.wgsl).
+    Taylor,
+}
+
 /// C = op(A)·op(B) (+ epilogue) for `batch` problems; offsets and strides in f32 elements.
+/// op(B) may be raised elementwise to `pow_b` ∈ {1, 2, 4} and padded with columns of ones
+/// (`params.b_cols`), and A may get the [`Prologue::Taylor`] transform, all fused.
 pub struct Gemm {
     pub params: GemmParams,
     pub trans_a: bool,
     pub trans_b: bool,
     pub epilogue: Epilogue,
+    pub prologue: Prologue,
+    pub pow_b: u32,
     pub batch: u32,
 }
 
@@ -155,6 +172,8 @@ impl Gemm {
             trans_a,
             trans_b,
             epilogue: Epilogue::Store,
+            prologue: Prologue::None,
+            pow_b: 1,
             batch: 1,
         }
     }
@@ -168,7 +187,41 @@ impl Gemm {
         c: &wgpu::Buffer,
         bias: &wgpu::Buffer,
     ) -> Result<Dispatch> {
+        self.dispatch_with(ctx, [a, b, c, bias, bias, bias])
+    }
+
+    /// Records the GEMM with the [`Prologue::Taylor`] operands σ' (`s1`) and σ'' (`s2`).
+    pub fn dispatch_taylor(
+        &self,
+        ctx: &GpuContext,
+        ts: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        s1: &wgpu::Buffer,
+        s2: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
+        debug_assert_eq!(self.prologue, Prologue::Taylor);
+        self.dispatch_with(ctx, [ts, w, out, s1, s1, s2])
+    }
+
+    /// Records the GEMM with bindings a, b, c, bias, s1, s2.
+    fn dispatch_with(&self, ctx: &GpuContext, buffers: [&wgpu::Buffer; 6]) -> Result<Dispatch> {
         let p = &self.params;
+        if self.prologue == Prologue::Taylor
+            && (self.trans_a || p.m % 2 != 0 || p.pro_nl == 0 || (p.m / 2) % p.pro_nl != 0)
+        {
+            return Err(Error::Gpu(format!(
+                "internal error: the Taylor prologue needs a [T; S] operand, got m = {} rows \
+                 of {} units",
+                p.m, p.pro_nl
+            )));
+        }
+        if !matches!(self.pow_b, 1 | 2 | 4) {
+            return Err(Error::Gpu(format!(
+                "internal error: GEMM power {} of B is not 1, 2 or 4",
+                self.pow_b
+            )));
+        }
         let groups = [
             p.n.div_ceil(64).max(1),
             p.m.div_ceil(64).max(1),
@@ -193,9 +246,11 @@ impl Gemm {
                 ("TRANS_A", f64::from(u8::from(self.trans_a))),
                 ("TRANS_B", f64::from(u8::from(self.trans_b))),
                 ("EPILOGUE", epi),
+                ("PROLOGUE", f64::from(u8::from(self.prologue == Prologue::Taylor))),
+                ("POW_B", f64::from(self.pow_b)),
             ],
             p,
-            &[a, b, c, bias],
+            &buffers,
             groups,
         )
     }
@@ -221,8 +276,21 @@ pub fn storage(ctx: &GpuContext, label: &str, len: usize) -> Result<wgpu::Buffer
     }))
 }
 
-/// A storage buffer initialised with `data`.
+/// A storage buffer initialised with f32 `data`.
 pub fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+    upload_words(ctx, label, data)
+}
+
+/// A storage buffer initialised with u32 `data` (read as `array<u32>` in WGSL).
+pub fn upload_u32(ctx: &GpuContext, label: &str, data: &[u32]) -> Result<wgpu::Buffer> {
+    upload_words(ctx, label, data)
+}
+
+fn upload_words<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[T],
+) -> Result<wgpu::Buffer> {
     let b = storage(ctx, label, data.len())?;
     if !data.is_empty() {
         ctx.queue.write_buffer(&b, 0, bytemuck::cast_slice(data));
@@ -230,49 +298,95 @@ pub fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu::Buffe
     Ok(b)
 }
 
+/// A reusable read-back buffer: [`Staging::copy`] records copies of (buffer, f32 count)
+/// regions into it (growing it when needed) and [`Staging::read`], after the copies were
+/// submitted, maps it and returns the regions.
+#[derive(Default)]
+pub struct Staging {
+    buffer: Option<wgpu::Buffer>,
+}
+
+impl Staging {
+    /// Records the copies of `regions` into the staging buffer.
+    pub fn copy(
+        &mut self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        regions: &[(&wgpu::Buffer, usize)],
+    ) -> Result<()> {
+        let total = (regions.iter().map(|(_, n)| n * 4).sum::<usize>().max(4)) as u64;
+        if total > ctx.limits.max_buffer_size {
+            return Err(Error::Gpu(format!(
+                "reading back {total} bytes exceeds the adapter's buffer limit of {} bytes; \
+                 use a smaller --batch-size",
+                ctx.limits.max_buffer_size
+            )));
+        }
+        if self.buffer.as_ref().is_none_or(|b| b.size() < total) {
+            self.buffer = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: total,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = self.buffer.as_ref().expect("allocated above");
+        let mut off = 0u64;
+        for (b, n) in regions {
+            let bytes = (*n * 4) as u64;
+            if bytes > 0 {
+                enc.copy_buffer_to_buffer(b, 0, staging, off, bytes);
+            }
+            off += bytes;
+        }
+        Ok(())
+    }
+
+    /// Waits for the submitted copies of `regions` and returns their values.
+    pub fn read(
+        &self,
+        ctx: &GpuContext,
+        regions: &[(&wgpu::Buffer, usize)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let staging = self
+            .buffer
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("internal error: nothing was copied for read-back".into()))?;
+        let total: usize = regions.iter().map(|(_, n)| n * 4).sum();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the device failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("the device was lost while reading results".into()))?
+            .map_err(|e| Error::Gpu(format!("cannot map the read-back buffer: {e}")))?;
+        ctx.check()?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("cannot read the mapped buffer: {e}")))?;
+            let all: &[f32] = bytemuck::cast_slice(&view[..total]);
+            let mut out = Vec::with_capacity(regions.len());
+            let mut at = 0;
+            for (_, n) in regions {
+                out.push(all[at..at + n].to_vec());
+                at += n;
+            }
+            out
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}
+
 /// Reads back f32 values from several (buffer, len) regions with one staging buffer.
 pub fn read_back(ctx: &GpuContext, regions: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
-    let total: usize = regions.iter().map(|(_, n)| n * 4).sum();
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("staging"),
-        size: total.max(4) as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let mut staging = Staging::default();
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    let mut off = 0u64;
-    for (b, n) in regions {
-        let bytes = (*n * 4) as u64;
-        if bytes > 0 {
-            enc.copy_buffer_to_buffer(b, 0, &staging, off, bytes);
-        }
-        off += bytes;
-    }
+    staging.copy(ctx, &mut enc, regions)?;
     ctx.queue.submit([enc.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::Gpu(format!("waiting for the device failed: {e}")))?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("the device was lost while reading results".into()))?
-        .map_err(|e| Error::Gpu(format!("cannot map the read-back buffer: {e}")))?;
-    ctx.check()?;
-    let out = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("cannot read the mapped buffer: {e}")))?;
-        let all: &[f32] = bytemuck::cast_slice(&view);
-        let mut out = Vec::with_capacity(regions.len());
-        let mut at = 0;
-        for (_, n) in regions {
-            out.push(all[at..at + n].to_vec());
-            at += n;
-        }
-        out
-    };
-    staging.unmap();
-    Ok(out)
+    staging.read(ctx, regions)
 }

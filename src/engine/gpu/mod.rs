@@ -1,6 +1,7 @@
 //! The GPU engine on wgpu (DESIGN §4): portable f32 WGSL kernels (Vulkan, Metal, DX12), the
 //! same API and the same results (to f32 tolerance) as the CPU reference engine.
 
+mod accumulate;
 mod analysis;
 pub mod context;
 pub mod forward;

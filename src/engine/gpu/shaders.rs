@@ -1,14 +1,10 @@
 //! WGSL sources (`shaders/*.wgsl`, one concern per file) and the small generated prelude that
 //! shares Rust-side constants (base indices of `channels.rs`) with the kernels.
 
-use crate::engine::channels::{Base, NUM_BASES};
+use crate::engine::channels::{Base, NUM_BASES, NUM_INPUT_SCALARS};
 
-/// Row of the GPU-only base q_j² (for Σ_x I², the input-randomness term of Thm 4.7).
-pub const BASE_Q_SQ: usize = NUM_BASES;
-/// Row of the GPU-only base ef_j² (for the variance over inputs of the empirical Fisher).
-pub const BASE_EF_SQ: usize = NUM_BASES + 1;
-/// Rows of the GPU bases array: the shared bases plus q² and ef².
-pub const NB: usize = NUM_BASES + 2;
+/// Rows of the GPU bases array ([bb, NB, n_l]).
+pub const NB: usize = NUM_BASES;
 
 /// The compute shaders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -20,6 +16,7 @@ pub enum Shader {
     UnitStats,
     ReduceSamples,
     Backprop,
+    Accumulate,
     RngTest,
 }
 
@@ -46,7 +43,7 @@ fn prelude() -> String {
         s += &format!("const {name}: u32 = {}u;\n", b.index());
     }
     s += &format!(
-        "const BASE_Q_SQ: u32 = {BASE_Q_SQ}u;\nconst BASE_EF_SQ: u32 = {BASE_EF_SQ}u;\nconst NB: u32 = {NB}u;\n"
+        "const NB: u32 = {NB}u;\nconst NS: u32 = {NUM_INPUT_SCALARS}u;\n"
     );
     s
 }
@@ -64,13 +61,14 @@ impl Shader {
     pub fn bindings(self) -> &'static [Binding] {
         use Binding::*;
         match self {
-            Shader::Gemm => &[Uniform, Read, Read, ReadWrite, Read],
+            Shader::Gemm => &[Uniform, Read, Read, ReadWrite, Read, Read, Read],
             Shader::Activation => &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
             Shader::Family => &[Uniform, Read, ReadWrite, ReadWrite, Read, ReadWrite],
             Shader::Hessian => &[Uniform, Read, Read, Read, Read, ReadWrite],
             Shader::UnitStats => &[Uniform, Read, Read, Read, ReadWrite],
             Shader::ReduceSamples => &[Uniform, Read, Read, ReadWrite, ReadWrite],
             Shader::Backprop => &[Uniform, Read, Read, ReadWrite, ReadWrite],
+            Shader::Accumulate => &[Uniform, Read, Read, Read, Read, ReadWrite],
             Shader::RngTest => &[Uniform, ReadWrite],
         }
     }
@@ -84,6 +82,7 @@ impl Shader {
             Shader::UnitStats => "unit_stats.wgsl",
             Shader::ReduceSamples => "reduce_samples.wgsl",
             Shader::Backprop => "backprop.wgsl",
+            Shader::Accumulate => "accumulate.wgsl",
             Shader::RngTest => "rng_test.wgsl",
         }
     }
@@ -98,6 +97,7 @@ impl Shader {
             Shader::UnitStats => (include_str!("../../../shaders/unit_stats.wgsl"), false),
             Shader::ReduceSamples => (include_str!("../../../shaders/reduce_samples.wgsl"), false),
             Shader::Backprop => (include_str!("../../../shaders/backprop.wgsl"), false),
+            Shader::Accumulate => (include_str!("../../../shaders/accumulate.wgsl"), false),
             Shader::RngTest => (include_str!("../../../shaders/rng_test.wgsl"), true),
         };
         let mut s = prelude();

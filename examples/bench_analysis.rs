@@ -88,12 +88,14 @@ fn main() -> diagfim::Result<()> {
                 *a += v / reps.max(1) as f64;
             }
             phases.measured = p.measured;
+            phases.host_seconds += p.host_seconds / reps.max(1) as f64;
         }
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let flops = gpu::phase_flops(&widths, n);
+    let channels = gpu::accumulated_channels(family.as_dyn().kind(), false);
+    let flops = gpu::phase_flops(&widths, n, channels);
     let total_flops: f64 = flops.iter().sum::<f64>() * b as f64;
     println!(
         "median wall time {:.3} ms over {} runs (min {:.3} ms); {:.2} GFLOP in all, {:.1} GFLOP/s",
@@ -108,7 +110,11 @@ fn main() -> diagfim::Result<()> {
         let bb = gpu::batch_size(&ctx, &widths, n, b)?;
         println!(
             "batch {bb} inputs, work buffers {:.1} MiB",
-            gpu::work_bytes(&widths, bb, n) as f64 / 1048576.0
+            gpu::work_bytes(&widths, bb, n, channels) as f64 / 1048576.0
+        );
+        println!(
+            "host: per-input spectra and bounds {:.3} ms (overlaps the device's next batch)",
+            phases.host_seconds * 1e3
         );
         if phases.measured {
             println!(

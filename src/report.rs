@@ -226,6 +226,12 @@ pub struct RunInfo {
     pub inputs: usize,
     pub per_input: bool,
     pub wall_time_s: f64,
+    /// GPU engine: device seconds per phase (forward, family, hessian, unit_stats, samples,
+    /// accumulate), summed over batches; empty on the CPU engine or without timestamp queries.
+    pub device_phase_s: BTreeMap<String, f64>,
+    /// GPU engine: host seconds spent on the per-input spectra and bounds (MATH §5, §7),
+    /// which overlap the device's work on the next batch; None on the CPU engine.
+    pub host_theory_s: Option<f64>,
 }
 
 /// The result of an analysis.

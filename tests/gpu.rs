@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use diagfim::engine::gpu::kernels::{self, Gemm};
+use diagfim::engine::gpu::kernels::{self, Epilogue, Gemm, Prologue};
 use diagfim::engine::gpu::shaders::Shader;
 use diagfim::engine::gpu::GpuContext;
 use std::sync::Arc;
@@ -80,6 +80,96 @@ fn gemm_matches_ndarray_on_odd_sizes() {
             assert!(err < 1e-5, "{m}x{n}x{k} ta={ta} tb={tb}: {err:e}");
         }
     }
+}
+
+/// Runs one recorded dispatch and reads `len` values of `out` back (as f64).
+fn run_one(ctx: &GpuContext, d: &kernels::Dispatch, out: &wgpu::Buffer, len: usize) -> Vec<f64> {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        d.record(&mut pass);
+    }
+    ctx.queue.submit([enc.finish()]);
+    let got = kernels::read_back(ctx, &[(out, len)]).unwrap().remove(0);
+    got.iter().map(|v| f64::from(*v)).collect()
+}
+
+/// The fused operand transforms of the accumulation GEMMs: C += Aᵀ·[B^p | 1] (powers 2 and 4,
+/// one padded column of ones), against ndarray in f64.
+#[test]
+fn gemm_fused_powers_and_ones_column() {
+    let Some(ctx) = gpu() else { return };
+    let (m, k, n_in) = (67, 9, 65);
+    for power in [2u32, 4] {
+        let a = det(k * m, 3);
+        let b = det(k * n_in, 4);
+        let c0 = det(m * (n_in + 1), 5);
+        let am = ndarray::Array2::from_shape_vec((k, m), a.clone())
+            .unwrap()
+            .mapv(f64::from);
+        let bm = ndarray::Array2::from_shape_fn((k, n_in + 1), |(x, j)| {
+            if j < n_in {
+                f64::from(b[x * n_in + j]).powi(power as i32)
+            } else {
+                1.0
+            }
+        });
+        let want = am.t().dot(&bm)
+            + ndarray::Array2::from_shape_vec((m, n_in + 1), c0.clone())
+                .unwrap()
+                .mapv(f64::from);
+        let ba = kernels::upload(&ctx, "a", &a).unwrap();
+        let bb = kernels::upload(&ctx, "b", &b).unwrap();
+        let bc = kernels::upload(&ctx, "c", &c0).unwrap();
+        let mut g = Gemm::new(m as u32, (n_in + 1) as u32, k as u32, true, false);
+        g.params.ldb = n_in as u32;
+        g.params.b_cols = n_in as u32;
+        g.pow_b = power;
+        g.epilogue = Epilogue::Accumulate;
+        let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
+        let got = run_one(&ctx, &d, &bc, m * (n_in + 1));
+        let want: Vec<f64> = want.iter().copied().collect();
+        let err = rel_err(&got, &want);
+        assert!(err < 1e-5, "power {power}: {err:e}");
+    }
+}
+
+/// The fused forward-over-forward prologue (DESIGN §2): [σ'⊙T; σ'⊙S + σ''⊙T⊙T]·Wᵀ.
+#[test]
+fn gemm_fused_taylor_prologue() {
+    let Some(ctx) = gpu() else { return };
+    let (bb, nl, width, next) = (3, 5, 70, 6);
+    let half = bb * nl;
+    let ts = det(2 * half * width, 6);
+    let s1 = det(bb * width, 7);
+    let s2 = det(bb * width, 8);
+    let w = det(next * width, 9);
+    let pm = ndarray::Array2::from_shape_fn((2 * half, width), |(r, u)| {
+        let x = (r % half) / nl;
+        let (d1, d2) = (f64::from(s1[x * width + u]), f64::from(s2[x * width + u]));
+        let t = f64::from(ts[(r % half) * width + u]);
+        if r < half {
+            d1 * t
+        } else {
+            d1 * f64::from(ts[r * width + u]) + d2 * t * t
+        }
+    });
+    let wm = ndarray::Array2::from_shape_vec((next, width), w.clone())
+        .unwrap()
+        .mapv(f64::from);
+    let want: Vec<f64> = pm.dot(&wm.t()).iter().copied().collect();
+    let up = |v: &[f32]| kernels::upload(&ctx, "operand", v).unwrap();
+    let (bts, bs1, bs2, bw) = (up(&ts), up(&s1), up(&s2), up(&w));
+    let out = kernels::storage(&ctx, "out", 2 * half * next).unwrap();
+    let mut g = Gemm::new((2 * half) as u32, next as u32, width as u32, false, true);
+    g.prologue = Prologue::Taylor;
+    g.params.pro_nl = nl as u32;
+    let d = g
+        .dispatch_taylor(&ctx, &bts, &bw, &out, &bs1, &bs2)
+        .unwrap();
+    let got = run_one(&ctx, &d, &out, 2 * half * next);
+    let err = rel_err(&got, &want);
+    assert!(err < 1e-5, "{err:e}");
 }
 
 #[repr(C)]
@@ -288,6 +378,35 @@ fn gpu_results_independent_of_batch_size() {
     // With N = 300 the samples come in two chunks; the CPU engine draws the same labels.
     let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 300, 7, true);
     assert_close(&base, &cpu, "chunked samples vs cpu");
+}
+
+/// The on-device accumulation over inputs (per-parameter sums and the Welford variance over
+/// inputs) does not depend on the batch size, and its f32 sums are flushed into the f64 host
+/// accumulator more than once (B > FLUSH_INPUTS = 2048) without changing the result.
+#[test]
+fn gpu_device_accumulation_batches_and_flushes() {
+    if gpu().is_none() {
+        return;
+    }
+    let model = random_model(&[3, 5, 4], &[Tanh], 1.0, 91, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let b = 2100;
+    let x = random_inputs(b, 3, 92);
+    let labels: Vec<Label> = (0..b).map(|i| Label::Class(i % 4)).collect();
+    let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 2, 256, false);
+    for batch in [700, 2100] {
+        let gpu = run(
+            &model,
+            &family,
+            &x,
+            &labels,
+            EngineKind::Gpu,
+            2,
+            batch,
+            false,
+        );
+        assert_close(&gpu, &cpu, &format!("batch {batch}"));
+    }
 }
 
 /// Training gradients on the GPU equal −(1/B) Σ scores of the CPU reference engine.

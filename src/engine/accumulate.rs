@@ -318,14 +318,13 @@ impl Accumulator {
     }
 
     /// Adds the per-tensor bounds of input number `index` (the theory hook,
-    /// [`crate::theory::input_theory`]); call it after [`Accumulator::add`] of the same input,
-    /// for every input or for none.
+    /// [`crate::theory::input_theory`]), in input order, for every input or for none.
     pub fn add_theory(&mut self, index: usize, theory: &InputTheory) {
         assert_eq!(
             index, self.theory_added,
             "inputs must be accumulated in order"
         );
-        assert!(index < self.added, "add the input's statistics first");
+        assert!(index < self.inputs, "input {index} out of range");
         for (layer, t) in self.layers.iter_mut().zip(&theory.layers) {
             layer.bounds.weight.add(&t.weight);
             layer.bounds.bias.add(&t.bias);
@@ -455,6 +454,8 @@ impl Accumulator {
                 inputs: self.inputs,
                 per_input: self.per_input,
                 wall_time_s: 0.0,
+                device_phase_s: BTreeMap::new(),
+                host_theory_s: None,
             },
         })
     }

@@ -31,6 +31,30 @@ struct AccParams {
     _p: [u32; 2],
 }
 
+/// The channel keys accumulated on the device for a family and labels, grouped by power.
+fn device_channels(kind: FamilyKind, has_ef: bool) -> Vec<(u32, Vec<Key>)> {
+    channel_groups()
+        .into_iter()
+        .map(|(power, chans)| {
+            let keys = chans
+                .iter()
+                .map(|(slot, _)| Key::ALL[*slot])
+                .filter(|k| k.is_available(kind, has_ef))
+                .collect();
+            (power, keys)
+        })
+        .collect()
+}
+
+/// Number of channel sums the device keeps per parameter (24 for the categorical family with
+/// labels).
+pub fn accumulated_channels(kind: FamilyKind, has_ef: bool) -> usize {
+    device_channels(kind, has_ef)
+        .iter()
+        .map(|(_, k)| k.len())
+        .sum()
+}
+
 /// Channels of one power whose sums share one buffer ([nch · n_out, row], channel-major).
 struct Chunk {
     power: u32,
@@ -70,7 +94,7 @@ impl DeviceSums {
         bb_max: usize,
     ) -> Result<DeviceSums> {
         let limit = ctx.max_binding_bytes() as usize / 4;
-        let groups = channel_groups();
+        let groups = device_channels(kind, has_ef);
         let mut layers = Vec::new();
         for d in model.layers() {
             let (n_out, n_in) = (d.outputs(), d.inputs());
@@ -90,12 +114,7 @@ impl DeviceSums {
                 )));
             }
             let mut chunks = Vec::new();
-            for (power, chans) in &groups {
-                let keys: Vec<Key> = chans
-                    .iter()
-                    .map(|(slot, _)| Key::ALL[*slot])
-                    .filter(|k| k.is_available(kind, has_ef))
-                    .collect();
+            for (power, keys) in &groups {
                 for part in keys.chunks(per_chunk) {
                     let table: Vec<u32> = part
                         .iter()

@@ -6,12 +6,13 @@
 //! The per-unit bases and layer inputs come back to the host, which expands them to parameters
 //! in f64 with the same accumulator as the CPU engine.
 
+use super::accumulate::{AccumPlan, DeviceSums, FLUSH_INPUTS};
 use super::context::GpuContext;
 use super::forward::Forward;
-use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Gemm, Prologue};
+use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Gemm, Prologue, Staging};
 use super::shaders::{Shader, NB};
 use crate::engine::accumulate::Accumulator;
-use crate::engine::channels::{scalars_of, NUM_BASES};
+use crate::engine::channels::scalars_of;
 use crate::engine::cpu::{InputStats, UnitStats};
 use crate::engine::{validate, Request};
 use crate::family::{FamilyKind, Label};
@@ -172,15 +173,17 @@ pub enum Phase {
     Hessian,
     UnitStats,
     Samples,
+    Accumulate,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Forward,
         Phase::Family,
         Phase::Hessian,
         Phase::UnitStats,
         Phase::Samples,
+        Phase::Accumulate,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -189,6 +192,7 @@ impl Phase {
             Phase::Hessian => "hessian",
             Phase::UnitStats => "unit_stats",
             Phase::Samples => "samples",
+            Phase::Accumulate => "accumulate",
         }
     }
 }
@@ -196,9 +200,11 @@ impl Phase {
 /// Seconds of device time per phase, summed over batches (zero without timestamp queries).
 #[derive(Clone, Debug, Default)]
 pub struct PhaseTimes {
-    pub seconds: [f64; 5],
+    pub seconds: [f64; 6],
     /// Whether the adapter measured them.
     pub measured: bool,
+    /// Wall seconds of the host's per-input spectra and bounds.
+    pub host_seconds: f64,
 }
 
 /// Buffers and recorded dispatches for batches of `bb` inputs.
@@ -431,15 +437,15 @@ impl Plan {
         })
     }
 
-    /// Runs one batch: inputs `x` (rows of the batch), optional labels, first input index.
-    /// Returns the buffer of resolved timestamps when the adapter has timestamp queries.
-    fn run(
+    /// Uploads one batch (inputs `x` as rows, optional labels, index of its first input) and
+    /// returns the dispatches of each phase, to record after the uploads.
+    fn prepare(
         &self,
         ctx: &GpuContext,
         x: &[f32],
         labels: Option<&[f32]>,
         input0: usize,
-    ) -> Result<Option<wgpu::Buffer>> {
+    ) -> Vec<(Phase, &[Dispatch])> {
         ctx.queue.write_buffer(&self.x, 0, bytemuck::cast_slice(x));
         if let Some(l) = labels {
             ctx.queue
@@ -453,17 +459,48 @@ impl Plan {
             ctx.queue
                 .write_buffer(self.dispatches[*i].uniform(), 0, bytemuck::bytes_of(&p));
         }
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let segs = self.segments.len() as u32;
-        let queries = ctx.has_timestamps().then(|| {
+        let mut start = 0;
+        self.segments
+            .iter()
+            .map(|(phase, end)| {
+                let seg = (*phase, &self.dispatches[start..*end]);
+                start = *end;
+                seg
+            })
+            .collect()
+    }
+}
+
+/// Records compute passes, one per phase segment, with device timestamps when the adapter
+/// has them; the timestamps are resolved into small buffers read once at the end.
+struct Timer {
+    on: bool,
+    resolved: Vec<(Vec<Phase>, wgpu::Buffer)>,
+}
+
+impl Timer {
+    fn new(ctx: &GpuContext) -> Timer {
+        Timer {
+            on: ctx.has_timestamps(),
+            resolved: Vec::new(),
+        }
+    }
+
+    fn record(
+        &mut self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        segments: &[(Phase, &[Dispatch])],
+    ) {
+        let count = 2 * segments.len() as u32;
+        let queries = self.on.then(|| {
             ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("phases"),
                 ty: wgpu::QueryType::Timestamp,
-                count: 2 * segs,
+                count,
             })
         });
-        let mut start = 0;
-        for (i, (_, end)) in self.segments.iter().enumerate() {
+        for (i, (_, dispatches)) in segments.iter().enumerate() {
             let writes = queries.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
                 query_set: q,
                 beginning_of_pass_write_index: Some(2 * i as u32),
@@ -473,37 +510,47 @@ impl Plan {
                 label: None,
                 timestamp_writes: writes,
             });
-            for d in &self.dispatches[start..*end] {
+            for d in *dispatches {
                 d.record(&mut pass);
             }
-            start = *end;
         }
-        let stamps = queries.map(|q| {
+        if let Some(q) = queries {
             let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps"),
-                size: 16 * u64::from(segs),
+                size: 8 * u64::from(count),
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            enc.resolve_query_set(&q, 0..2 * segs, &buf, 0);
-            buf
-        });
-        ctx.queue.submit([enc.finish()]);
-        Ok(stamps)
+            enc.resolve_query_set(&q, 0..count, &buf, 0);
+            self.resolved
+                .push((segments.iter().map(|(p, _)| *p).collect(), buf));
+        }
     }
 
-    /// Adds the device time of each phase from resolved timestamps (pairs of u64 ticks).
-    fn add_times(&self, ctx: &GpuContext, words: &[f32], times: &mut PhaseTimes) {
+    /// Device seconds per phase, summed over everything recorded.
+    fn finish(self, ctx: &GpuContext) -> Result<PhaseTimes> {
+        let mut times = PhaseTimes::default();
+        if !self.on {
+            return Ok(times);
+        }
+        let regions: Vec<(&wgpu::Buffer, usize)> = self
+            .resolved
+            .iter()
+            .map(|(phases, b)| (b, 4 * phases.len()))
+            .collect();
         let tick = f64::from(ctx.queue.get_timestamp_period()) * 1e-9;
-        let stamp = |i: usize| {
-            u64::from(words[2 * i].to_bits()) | (u64::from(words[2 * i + 1].to_bits()) << 32)
-        };
-        for (i, (phase, _)) in self.segments.iter().enumerate() {
-            let dt = stamp(2 * i + 1).saturating_sub(stamp(2 * i)) as f64 * tick;
-            let slot = Phase::ALL.iter().position(|p| p == phase).unwrap_or(0);
-            times.seconds[slot] += dt;
+        for ((phases, _), words) in self.resolved.iter().zip(kernels::read_back(ctx, &regions)?) {
+            let stamp = |i: usize| {
+                u64::from(words[2 * i].to_bits()) | (u64::from(words[2 * i + 1].to_bits()) << 32)
+            };
+            for (i, phase) in phases.iter().enumerate() {
+                let dt = stamp(2 * i + 1).saturating_sub(stamp(2 * i)) as f64 * tick;
+                let slot = Phase::ALL.iter().position(|p| p == phase).unwrap_or(0);
+                times.seconds[slot] += dt;
+            }
         }
         times.measured = true;
+        Ok(times)
     }
 }
 
@@ -511,43 +558,96 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|x| f64::from(*x)).collect()
 }
 
-/// The host's share of input `i` of a batch of `count`: from the read-back h, bases, Δ_l/Hd_l
-/// and layer activations (`data` in the order of the read-back regions), the per-input
-/// statistics and the theory layer's bounds (MATH §5, §7).
+/// What comes back to the host per batch: h, and per layer Δ_l/Hd_l, the layer's activations
+/// (hidden layers) and, when the host accumulates (per-input results), the bases.
+fn batch_regions<'a>(
+    plan: &'a Plan,
+    model: &crate::Mlp,
+    count: usize,
+    with_bases: bool,
+) -> Vec<(&'a wgpu::Buffer, usize)> {
+    let o = model.output_dim();
+    let layers = model.layers();
+    let mut regions = vec![(plan.fwd.h(), count * o)];
+    for (l, d) in layers.iter().enumerate() {
+        regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
+        if l + 1 < layers.len() {
+            regions.push((&plan.fwd.act[l], count * d.outputs()));
+        }
+        if with_bases {
+            regions.push((&plan.bases[l], count * NB * d.outputs()));
+        }
+    }
+    regions
+}
+
+/// The read-back regions of [`batch_regions`], by name.
+struct BatchData {
+    count: usize,
+    h: Vec<f32>,
+    dh: Vec<Vec<f32>>,
+    act: Vec<Vec<f32>>,
+    bases: Vec<Vec<f32>>,
+}
+
+impl BatchData {
+    fn new(model: &crate::Mlp, count: usize, with_bases: bool, data: Vec<Vec<f32>>) -> BatchData {
+        let layers = model.layers().len();
+        let mut it = data.into_iter();
+        let mut next = || it.next().expect("one vector per read-back region");
+        let h = next();
+        let (mut dh, mut act, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+        for l in 0..layers {
+            dh.push(next());
+            if l + 1 < layers {
+                act.push(next());
+            }
+            if with_bases {
+                bases.push(next());
+            }
+        }
+        BatchData {
+            count,
+            h,
+            dh,
+            act,
+            bases,
+        }
+    }
+}
+
+/// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7).
+fn input_spectrum(req: &Request<'_>, data: &BatchData, i: usize) -> Result<Spectrum> {
+    let o = req.model.output_dim();
+    let h = to_f64(&data.h[i * o..(i + 1) * o]);
+    Spectrum::new(req.family, &req.family.eta(&h))
+}
+
+/// The host's share of input `i` of a batch: the theory layer's per-tensor bounds from Δ_l,
+/// Hd_l and the layer inputs, and, when the bases were read back, the per-input statistics
+/// for the host accumulator.
 fn host_input(
     req: &Request<'_>,
-    data: &[Vec<f32>],
+    data: &BatchData,
     i: usize,
-    count: usize,
-    o: usize,
+    spectrum: &Spectrum,
     x: ndarray::ArrayView1<'_, f64>,
-) -> Result<(InputStats, InputTheory)> {
+) -> Result<(Option<InputStats>, InputTheory)> {
     let model = req.model;
-    let h = to_f64(&data[0][i * o..(i + 1) * o]);
-    let eta = req.family.eta(&h);
-    let spectrum = Spectrum::new(req.family, &eta)?;
+    let o = model.output_dim();
+    let count = data.count;
     let mut layer_inputs = vec![x.to_owned()];
-    let mut units = Vec::new();
     let mut dh = Vec::new();
-    let mut k = 1;
     for (l, d) in model.layers().iter().enumerate() {
         let nl = d.outputs();
-        let b_i = &data[k][i * NB * nl..i * NB * nl + NUM_BASES * nl];
-        units.push(UnitStats {
-            bases: Array2::from_shape_vec((NUM_BASES, nl), to_f64(b_i))
-                .map_err(|e| Error::Gpu(format!("bases shape: {e}")))?,
-        });
         // Δ_l rows of input i, then its Hd_l rows (count·n_l rows further).
-        let all = &data[k + 1];
         let rows_of = |start: usize| {
-            Array2::from_shape_vec((nl, o), to_f64(&all[start..start + nl * o]))
+            Array2::from_shape_vec((nl, o), to_f64(&data.dh[l][start..start + nl * o]))
                 .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
         };
         dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
-        k += 2;
-        if l + 1 < model.layers().len() {
-            layer_inputs.push(Array1::from(to_f64(&data[k][i * nl..(i + 1) * nl])));
-            k += 1;
+        if let Some(act) = data.act.get(l) {
+            layer_inputs.push(Array1::from(to_f64(&act[i * nl..(i + 1) * nl])));
         }
     }
     let layers: Vec<LayerData<'_>> = dh
@@ -559,91 +659,212 @@ fn host_input(
             layer_input: a.view(),
         })
         .collect();
-    let theory = input_theory(&spectrum, &layers)?;
+    let theory = input_theory(spectrum, &layers)?;
+    if data.bases.is_empty() {
+        return Ok((None, theory));
+    }
+    let units = model
+        .layers()
+        .iter()
+        .zip(&data.bases)
+        .map(|(d, b)| {
+            let nl = d.outputs();
+            let b_i = &b[i * NB * nl..(i + 1) * NB * nl];
+            Array2::from_shape_vec((NB, nl), to_f64(b_i))
+                .map(|bases| UnitStats { bases })
+                .map_err(|e| Error::Gpu(format!("bases shape: {e}")))
+        })
+        .collect::<Result<_>>()?;
     let stats = InputStats {
         layer_inputs,
         units,
-        scalars: scalars_of(&spectrum),
+        scalars: scalars_of(spectrum),
     };
-    Ok((stats, theory))
+    Ok((Some(stats), theory))
 }
 
-/// Runs the whole analysis on the GPU.
+/// Uploads batch (`start`, `count`) and submits its analysis pass followed by the copies of
+/// its results into `staging`.
+#[allow(clippy::too_many_arguments)]
+fn submit_batch(
+    ctx: &GpuContext,
+    req: &Request<'_>,
+    plan: &Plan,
+    start: usize,
+    count: usize,
+    with_bases: bool,
+    timer: &mut Timer,
+    staging: &mut Staging,
+) -> Result<()> {
+    let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
+    let xf: Vec<f32> = rows.iter().map(|v| *v as f32).collect();
+    let lf: Option<Vec<f32>> = req.labels.map(|l| {
+        l[start..start + count]
+            .iter()
+            .flat_map(|y| match y {
+                Label::Class(c) => vec![*c as f32],
+                Label::Target(t) => t.iter().map(|v| *v as f32).collect(),
+            })
+            .collect()
+    });
+    let segments = plan.prepare(ctx, &xf, lf.as_deref(), start);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    timer.record(ctx, &mut enc, &segments);
+    staging.copy(
+        ctx,
+        &mut enc,
+        &batch_regions(plan, req.model, count, with_bases),
+    )?;
+    ctx.queue.submit([enc.finish()]);
+    Ok(())
+}
+
+/// Runs the whole analysis on the GPU; the run information carries the phase timings.
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
-    analyze_timed(req).map(|(r, _)| r)
+    let (mut report, times) = analyze_timed(req)?;
+    if times.measured {
+        report.run.device_phase_s = Phase::ALL
+            .iter()
+            .zip(times.seconds)
+            .map(|(p, s)| (p.name().to_string(), s))
+            .collect();
+    }
+    report.run.host_theory_s = Some(times.host_seconds);
+    Ok(report)
 }
 
 /// Runs the whole analysis on the GPU and returns the device time of each phase.
+///
+/// Batches are pipelined: while the host computes the spectra and bounds of batch k (from its
+/// h, Δ_l, Hd_l), the device runs batch k+1; the accumulation of batch k over its inputs runs
+/// on the device as soon as its per-input scalars are uploaded. With per-input results the
+/// bases come back instead and the host expands them.
 pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
-    let mut times = PhaseTimes::default();
     validate(req)?;
     let ctx = GpuContext::shared()?;
     let model = req.model;
     let widths = model.widths();
     let b = req.inputs.nrows();
-    let o = model.output_dim();
-    let ns = sample_chunk(o, req.options.samples);
+    let ns = sample_chunk(model.output_dim(), req.options.samples);
     let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
     let weights = Weights::upload(&ctx, model)?;
-    let mut acc = Accumulator::new(model, b, req.options.per_input, req.labels.is_some());
-    let mut plans: Vec<Plan> = Vec::new();
-    for start in (0..b).step_by(bb) {
-        let count = bb.min(b - start);
-        if !plans.iter().any(|p| p.bb == count) {
-            plans.push(Plan::new(&ctx, req, &weights, count, ns)?);
+    let has_labels = req.labels.is_some();
+    let mut acc = Accumulator::new(model, b, req.options.per_input, has_labels);
+    let with_bases = req.options.per_input;
+    let mut sums = if with_bases {
+        None
+    } else {
+        Some(DeviceSums::new(
+            &ctx,
+            model,
+            req.family.kind(),
+            has_labels,
+            bb,
+        )?)
+    };
+    let batches: Vec<(usize, usize)> = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
+    // One plan per batch size (all but the last batch share one).
+    let mut plans: Vec<(Plan, Option<AccumPlan>)> = Vec::new();
+    for &(_, count) in &batches {
+        if plans.iter().any(|(p, _)| p.bb == count) {
+            continue;
         }
-        let plan = plans
-            .iter()
-            .find(|p| p.bb == count)
-            .expect("plan was just built");
-        let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
-        let xf: Vec<f32> = rows.iter().map(|v| *v as f32).collect();
-        let lf: Option<Vec<f32>> = req.labels.map(|l| {
-            l[start..start + count]
-                .iter()
-                .flat_map(|y| match y {
-                    Label::Class(c) => vec![*c as f32],
-                    Label::Target(t) => t.iter().map(|v| *v as f32).collect(),
-                })
-                .collect()
-        });
-        let stamps = plan.run(&ctx, &xf, lf.as_deref(), start)?;
-        let mut regions: Vec<(&wgpu::Buffer, usize)> = vec![(plan.fwd.h(), count * o)];
-        for (l, d) in model.layers().iter().enumerate() {
-            regions.push((&plan.bases[l], count * NB * d.outputs()));
-            regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
-            if l + 1 < model.layers().len() {
-                regions.push((&plan.fwd.act[l], count * d.outputs()));
+        let plan = Plan::new(&ctx, req, &weights, count, ns)?;
+        let accum = match &sums {
+            Some(s) => {
+                let mut inputs = vec![&plan.x];
+                inputs.extend(&plan.fwd.act);
+                Some(AccumPlan::new(&ctx, s, &plan.bases, &inputs, count)?)
             }
-        }
-        if let Some(st) = &stamps {
-            regions.push((st, 4 * plan.segments.len()));
-        }
-        let data = kernels::read_back(&ctx, &regions)?;
-        if stamps.is_some() {
-            plan.add_times(&ctx, &data[data.len() - 1], &mut times);
-        }
-        // Host side, in parallel over the batch's inputs: spectra of the family's moments,
-        // per-input scalars and the theory layer's per-tensor bounds; then the accumulation
-        // in input order.
-        let per_input: Vec<(InputStats, InputTheory)> = (0..count)
+            None => None,
+        };
+        plans.push((plan, accum));
+    }
+    let plan_for = |count: usize| {
+        plans
+            .iter()
+            .find(|(p, _)| p.bb == count)
+            .expect("a plan per batch size")
+    };
+    let mut timer = Timer::new(&ctx);
+    let mut host_seconds = 0.0;
+    let mut staging = [Staging::default(), Staging::default()];
+    let (start0, count0) = batches[0];
+    submit_batch(
+        &ctx,
+        req,
+        &plan_for(count0).0,
+        start0,
+        count0,
+        with_bases,
+        &mut timer,
+        &mut staging[0],
+    )?;
+    for (k, &(start, count)) in batches.iter().enumerate() {
+        let (plan, accum) = plan_for(count);
+        let data = staging[k % 2].read(&ctx, &batch_regions(plan, model, count, with_bases))?;
+        let data = BatchData::new(model, count, with_bases, data);
+        let host_started = std::time::Instant::now();
+        let spectra: Vec<Spectrum> = (0..count)
             .into_par_iter()
-            .map(|i| host_input(req, &data, i, count, o, rows.row(i)))
+            .map(|i| input_spectrum(req, &data, i))
+            .collect::<Result<_>>()?;
+        host_seconds += host_started.elapsed().as_secs_f64();
+        if let (Some(sums), Some(accum)) = (sums.as_mut(), accum) {
+            if sums.merged + count > FLUSH_INPUTS {
+                sums.flush(&ctx, &mut acc)?;
+            }
+            let scalars: Vec<f32> = spectra
+                .iter()
+                .flat_map(|s| scalars_of(s).map(|v| v as f32))
+                .collect();
+            let dispatches = accum.prepare(&ctx, sums, &scalars);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            timer.record(&ctx, &mut enc, &[(Phase::Accumulate, dispatches)]);
+            ctx.queue.submit([enc.finish()]);
+        }
+        if let Some(&(next, next_count)) = batches.get(k + 1) {
+            submit_batch(
+                &ctx,
+                req,
+                &plan_for(next_count).0,
+                next,
+                next_count,
+                with_bases,
+                &mut timer,
+                &mut staging[(k + 1) % 2],
+            )?;
+        }
+        // Host side, in parallel over the batch's inputs, while the device runs the next batch.
+        let host_started = std::time::Instant::now();
+        let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
+        let per_input: Vec<(Option<InputStats>, InputTheory)> = (0..count)
+            .into_par_iter()
+            .map(|i| host_input(req, &data, i, &spectra[i], rows.row(i)))
             .collect::<Result<_>>()?;
         for (i, (stats, theory)) in per_input.iter().enumerate() {
-            acc.add(start + i, stats);
+            if let Some(stats) = stats {
+                acc.add(start + i, stats);
+            }
             acc.add_theory(start + i, theory);
         }
+        host_seconds += host_started.elapsed().as_secs_f64();
         if let Some(p) = req.progress {
             p(start + count, b);
         }
     }
+    if let Some(s) = sums.as_mut() {
+        s.flush(&ctx, &mut acc)?;
+    }
+    let mut times = timer.finish(&ctx)?;
+    times.host_seconds = host_seconds;
     Ok((acc.finish(req, "gpu", &ctx.describe())?, times))
 }
 
 /// Cost model: floating-point operations per input of each [`Phase`] (GEMMs and the main
-/// elementwise work), for widths [in, …, out] and N sampled labels.
-pub fn phase_flops(widths: &[usize], samples: usize) -> [f64; 5] {
+/// elementwise work), for widths [in, …, out] (layers with biases), N sampled labels and
+/// `channels` accumulated channel keys ([`accumulated_channels`]).
+pub fn phase_flops(widths: &[usize], samples: usize, channels: usize) -> [f64; 6] {
     let layers = widths.len() - 1;
     let o = widths[layers] as f64;
     let n: Vec<f64> = widths.iter().map(|&w| w as f64).collect();
@@ -653,8 +874,8 @@ pub fn phase_flops(widths: &[usize], samples: usize) -> [f64; 5] {
     let family = samples as f64 * o * 4.0 + 4.0 * o;
     let mut hessian = 0.0;
     for l in 1..layers {
-        // unit layer l (width n[l]): init n_l·n_{l+1}·2, then per hidden m > l a prologue and
-        // a GEMM of 2·n_l rows: 2·(2 n_l)·n_m·n_{m+1}.
+        // unit layer l (width n[l]): init n_l·n_{l+1}·2, then per hidden m > l one GEMM of
+        // 2·n_l rows with the fused prologue: 2·(2 n_l)·n_m·n_{m+1} + 4·n_l·n_m.
         hessian += 2.0 * n[l] * n[l + 1];
         for m in l + 1..layers {
             hessian += 4.0 * n[l] * n[m] + 4.0 * n[l] * n[m] * n[m + 1];
@@ -663,14 +884,25 @@ pub fn phase_flops(widths: &[usize], samples: usize) -> [f64; 5] {
     let units: f64 = n[1..].iter().sum();
     let unit_stats = units * 16.0 * o;
     let samples_f = units * (4.0 * o * samples as f64 + 8.0 * samples as f64);
-    [forward, family, hessian, unit_stats, samples_f]
+    // Per layer: the GEMM 2·C·n_l·(n_{l−1}+1), the scaling C·n_l and two Welford updates
+    // (≈ 12 flops) per entry.
+    let c = channels as f64;
+    let accumulate: f64 = (1..=layers)
+        .map(|l| (2.0 * c + 12.0) * n[l] * (n[l - 1] + 1.0) + c * n[l])
+        .sum();
+    [forward, family, hessian, unit_stats, samples_f, accumulate]
 }
 
-/// Bytes of device work buffers for a batch of `bb` inputs (weights excluded).
-pub fn work_bytes(widths: &[usize], bb: usize, samples: usize) -> u64 {
-    Sizes::new(widths, bb, samples.min(SAMPLE_CHUNK))
+/// Bytes of device work buffers for a batch of `bb` inputs (weights excluded; the
+/// accumulation's sums, [`accumulated_channels`] of them, included).
+pub fn work_bytes(widths: &[usize], bb: usize, samples: usize, channels: usize) -> u64 {
+    let pass = Sizes::new(widths, bb, samples.min(SAMPLE_CHUNK))
         .bytes(bb)
-        .1
+        .1;
+    let entries: usize = widths.windows(2).map(|w| w[1] * (w[0] + 1)).sum();
+    let widest = widths[1..].iter().max().copied().unwrap_or(1);
+    let accumulate = (channels + 4) * entries + bb * channels * widest;
+    pass + 4 * accumulate as u64
 }
 
 /// The batch size the GPU engine will use for `wanted` inputs per batch.

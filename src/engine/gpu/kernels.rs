@@ -208,7 +208,10 @@ impl Gemm {
     fn dispatch_with(&self, ctx: &GpuContext, buffers: [&wgpu::Buffer; 6]) -> Result<Dispatch> {
         let p = &self.params;
         if self.prologue == Prologue::Taylor
-            && (self.trans_a || p.m % 2 != 0 || p.pro_nl == 0 || (p.m / 2) % p.pro_nl != 0)
+            && (self.trans_a
+                || !p.m.is_multiple_of(2)
+                || p.pro_nl == 0
+                || !(p.m / 2).is_multiple_of(p.pro_nl))
         {
             return Err(Error::Gpu(format!(
                 "internal error: the Taylor prologue needs a [T; S] operand, got m = {} rows \
@@ -246,7 +249,10 @@ impl Gemm {
                 ("TRANS_A", f64::from(u8::from(self.trans_a))),
                 ("TRANS_B", f64::from(u8::from(self.trans_b))),
                 ("EPILOGUE", epi),
-                ("PROLOGUE", f64::from(u8::from(self.prologue == Prologue::Taylor))),
+                (
+                    "PROLOGUE",
+                    f64::from(u8::from(self.prologue == Prologue::Taylor)),
+                ),
                 ("POW_B", f64::from(self.pow_b)),
             ],
             p,

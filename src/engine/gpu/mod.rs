@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod shaders;
 pub mod train;
 
+pub use accumulate::accumulated_channels;
 pub use analysis::{
     analyze, analyze_timed, batch_size, phase_flops, work_bytes, Phase, PhaseTimes,
 };

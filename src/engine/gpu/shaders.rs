@@ -42,9 +42,7 @@ fn prelude() -> String {
     for (name, b) in bases {
         s += &format!("const {name}: u32 = {}u;\n", b.index());
     }
-    s += &format!(
-        "const NB: u32 = {NB}u;\nconst NS: u32 = {NUM_INPUT_SCALARS}u;\n"
-    );
+    s += &format!("const NB: u32 = {NB}u;\nconst NS: u32 = {NUM_INPUT_SCALARS}u;\n");
     s
 }
 

@@ -7,7 +7,7 @@
 // * PROLOGUE 1, the forward-over-forward step of DESIGN §2 on a TS buffer A = [T; S]
 //   (M = 2·bb·nl rows, K = width of layer m; σ'_m, σ''_m in s1, s2 as [bb, K]):
 //   op(A) = [σ'⊙T; σ'⊙S + σ''⊙T⊙T], rows (x, u) broadcasting σ of input x = u / pro_nl.
-// * POW_B ∈ {1, 2, 4}: op(B) = B^POW_B elementwise (a², a⁴ of MATH §6.5); when b_cols > 0,
+// * POW_B ∈ {1, 2, 4, 8}: op(B) = B^POW_B elementwise (a², a⁴, a⁸ of MATH §6.5); when b_cols > 0,
 //   the columns j ≥ b_cols of op(B) are 1 (the bias entries' "input" a = 1).
 
 override TRANS_A: bool = false;
@@ -61,6 +61,7 @@ fn load_b(z: u32, kk: u32, j: u32) -> f32 {
     if (TRANS_B) { v = b[base + j * p.ldb + kk]; } else { v = b[base + kk * p.ldb + j]; }
     if (POW_B == 2u) { return v * v; }
     if (POW_B == 4u) { let v2 = v * v; return v2 * v2; }
+    if (POW_B == 8u) { let v2 = v * v; let v4 = v2 * v2; return v4 * v4; }
     return v;
 }
 

@@ -1,32 +1,77 @@
 // Per-sample scores and negative Hessians reduced over the sampled labels per unit
 // (MATH §6.6): a 64-wide workgroup per (x, j) forms β_s = Δ_jᵀ r_s and g_s = Hd_jᵀ r_s for a
 // strided share of the chunk's samples (Δ_j, Hd_j: the T and S rows of unit j; r: the chunk's
-// residuals [bb, ns, o]), runs Welford on β² and g, merges the shares by Chan's formula in a
+// residuals [bb, ns, o]), keeps for v1 = β² and v2 = g the count, mean and central sums
+// M2, M3, M4 (Welford/Pébay updates, no raw powers), merges the shares by Chan/Pébay in a
 // tree, merges the chunk into the running statistics, and on the last chunk writes the bases
-// ScoreSqMean, ScoreSqVar (of β²), NegHessMean = q − mean(g) and HessRVar (of g).
+// ScoreSqMean, ScoreSqVar, ScoreSqVarVar (of β²), NegHessMean = q − mean(g), HessRVar and
+// HessRVarVar (of g); *VarVar estimates Var(s²) (unbiased for n ≥ 4).
 // Each invocation does ⌈ns/64⌉·o multiply-adds (the host bounds ns accordingly).
 
 struct Params { bb: u32, nl: u32, ns: u32, first: u32, last: u32, o: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ts: array<f32>;
 @group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read_write> running: array<f32>;  // [bb·nl, 5]
+@group(0) @binding(3) var<storage, read_write> running: array<f32>;  // [bb·nl, W]
 @group(0) @binding(4) var<storage, read_write> bases: array<f32>;
 
-// (count, mean1, m2_1, mean2, m2_2) per invocation.
-var<workgroup> sh: array<f32, 320>;
+// Per invocation: count, then (mean, M2, M3, M4) of v1 and of v2.
+const W: u32 = 9u;
+var<workgroup> sh: array<f32, 576>;
 
+// Adds value v to the moments at offset o of `m` (n: the count after adding).
+fn push(m: ptr<function, array<f32, 9>>, o: u32, n: f32, v: f32) {
+    let n1 = n - 1.0;
+    let d = v - (*m)[o];
+    let dn = d / n;
+    let dn2 = dn * dn;
+    let t1 = d * dn * n1;
+    (*m)[o] += dn;
+    (*m)[o + 3u] += t1 * dn2 * (n * n - 3.0 * n + 3.0) + 6.0 * dn2 * (*m)[o + 1u] - 4.0 * dn * (*m)[o + 2u];
+    (*m)[o + 2u] += t1 * dn * (n - 2.0) - 3.0 * dn * (*m)[o + 1u];
+    (*m)[o + 1u] += t1;
+}
+
+// Merges the moments of slot j into slot i of `sh` (Chan / Pébay pairwise formulas).
 fn merge(i: u32, j: u32) {
-    let na = sh[i * 5u];
-    let nb = sh[j * 5u];
-    let n = na + nb;
+    let na = sh[i * W];
+    let nb = sh[j * W];
     if (nb == 0.0) { return; }
+    let n = na + nb;
     for (var q = 0u; q < 2u; q++) {
-        let d = sh[j * 5u + 1u + 2u * q] - sh[i * 5u + 1u + 2u * q];
-        sh[i * 5u + 1u + 2u * q] += d * nb / n;
-        sh[i * 5u + 2u + 2u * q] += sh[j * 5u + 2u + 2u * q] + d * d * na * nb / n;
+        let a = i * W + 1u + 4u * q;
+        let b = j * W + 1u + 4u * q;
+        let d = sh[b] - sh[a];
+        let dn = d / n;
+        let m2a = sh[a + 1u];
+        let m3a = sh[a + 2u];
+        let m4a = sh[a + 3u];
+        let m2b = sh[b + 1u];
+        let m3b = sh[b + 2u];
+        let m4b = sh[b + 3u];
+        let m2 = m2a + m2b + d * dn * na * nb;
+        let m3 = m3a + m3b + d * dn * dn * na * nb * (na - nb)
+            + 3.0 * dn * (na * m2b - nb * m2a);
+        let m4 = m4a + m4b + d * dn * dn * dn * na * nb * (na * na - na * nb + nb * nb)
+            + 6.0 * dn * dn * (na * na * m2b + nb * nb * m2a)
+            + 4.0 * dn * (na * m3b - nb * m3a);
+        sh[a] += dn * nb;
+        sh[a + 1u] = m2;
+        sh[a + 2u] = m3;
+        sh[a + 3u] = m4;
     }
-    sh[i * 5u] = n;
+    sh[i * W] = n;
+}
+
+// Estimate of Var(s²) from the central sums M2, M4 of n values (channels::sample_var_var):
+// unbiased for n ≥ 4, the plug-in (m4 − s⁴(n−3)/(n−1))/n for n = 2, 3.
+fn var_of_var(n: f32, m2: f32, m4: f32) -> f32 {
+    if (n >= 4.0) {
+        let n1 = n - 1.0;
+        return (n1 * n1 * m4 - (n * n - 3.0) * m2 * m2 / n) / (n1 * n1 * (n - 2.0) * (n - 3.0));
+    }
+    let s2 = m2 / (n - 1.0);
+    return (m4 / n - s2 * s2 * (n - 3.0) / (n - 1.0)) / n;
 }
 
 @compute @workgroup_size(64)
@@ -35,11 +80,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let unit = wg.x + wg.y * nwg.x;   // (x, j) flattened
     let t = lid.x;
     let valid = unit < p.bb * p.nl;
-    var n = 0.0;
-    var m1 = 0.0;
-    var q1 = 0.0;
-    var m2 = 0.0;
-    var q2 = 0.0;
+    var m: array<f32, 9>;
+    for (var q = 0u; q < W; q++) { m[q] = 0.0; }
     if (valid) {
         let x = unit / p.nl;
         let t0 = unit * p.o;
@@ -52,34 +94,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 b = fma(ts[t0 + a], r[r0 + a], b);
                 v2 = fma(ts[s0 + a], r[r0 + a], v2);
             }
-            let v1 = b * b;
-            n += 1.0;
-            let d1 = v1 - m1;
-            m1 += d1 / n;
-            q1 += d1 * (v1 - m1);
-            let d2 = v2 - m2;
-            m2 += d2 / n;
-            q2 += d2 * (v2 - m2);
+            m[0] += 1.0;
+            push(&m, 1u, m[0], b * b);
+            push(&m, 5u, m[0], v2);
         }
     }
-    sh[t * 5u] = n;
-    sh[t * 5u + 1u] = m1;
-    sh[t * 5u + 2u] = q1;
-    sh[t * 5u + 3u] = m2;
-    sh[t * 5u + 4u] = q2;
+    for (var q = 0u; q < W; q++) { sh[t * W + q] = m[q]; }
     workgroupBarrier();
     for (var stride = 32u; stride > 0u; stride >>= 1u) {
         if (t < stride) { merge(t, t + stride); }
         workgroupBarrier();
     }
     if (t != 0u || !valid) { return; }
-    let r0 = unit * 5u;
+    let r0 = unit * W;
     if (p.first == 0u) {
         // Merge the running statistics (slot 1 of sh) into this chunk's (slot 0).
-        for (var q = 0u; q < 5u; q++) { sh[5u + q] = running[r0 + q]; }
+        for (var q = 0u; q < W; q++) { sh[W + q] = running[r0 + q]; }
         merge(0u, 1u);
     }
-    for (var q = 0u; q < 5u; q++) { running[r0 + q] = sh[q]; }
+    for (var q = 0u; q < W; q++) { running[r0 + q] = sh[q]; }
     if (p.last != 0u) {
         let x = unit / p.nl;
         let j = unit % p.nl;
@@ -87,7 +120,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let cnt = sh[0];
         bases[out + BASE_SCORE_SQ_MEAN * p.nl] = sh[1];
         bases[out + BASE_SCORE_SQ_VAR * p.nl] = sh[2] / (cnt - 1.0);
-        bases[out + BASE_NEG_HESS_MEAN * p.nl] = bases[out + BASE_Q * p.nl] - sh[3];
-        bases[out + BASE_HESS_R_VAR * p.nl] = sh[4] / (cnt - 1.0);
+        bases[out + BASE_SCORE_SQ_VAR_VAR * p.nl] = var_of_var(cnt, sh[2], sh[4]);
+        bases[out + BASE_NEG_HESS_MEAN * p.nl] = bases[out + BASE_Q * p.nl] - sh[5];
+        bases[out + BASE_HESS_R_VAR * p.nl] = sh[6] / (cnt - 1.0);
+        bases[out + BASE_HESS_R_VAR_VAR * p.nl] = var_of_var(cnt, sh[6], sh[8]);
     }
 }

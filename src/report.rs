@@ -31,6 +31,11 @@ pub enum Key {
     McVar1,
     /// Unbiased sample variance of the per-label Î2 values.
     McVar2,
+    /// Standard error of `mc_var1` over the label draws, from the samples' fourth central
+    /// moment: √(Σ_x a⁸·Var(s²_x))/B (per input: √(a⁸·Var(s²_x))).
+    McVar1Se,
+    /// The same for `mc_var2`.
+    McVar2Se,
     /// Variance of the data-set estimator Î1 with N_x = B inputs, N_y = N labels (Thm 4.7).
     VarJoint1,
     /// The same for Î2.
@@ -82,7 +87,7 @@ pub enum Key {
 }
 
 /// Number of keys.
-pub const NUM_KEYS: usize = 31;
+pub const NUM_KEYS: usize = 33;
 
 impl Key {
     pub const ALL: [Key; NUM_KEYS] = [
@@ -93,6 +98,8 @@ impl Key {
         Key::Mc2,
         Key::McVar1,
         Key::McVar2,
+        Key::McVar1Se,
+        Key::McVar2Se,
         Key::VarJoint1,
         Key::VarJoint2,
         Key::Ef,
@@ -149,6 +156,8 @@ impl Key {
             Key::Mc2 => "mc2",
             Key::McVar1 => "mc_var1",
             Key::McVar2 => "mc_var2",
+            Key::McVar1Se => "mc_var1_se",
+            Key::McVar2Se => "mc_var2_se",
             Key::VarJoint1 => "var_joint1",
             Key::VarJoint2 => "var_joint2",
             Key::Ef => "ef",

@@ -100,7 +100,7 @@ fn run_one(ctx: &GpuContext, d: &kernels::Dispatch, out: &wgpu::Buffer, len: usi
 fn gemm_fused_powers_and_ones_column() {
     let Some(ctx) = gpu() else { return };
     let (m, k, n_in) = (67, 9, 65);
-    for power in [2u32, 4] {
+    for power in [2u32, 4, 8] {
         let a = det(k * m, 3);
         let b = det(k * n_in, 4);
         let c0 = det(m * (n_in + 1), 5);

@@ -15,7 +15,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_diagfim");
 
 /// The result keys every analysis writes (ef only with labels).
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 11] = [
     "fisher",
     "var1",
     "var2",
@@ -23,6 +23,8 @@ const KEYS: [&str; 9] = [
     "mc2",
     "mc_var1",
     "mc_var2",
+    "mc_var1_se",
+    "mc_var2_se",
     "var_joint1",
     "var_joint2",
 ];

@@ -584,7 +584,15 @@ fn chunked_accumulation_is_deterministic_and_consistent() {
     for (p, q) in base.params.iter().zip(&per.params) {
         for (key, mean) in &p.values {
             let arr = &q.values[key];
-            let want: Vec<f64> = if key.is_per_input() && !matches!(key, Key::WOpt | Key::VarOpt) {
+            let b = arr.shape()[0] as f64;
+            let want: Vec<f64> = if matches!(key, Key::McVar1Se | Key::McVar2Se) {
+                // se = √(Σ_x se_x²)/B (no clamping with N = 3: the plug-in Var(s²) is ≥ 0).
+                arr.mapv(|v| v * v)
+                    .sum_axis(ndarray::Axis(0))
+                    .iter()
+                    .map(|v| v.sqrt() / b)
+                    .collect()
+            } else if key.is_per_input() && !matches!(key, Key::WOpt | Key::VarOpt) {
                 arr.mean_axis(ndarray::Axis(0))
                     .unwrap()
                     .iter()

@@ -60,9 +60,14 @@ const FISHER: usize = Key::Fisher.index();
 const EF: usize = Key::Ef.index();
 
 /// Fills the derived keys of one entry that are functions of its channel values (of one input,
-/// or of the means over inputs): the optimal combination of Î1 and Î2 and the empirical
+/// or of the means over inputs, the squared standard errors already divided by B): the
+/// standard errors of mc_var1/mc_var2, the optimal combination of Î1 and Î2 and the empirical
 /// Fisher's bias.
 fn derive(v: &mut Values) {
+    for se in [Key::McVar1Se, Key::McVar2Se] {
+        // Sums of unbiased per-input estimates may dip below 0 by rounding or chance.
+        v[se.index()] = v[se.index()].max(0.0).sqrt();
+    }
     let (w, var) = optimal_combination(
         v[Key::Var1.index()],
         v[Key::Var2.index()],
@@ -371,6 +376,9 @@ impl Accumulator {
                     }
                     let w = &layer.welford[pos];
                     v[FISHER] = w.fisher.mean;
+                    // Var of a mean of B independent estimates: Σ_x Var_x / B².
+                    v[Key::McVar1Se.index()] /= b;
+                    v[Key::McVar2Se.index()] /= b;
                     derive(&mut v);
                     v[Key::VarX.index()] = w.fisher.m2 / b;
                     v[Key::VarJoint1.index()] = (w.fisher.m2 / b + v[Key::Var1.index()] / n) / b;

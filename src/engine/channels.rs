@@ -40,12 +40,53 @@ pub enum Base {
     /// ‖Δ_j − (1ᵀΔ_j/O)·1‖² = ‖Δ_j‖² − (Σ_a Δ_j[a])²/O, the centred Jacobian's norm
     /// (MATH §9a: ‖J̃_i‖² = a²·this).
     DeltaCentredNorm2,
+    /// Estimated variance of [`Base::ScoreSqVar`] over the label draws,
+    /// Var(s²) = (μ4 − σ⁴(N−3)/(N−1))/N, from the samples' M2 and M4 ([`sample_var_var`];
+    /// a⁸ times it per parameter).
+    ScoreSqVarVar,
+    /// The same for [`Base::HessRVar`].
+    HessRVarVar,
 }
 
 /// Number of [`Base`] values.
-pub const NUM_BASES: usize = 13;
+pub const NUM_BASES: usize = 15;
+
+/// Estimate of Var(s²) = (μ4 − σ⁴(n−3)/(n−1))/n, the variance of the unbiased sample
+/// variance s² of `n` ≥ 2 i.i.d. values, from their central sums M2 = Σ(v − v̄)² and
+/// M4 = Σ(v − v̄)⁴. For n ≥ 4 it is the unbiased estimator
+/// [(n−1)²·M4 − (n²−3)·M2²/n] / [(n−1)²(n−2)(n−3)] (from E[m4] and E[m2²], docs/theory.md §3),
+/// which can be slightly negative; sums over inputs are clamped at 0 only before the square
+/// root. For n = 2, 3 it falls back to the (downward-biased) plug-in (m4 − s⁴(n−3)/(n−1))/n.
+pub fn sample_var_var(n: f64, m2: f64, m4: f64) -> f64 {
+    if n >= 4.0 {
+        let n1 = n - 1.0;
+        (n1 * n1 * m4 - (n * n - 3.0) * m2 * m2 / n) / (n1 * n1 * (n - 2.0) * (n - 3.0))
+    } else {
+        let s2 = m2 / (n - 1.0);
+        (m4 / n - s2 * s2 * (n - 3.0) / (n - 1.0)) / n
+    }
+}
 
 impl Base {
+    /// All bases, in index order.
+    pub const ALL: [Base; NUM_BASES] = [
+        Base::Q,
+        Base::V,
+        Base::W,
+        Base::DeltaNorm2,
+        Base::HdNorm2,
+        Base::Third,
+        Base::ScoreSqMean,
+        Base::ScoreSqVar,
+        Base::NegHessMean,
+        Base::HessRVar,
+        Base::Ef,
+        Base::DeltaNorm4,
+        Base::DeltaCentredNorm2,
+        Base::ScoreSqVarVar,
+        Base::HessRVarVar,
+    ];
+
     /// Row of the base in a [NUM_BASES, n_l] statistics array.
     pub const fn index(self) -> usize {
         self as usize
@@ -179,6 +220,9 @@ impl Key {
             Key::Mc2 => ch(Base::NegHessMean, 2),
             Key::McVar1 => ch(Base::ScoreSqVar, 4),
             Key::McVar2 => ch(Base::HessRVar, 4),
+            // Squared standard errors; the report takes √(mean / B) (√ per input).
+            Key::McVar1Se => ch(Base::ScoreSqVarVar, 8),
+            Key::McVar2Se => ch(Base::HessRVarVar, 8),
             Key::Ef => ch(Base::Ef, 2),
             Key::UbFisher => chs(Base::DeltaNorm2, 2, S::LamMaxC),
             Key::LbFisher => chs(Base::DeltaNorm2, 2, S::LamMinC),
@@ -217,13 +261,17 @@ mod tests {
             assert_eq!(k.index(), i, "{}", k.name());
             assert_eq!(Key::from_name(k.name()), Some(k));
         }
+        for (i, b) in Base::ALL.into_iter().enumerate() {
+            assert_eq!(b.index(), i, "{b:?}");
+        }
         for (i, s) in InputScalar::ALL.into_iter().enumerate() {
             assert_eq!(s as usize, i, "{s:?}");
         }
-        // Every channel has power 2 or 4 (a² for I-like, a⁴ for variance-like quantities).
+        // Every channel has power 2, 4 or 8 (a² for I-like, a⁴ for variance-like quantities,
+        // a⁸ for the variances of the sample variances).
         for k in Key::ALL {
             if let Some(c) = k.channel() {
-                assert!(c.power == 2 || c.power == 4, "{}", k.name());
+                assert!(matches!(c.power, 2 | 4 | 8), "{}", k.name());
                 assert!(c.base.index() < NUM_BASES);
             }
         }

@@ -4,7 +4,7 @@
 //! input order so results are bit-identical for any thread count or batch size.
 
 use super::accumulate::Accumulator;
-use super::channels::{scalars_of, Base, NUM_BASES, NUM_INPUT_SCALARS};
+use super::channels::{sample_var_var, scalars_of, Base, NUM_BASES, NUM_INPUT_SCALARS};
 use super::{validate, AnalysisOptions, Request};
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
@@ -140,18 +140,27 @@ pub fn derivatives(model: &Mlp, family: &dyn ExpFamily, x: ArrayView1<f64>) -> D
     }
 }
 
-/// Mean and unbiased variance (two-pass, centred) of each row of `m` (units × samples).
-fn row_mean_var(m: &Array2<f64>, square: bool) -> (Vec<f64>, Vec<f64>) {
+/// Per row of `m` (units × samples, values squared if `square`): the mean, the unbiased
+/// variance s² and the estimated variance of s² ([`sample_var_var`], from the fourth central
+/// moment), all two-pass and centred.
+fn row_moments(m: &Array2<f64>, square: bool) -> Vec<[f64; 3]> {
     let n = m.ncols() as f64;
     m.rows()
         .into_iter()
         .map(|row| {
             let val = |v: f64| if square { v * v } else { v };
             let mean = row.iter().map(|&v| val(v)).sum::<f64>() / n;
-            let ss: f64 = row.iter().map(|&v| (val(v) - mean).powi(2)).sum();
-            (mean, if n > 1.0 { ss / (n - 1.0) } else { f64::NAN })
+            let (ss, s4) = row.iter().fold((0.0, 0.0), |(ss, s4), &v| {
+                let d2 = (val(v) - mean).powi(2);
+                (ss + d2, s4 + d2 * d2)
+            });
+            if n > 1.0 {
+                [mean, ss / (n - 1.0), sample_var_var(n, ss, s4)]
+            } else {
+                [mean, f64::NAN, f64::NAN]
+            }
         })
-        .unzip()
+        .collect()
 }
 
 /// Sampled residuals r_s = t(y_s) − η for s = 0..N (N × O), keyed by (seed, input, s).
@@ -219,8 +228,8 @@ pub fn input_analysis(
             let mut bases = Array2::zeros((NUM_BASES, n));
             let beta = delta.dot(&r.t());
             let hr = hd.dot(&r.t());
-            let (score_sq_mean, score_sq_var) = row_mean_var(&beta, true);
-            let (hess_r_mean, hess_r_var) = row_mean_var(&hr, false);
+            let score_sq = row_moments(&beta, true);
+            let hess_r = row_moments(&hr, false);
             let ef = r_data.as_ref().map(|rd| delta.dot(rd));
             for j in 0..n {
                 let dj = delta.row(j);
@@ -239,10 +248,12 @@ pub fn input_analysis(
                     (Base::DeltaNorm2, dn2),
                     (Base::HdNorm2, hj.iter().map(|v| v * v).sum()),
                     (Base::Third, family.third_central(&d.eta, dj, hj)),
-                    (Base::ScoreSqMean, score_sq_mean[j]),
-                    (Base::ScoreSqVar, score_sq_var[j]),
-                    (Base::NegHessMean, q - hess_r_mean[j]),
-                    (Base::HessRVar, hess_r_var[j]),
+                    (Base::ScoreSqMean, score_sq[j][0]),
+                    (Base::ScoreSqVar, score_sq[j][1]),
+                    (Base::ScoreSqVarVar, score_sq[j][2]),
+                    (Base::NegHessMean, q - hess_r[j][0]),
+                    (Base::HessRVar, hess_r[j][1]),
+                    (Base::HessRVarVar, hess_r[j][2]),
                     (Base::Ef, ef.as_ref().map_or(0.0, |e| e[j] * e[j])),
                     (Base::DeltaNorm4, dn2 * dn2),
                     (Base::DeltaCentredNorm2, (dn2 - dsum * dsum / o).max(0.0)),

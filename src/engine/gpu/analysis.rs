@@ -258,7 +258,8 @@ impl Plan {
             kernels::storage(ctx, "ts", sizes.ts)?,
             kernels::storage(ctx, "ts", sizes.ts)?,
         ];
-        let running = kernels::storage(ctx, "running", bb * sizes.n_max * 5)?;
+        // Per unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
+        let running = kernels::storage(ctx, "running", bb * sizes.n_max * 9)?;
         let mut bases = Vec::new();
         // Δ_l and Hd_l of every layer (T rows then S rows, O columns), kept for read-back.
         let mut dh = Vec::new();

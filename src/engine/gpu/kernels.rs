@@ -144,7 +144,7 @@ pub enum Prologue {
 }
 
 /// C = op(A)·op(B) (+ epilogue) for `batch` problems; offsets and strides in f32 elements.
-/// op(B) may be raised elementwise to `pow_b` ∈ {1, 2, 4} and padded with columns of ones
+/// op(B) may be raised elementwise to `pow_b` ∈ {1, 2, 4, 8} and padded with columns of ones
 /// (`params.b_cols`), and A may get the [`Prologue::Taylor`] transform, all fused.
 pub struct Gemm {
     pub params: GemmParams,
@@ -219,9 +219,9 @@ impl Gemm {
                 p.m, p.pro_nl
             )));
         }
-        if !matches!(self.pow_b, 1 | 2 | 4) {
+        if !matches!(self.pow_b, 1 | 2 | 4 | 8) {
             return Err(Error::Gpu(format!(
-                "internal error: GEMM power {} of B is not 1, 2 or 4",
+                "internal error: GEMM power {} of B is not 1, 2, 4 or 8",
                 self.pow_b
             )));
         }

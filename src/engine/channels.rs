@@ -6,7 +6,7 @@
 //! inputs Σ_x a_k(x)^p · s(x) · base_j(x) are then formed per parameter (by a loop on the CPU,
 //! by GEMMs on a GPU), and every output key is such a channel or is derived from them.
 
-use crate::family::ExpFamily;
+use crate::family::{ExpFamily, FamilyKind};
 use crate::report::Key;
 use crate::theory::Spectrum;
 
@@ -151,6 +151,17 @@ impl InputScalar {
         InputScalar::LamMaxC2,
     ];
 
+    /// Whether the scalar is exactly 0 at every input of the family: for the categorical
+    /// family λ_min(C) = λ_min(K) = λ_min(K − C⊗C) = 0 (u ∝ 1, MATH §9a), so the lower bounds
+    /// of Eqs. 10–12 and 14 vanish and engines may skip their channels.
+    pub fn vanishes(self, kind: FamilyKind) -> bool {
+        kind == FamilyKind::Categorical
+            && matches!(
+                self,
+                InputScalar::LamMinC | InputScalar::LamMinV | InputScalar::Cor42Lower
+            )
+    }
+
     /// The scalar's value for one input's spectrum (0 where it does not exist).
     pub fn value(self, s: &Spectrum) -> f64 {
         match self {
@@ -254,6 +265,27 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::family::Family;
+
+    /// The scalars that [`InputScalar::vanishes`] marks are exactly 0 for peaked and flat
+    /// categorical distributions, so skipping their channels changes nothing.
+    #[test]
+    fn vanishing_scalars_are_exactly_zero() {
+        let family = Family::from_name("categorical", 1.0).unwrap();
+        for h in [
+            vec![0.0, 0.0, 0.0],
+            vec![3.0, -1.0, 0.5, 2.0],
+            vec![9.0, -9.0, 0.1, 0.2, -4.0],
+        ] {
+            let eta = family.as_dyn().eta(&h);
+            let s = Spectrum::new(family.as_dyn(), &eta).unwrap();
+            for k in InputScalar::ALL {
+                if k.vanishes(FamilyKind::Categorical) {
+                    assert_eq!(k.value(&s), 0.0, "{k:?} at {h:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn indices_follow_declaration_order() {

@@ -31,13 +31,15 @@ struct AccParams {
     _p: [u32; 2],
 }
 
-/// The channel keys accumulated on the device for a family and labels, grouped by power.
+/// The channel keys accumulated on the device for a family and labels, grouped by power:
+/// the available ones whose per-input scalar does not vanish identically (those stay 0).
 fn device_channels(kind: FamilyKind, has_ef: bool) -> Vec<(u32, Vec<Key>)> {
     channel_groups()
         .into_iter()
         .map(|(power, chans)| {
             let keys = chans
                 .iter()
+                .filter(|(_, c)| !c.scalar.vanishes(kind))
                 .map(|(slot, _)| Key::ALL[*slot])
                 .filter(|k| k.is_available(kind, has_ef))
                 .collect();
@@ -46,7 +48,7 @@ fn device_channels(kind: FamilyKind, has_ef: bool) -> Vec<(u32, Vec<Key>)> {
         .collect()
 }
 
-/// Number of channel sums the device keeps per parameter (24 for the categorical family with
+/// Number of channel sums the device keeps per parameter (22 for the categorical family with
 /// labels).
 pub fn accumulated_channels(kind: FamilyKind, has_ef: bool) -> usize {
     device_channels(kind, has_ef)

@@ -4,9 +4,10 @@
 // TRANS_A / TRANS_B read A (K×M) / B (N×K) stored row-major. EPILOGUE: 0 store, 1 add
 // bias[col], 2 accumulate into C.
 // Fused elementwise operand transforms, applied while a tile is loaded:
-// * PROLOGUE 1, the forward-over-forward step of DESIGN §2 on a TS buffer A = [T; S]
-//   (M = 2·bb·nl rows, K = width of layer m; σ'_m, σ''_m in s1, s2 as [bb, K]):
-//   op(A) = [σ'⊙T; σ'⊙S + σ''⊙T⊙T], rows (x, u) broadcasting σ of input x = u / pro_nl.
+// * PROLOGUE 1, one step of the inter-layer Jacobian chain of DESIGN §2 (A not transposed,
+//   rows (x, j) with pro_nl rows per input x, K = width of layer m, σ'_m in s1 as [bb, K]):
+//   op(A)[(x, j), u] = σ'_m[x, u] · A[(x, j), u].
+// * POW_A ∈ {1, 2}: op(A) squared elementwise (B_{l→m} ⊙ B_{l→m} of DESIGN §2).
 // * POW_B ∈ {1, 2, 4, 8}: op(B) = B^POW_B elementwise (a², a⁴, a⁸ of MATH §6.5); when b_cols > 0,
 //   the columns j ≥ b_cols of op(B) are 1 (the bias entries' "input" a = 1).
 
@@ -14,6 +15,7 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override EPILOGUE: u32 = 0u;
 override PROLOGUE: u32 = 0u;
+override POW_A: u32 = 1u;
 override POW_B: u32 = 1u;
 
 struct Params {
@@ -30,7 +32,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> s1: array<f32>;
-@group(0) @binding(6) var<storage, read> s2: array<f32>;
 
 const TILE: u32 = 64u;
 const KT: u32 = 16u;
@@ -41,16 +42,11 @@ var<workgroup> Bs: array<f32, 1024>; // [KT][TILE]
 fn load_a(z: u32, i: u32, kk: u32) -> f32 {
     if (i >= p.m || kk >= p.k) { return 0.0; }
     let base = p.off_a + z * p.stride_a;
-    if (PROLOGUE == 1u) {
-        let half = p.m / 2u;
-        let row = i % half;
-        let at = (row / p.pro_nl) * p.k + kk;
-        let t = a[base + row * p.lda + kk];
-        if (i < half) { return s1[at] * t; }
-        return s1[at] * a[base + i * p.lda + kk] + s2[at] * t * t;
-    }
-    if (TRANS_A) { return a[base + kk * p.lda + i]; }
-    return a[base + i * p.lda + kk];
+    var v: f32;
+    if (TRANS_A) { v = a[base + kk * p.lda + i]; } else { v = a[base + i * p.lda + kk]; }
+    if (PROLOGUE == 1u) { v *= s1[(i / p.pro_nl) * p.k + kk]; }
+    if (POW_A == 2u) { return v * v; }
+    return v;
 }
 
 fn load_b(z: u32, kk: u32, j: u32) -> f32 {

@@ -134,42 +134,65 @@ fn gemm_fused_powers_and_ones_column() {
     }
 }
 
-/// The fused forward-over-forward prologue (DESIGN §2): [σ'⊙T; σ'⊙S + σ''⊙T⊙T]·Wᵀ.
+/// The fused operand transforms of the Jacobian chain (DESIGN §2): one chain step
+/// (σ' ⊙ B)·Wᵀ with σ' broadcast over each input's rows, and the batched contraction
+/// Hd[x] += (B[x] ⊙ B[x])·C[x] accumulated at an offset, against ndarray in f64.
 #[test]
-fn gemm_fused_taylor_prologue() {
+fn gemm_fused_chain_step_and_squared_contraction() {
     let Some(ctx) = gpu() else { return };
-    let (bb, nl, width, next) = (3, 5, 70, 6);
-    let half = bb * nl;
-    let ts = det(2 * half * width, 6);
+    let (bb, nl, width, next, o) = (3, 5, 70, 6, 4);
+    let rows = bb * nl;
+    let t = det(rows * width, 6);
     let s1 = det(bb * width, 7);
-    let s2 = det(bb * width, 8);
     let w = det(next * width, 9);
-    let pm = ndarray::Array2::from_shape_fn((2 * half, width), |(r, u)| {
-        let x = (r % half) / nl;
-        let (d1, d2) = (f64::from(s1[x * width + u]), f64::from(s2[x * width + u]));
-        let t = f64::from(ts[(r % half) * width + u]);
-        if r < half {
-            d1 * t
-        } else {
-            d1 * f64::from(ts[r * width + u]) + d2 * t * t
-        }
+    let up = |v: &[f32]| kernels::upload(&ctx, "operand", v).unwrap();
+    let f = |v: f32| f64::from(v);
+
+    // Chain step.
+    let scaled = ndarray::Array2::from_shape_fn((rows, width), |(r, u)| {
+        f(s1[(r / nl) * width + u]) * f(t[r * width + u])
     });
     let wm = ndarray::Array2::from_shape_vec((next, width), w.clone())
         .unwrap()
         .mapv(f64::from);
-    let want: Vec<f64> = pm.dot(&wm.t()).iter().copied().collect();
-    let up = |v: &[f32]| kernels::upload(&ctx, "operand", v).unwrap();
-    let (bts, bs1, bs2, bw) = (up(&ts), up(&s1), up(&s2), up(&w));
-    let out = kernels::storage(&ctx, "out", 2 * half * next).unwrap();
-    let mut g = Gemm::new((2 * half) as u32, next as u32, width as u32, false, true);
-    g.prologue = Prologue::Taylor;
+    let want: Vec<f64> = scaled.dot(&wm.t()).iter().copied().collect();
+    let (bt, bs1, bw) = (up(&t), up(&s1), up(&w));
+    let out = kernels::storage(&ctx, "out", rows * next).unwrap();
+    let mut g = Gemm::new(rows as u32, next as u32, width as u32, false, true);
+    g.prologue = Prologue::ScaleRows;
     g.params.pro_nl = nl as u32;
-    let d = g
-        .dispatch_taylor(&ctx, &bts, &bw, &out, &bs1, &bs2)
-        .unwrap();
-    let got = run_one(&ctx, &d, &out, 2 * half * next);
+    let d = g.dispatch_scaled(&ctx, &bt, &bw, &out, &bs1).unwrap();
+    let got = run_one(&ctx, &d, &out, rows * next);
     let err = rel_err(&got, &want);
-    assert!(err < 1e-5, "{err:e}");
+    assert!(err < 1e-5, "chain step: {err:e}");
+
+    // Squared, batched contraction into the second half of an output buffer.
+    let c = det(bb * width * o, 10);
+    let hd0 = det(2 * rows * o, 11);
+    let mut want = hd0.iter().map(|v| f(*v)).collect::<Vec<f64>>();
+    for x in 0..bb {
+        for j in 0..nl {
+            for a in 0..o {
+                let sum: f64 = (0..width)
+                    .map(|u| f(t[(x * nl + j) * width + u]).powi(2) * f(c[(x * width + u) * o + a]))
+                    .sum();
+                want[(rows + x * nl + j) * o + a] += sum;
+            }
+        }
+    }
+    let (bc, bhd) = (up(&c), up(&hd0));
+    let mut g = Gemm::new(nl as u32, o as u32, width as u32, false, false);
+    g.batch = bb as u32;
+    g.pow_a = 2;
+    g.epilogue = Epilogue::Accumulate;
+    g.params.stride_a = (nl * width) as u32;
+    g.params.stride_b = (width * o) as u32;
+    g.params.off_c = (rows * o) as u32;
+    g.params.stride_c = (nl * o) as u32;
+    let d = g.dispatch(&ctx, &bt, &bc, &bhd, &bt).unwrap();
+    let got = run_one(&ctx, &d, &bhd, 2 * rows * o);
+    let err = rel_err(&got, &want);
+    assert!(err < 1e-5, "contraction: {err:e}");
 }
 
 #[repr(C)]

@@ -9,7 +9,9 @@
 use super::accumulate::{AccumPlan, DeviceSums, FLUSH_INPUTS};
 use super::context::GpuContext;
 use super::forward::Forward;
-use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Gemm, Prologue, Staging};
+use super::kernels::{
+    self, groups_1d, groups_per_item, Dispatch, Epilogue, Gemm, Prologue, Staging,
+};
 use super::shaders::{Shader, NB};
 use crate::engine::accumulate::Accumulator;
 use crate::engine::channels::scalars_of;
@@ -57,7 +59,7 @@ struct HessParams {
     bb: u32,
     nl: u32,
     cols: u32,
-    identity: u32,
+    _p: u32,
 }
 
 #[repr(C)]
@@ -112,6 +114,7 @@ impl Weights {
 struct Sizes {
     widths: Vec<usize>,
     o: usize,
+    /// One Jacobian-chain buffer: B_{l→m}ᵀ rows (x, j) for the widest chain.
     ts: usize,
     per_sample: usize,
     n_max: usize,
@@ -121,12 +124,12 @@ impl Sizes {
     fn new(widths: &[usize], bb: usize, ns: usize) -> Sizes {
         let layers = widths.len() - 1;
         let o = widths[layers];
-        // TS of unit layer l (width widths[l+1]) holds 2·bb·n_l rows of up to max_{m>l} n_m.
-        let mut ts = 2 * bb * o * o;
-        for l in 0..layers.saturating_sub(1) {
-            let nl = widths[l + 1];
-            let cols = widths[l + 2..].iter().copied().max().unwrap_or(o);
-            ts = ts.max(2 * bb * nl * cols);
+        // Unit layer l (width widths[l+1]) chains through the hidden layers m = l+1 … L−2
+        // (widths[l+2 ..= L−1]); the last hidden layer and the head need no chain.
+        let mut ts = 1;
+        for l in 0..layers.saturating_sub(2) {
+            let cols = widths[l + 2..layers].iter().copied().max().unwrap_or(1);
+            ts = ts.max(bb * widths[l + 1] * cols);
         }
         let n_max = widths[1..].iter().copied().max().unwrap_or(o);
         Sizes {
@@ -138,11 +141,15 @@ impl Sizes {
         }
     }
 
+    /// (largest buffer, all buffers) in bytes.
     fn bytes(&self, bb: usize) -> (u64, u64) {
-        let largest = self.ts.max(self.per_sample) as u64 * 4;
-        let acts: usize = self.widths.iter().sum::<usize>() * bb * 4;
-        let bases: usize = self.widths[1..].iter().sum::<usize>() * bb * NB;
-        let total = (2 * self.ts + self.per_sample + acts + bases) as u64 * 4;
+        let units: usize = self.widths[1..].iter().sum();
+        let dh = 2 * bb * self.n_max * self.o;
+        let largest = self.ts.max(self.per_sample).max(dh) as u64 * 4;
+        // z, a, σ', σ'' per layer; bases; Δ/Hd, C_l; G; the running sample statistics.
+        let acts = self.widths.iter().sum::<usize>() * bb * 4;
+        let per_unit = units * bb * (NB + 3 * self.o + 9) + bb * self.n_max * self.o;
+        let total = (2 * self.ts + self.per_sample + acts + per_unit) as u64 * 4;
         (largest, total)
     }
 }
@@ -248,6 +255,7 @@ impl Plan {
 
         let x = kernels::storage(ctx, "x", bb * widths[0])?;
         let dummy = kernels::storage(ctx, "dummy", 1)?;
+        let dummy_rw = kernels::storage(ctx, "dummy", 1)?;
         let fwd = Forward::new(ctx, model, bb)?;
         let (s1, s2) = (&fwd.s1, &fwd.s2);
         let eta = kernels::storage(ctx, "eta", bb * o)?;
@@ -255,17 +263,21 @@ impl Plan {
         let labels = kernels::storage(ctx, "labels", bb * o)?;
         let r_data = kernels::storage(ctx, "r_data", bb * o)?;
         let ts = [
-            kernels::storage(ctx, "ts", sizes.ts)?,
-            kernels::storage(ctx, "ts", sizes.ts)?,
+            kernels::storage(ctx, "chain", sizes.ts)?,
+            kernels::storage(ctx, "chain", sizes.ts)?,
         ];
+        let g = kernels::storage(ctx, "g", bb * sizes.n_max * o)?;
         // Per unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
         let running = kernels::storage(ctx, "running", bb * sizes.n_max * 9)?;
         let mut bases = Vec::new();
-        // Δ_l and Hd_l of every layer (T rows then S rows, O columns), kept for read-back.
+        // Δ_l and Hd_l of every layer ([2·bb·n_l, O], Δ rows first), kept for read-back, and
+        // C_l = σ''_l ⊙ W_{l+1}ᵀΔ_{l+1} of the hidden layers.
         let mut dh = Vec::new();
+        let mut cm = Vec::new();
         for d in layers {
             bases.push(kernels::storage(ctx, "bases", bb * NB * d.outputs())?);
             dh.push(kernels::storage(ctx, "delta_hd", 2 * bb * d.outputs() * o)?);
+            cm.push(kernels::storage(ctx, "c_m", bb * d.outputs() * o)?);
         }
 
         let mut ds: Vec<Dispatch> = Vec::new();
@@ -315,62 +327,92 @@ impl Plan {
         }
 
         segments.push((Phase::Family, ds.len()));
-        // 3. Per layer: Δ_l, Hd_l, unit statistics, sample reductions.
-        for (l, d) in layers.iter().enumerate() {
-            let nl = d.outputs();
-            let rows = 2 * bb * nl;
-            let head = l + 1 == nl_count;
-            let (w_next, cols0) = if head {
-                (&dummy, o)
-            } else {
-                (&weights.w[l + 1], layers[l + 1].outputs())
-            };
-            let (a1, a2) = if head {
-                (&dummy, &dummy)
-            } else {
-                (&s1[l], &s2[l])
-            };
-            let hp = HessParams {
-                bb: u(bb),
-                nl: u(nl),
-                cols: u(cols0),
-                identity: u32::from(head),
-            };
-            ds.push(kernels::dispatch(
+        // 3. Δ_l and Hd_l by the reverse form of DESIGN §2 (hessian.wgsl): backward from
+        // the head, then for each layer the Jacobian chain through the hidden layers above it.
+        let head = nl_count - 1;
+        let hp = |nl: usize, cols: usize| HessParams {
+            bb: u(bb),
+            nl: u(nl),
+            cols: u(cols),
+            ..Default::default()
+        };
+        let hessian = |entry: &'static str, p: HessParams, bufs: [&wgpu::Buffer; 6]| {
+            kernels::dispatch(
                 ctx,
                 Shader::Hessian,
-                "init_main",
+                entry,
                 &[],
-                &hp,
-                &[
-                    w_next,
-                    a1,
-                    a2,
-                    &dummy,
-                    if l + 2 >= nl_count { &dh[l] } else { &ts[0] },
-                ],
-                groups_1d((bb * nl * cols0) as u64)?,
+                &p,
+                &bufs,
+                groups_1d(u64::from(p.bb) * u64::from(p.nl) * u64::from(p.cols))?,
+            )
+        };
+        ds.push(hessian(
+            "head_main",
+            hp(o, o),
+            [&dummy, &dummy, &dummy, &dummy, &dh[head], &cm[head]],
+        )?);
+        for l in (0..head).rev() {
+            let (nl, next) = (layers[l].outputs(), layers[l + 1].outputs());
+            // G_l[x] = W_{l+1}ᵀ Δ_{l+1}[x], batched over the inputs.
+            let mut gemm = Gemm::new(u(nl), u(o), u(next), true, false);
+            gemm.batch = u(bb);
+            gemm.params.stride_b = u(next * o);
+            gemm.params.stride_c = u(nl * o);
+            ds.push(gemm.dispatch(ctx, &weights.w[l + 1], &dh[l + 1], &g, &dummy)?);
+            ds.push(hessian(
+                "backward_main",
+                hp(nl, o),
+                [&dummy, &s1[l], &s2[l], &g, &dh[l], &cm[l]],
             )?);
-            // Through the hidden layers m = l+1 … L−2 towards the head: one GEMM per step with
-            // the fused prologue [σ'_m⊙T; σ'_m⊙S + σ''_m⊙T⊙T], ping-ponging between two buffers.
-            let mut src = &ts[0];
-            for m in l + 1..nl_count.saturating_sub(1) {
+        }
+        for l in 0..head.saturating_sub(1) {
+            let nl = layers[l].outputs();
+            let chain_in = |m: usize| if (m - l) % 2 == 1 { &ts[0] } else { &ts[1] };
+            ds.push(hessian(
+                "chain_init_main",
+                hp(nl, layers[l + 1].outputs()),
+                [
+                    &weights.w[l + 1],
+                    &s1[l],
+                    &dummy,
+                    &dummy,
+                    chain_in(l + 1),
+                    &dummy_rw,
+                ],
+            )?);
+            for m in l + 1..head {
                 let nm = layers[m].outputs();
-                let next = layers[m + 1].outputs();
-                let mut gemm = Gemm::new(u(rows), u(next), u(nm), false, true);
-                gemm.prologue = Prologue::Taylor;
-                gemm.params.pro_nl = u(nl);
-                let dst = if m + 2 == nl_count {
-                    &dh[l]
-                } else if std::ptr::eq(src, &ts[0]) {
-                    &ts[1]
-                } else {
-                    &ts[0]
-                };
-                ds.push(gemm.dispatch_taylor(ctx, src, &weights.w[m + 1], dst, &s1[m], &s2[m])?);
-                src = dst;
+                // Hd_l[x] += (B_{l→m} ⊙ B_{l→m})ᵀ[x] · C_m[x], batched over the inputs.
+                let mut gemm = Gemm::new(u(nl), u(o), u(nm), false, false);
+                gemm.batch = u(bb);
+                gemm.pow_a = 2;
+                gemm.epilogue = Epilogue::Accumulate;
+                gemm.params.stride_a = u(nl * nm);
+                gemm.params.stride_b = u(nm * o);
+                gemm.params.off_c = u(bb * nl * o);
+                gemm.params.stride_c = u(nl * o);
+                ds.push(gemm.dispatch(ctx, chain_in(m), &cm[m], &dh[l], &dummy)?);
+                if m + 1 < head {
+                    // B_{l→m+1}ᵀ = (σ'_m ⊙ B_{l→m}ᵀ) W_{m+1}ᵀ.
+                    let next = layers[m + 1].outputs();
+                    let mut gemm = Gemm::new(u(bb * nl), u(next), u(nm), false, true);
+                    gemm.prologue = Prologue::ScaleRows;
+                    gemm.params.pro_nl = u(nl);
+                    ds.push(gemm.dispatch_scaled(
+                        ctx,
+                        chain_in(m),
+                        &weights.w[m + 1],
+                        chain_in(m + 1),
+                        &s1[m],
+                    )?);
+                }
             }
-            segments.push((Phase::Hessian, ds.len()));
+        }
+        segments.push((Phase::Hessian, ds.len()));
+        // 4. Per layer: unit statistics, then sample reductions.
+        for (l, d) in layers.iter().enumerate() {
+            let nl = d.outputs();
             let up = UnitParams {
                 bb: u(bb),
                 nl: u(nl),
@@ -873,13 +915,21 @@ pub fn phase_flops(widths: &[usize], samples: usize, channels: usize) -> [f64; 6
         .map(|l| 2.0 * n[l] * n[l - 1] + 10.0 * n[l])
         .sum();
     let family = samples as f64 * o * 4.0 + 4.0 * o;
+    // Reverse form (DESIGN §2), unit layers n[1..=L]: backward G_l = W_{l+1}ᵀΔ_{l+1}
+    // (2·n_l·n_{l+1}·O) and Δ_l, C_l, Hd_l (3·n_l·O); for every hidden m > l the contraction
+    // (2·n_l·n_m·O + n_l·n_m) and, below the last hidden layer, one chain GEMM
+    // (2·n_l·n_m·n_{m+1} + n_l·n_m), after the chain's start (n_l·n_{l+1}).
     let mut hessian = 0.0;
     for l in 1..layers {
-        // unit layer l (width n[l]): init n_l·n_{l+1}·2, then per hidden m > l one GEMM of
-        // 2·n_l rows with the fused prologue: 2·(2 n_l)·n_m·n_{m+1} + 4·n_l·n_m.
-        hessian += 2.0 * n[l] * n[l + 1];
+        hessian += 2.0 * n[l] * n[l + 1] * o + 3.0 * n[l] * o;
+        if l + 1 < layers {
+            hessian += n[l] * n[l + 1];
+        }
         for m in l + 1..layers {
-            hessian += 4.0 * n[l] * n[m] + 4.0 * n[l] * n[m] * n[m + 1];
+            hessian += 2.0 * n[l] * n[m] * o + n[l] * n[m];
+            if m + 1 < layers {
+                hessian += 2.0 * n[l] * n[m] * n[m + 1] + n[l] * n[m];
+            }
         }
     }
     let units: f64 = n[1..].iter().sum();

@@ -121,7 +121,7 @@ pub struct GemmParams {
     pub off_bias: u32,
     /// Columns of B actually stored; when > 0, columns j ≥ b_cols of op(B) read as 1.
     pub b_cols: u32,
-    /// Rows per input of the T half with [`Prologue::Taylor`] (n_l).
+    /// Rows per input with [`Prologue::ScaleRows`] (n_l).
     pub pro_nl: u32,
     pub _pad: u32,
 }
@@ -138,20 +138,22 @@ pub enum Epilogue {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prologue {
     None,
-    /// One forward-over-forward step (DESIGN §2): A = [T; S] becomes
-    /// [σ'⊙T; σ'⊙S + σ''⊙T⊙T] with σ', σ'' of shape [bb, K] (see gemm.wgsl).
-    Taylor,
+    /// One step of the inter-layer Jacobian chain (DESIGN §2): row (x, j) of A (`pro_nl`
+    /// rows per input x, not batched, not transposed) is scaled by σ'[x, ·] of shape [bb, K].
+    ScaleRows,
 }
 
 /// C = op(A)·op(B) (+ epilogue) for `batch` problems; offsets and strides in f32 elements.
-/// op(B) may be raised elementwise to `pow_b` ∈ {1, 2, 4, 8} and padded with columns of ones
-/// (`params.b_cols`), and A may get the [`Prologue::Taylor`] transform, all fused.
+/// A may get the [`Prologue::ScaleRows`] transform and be squared (`pow_a` ∈ {1, 2}); op(B)
+/// may be raised elementwise to `pow_b` ∈ {1, 2, 4, 8} and padded with columns of ones
+/// (`params.b_cols`); all fused into the tile loads.
 pub struct Gemm {
     pub params: GemmParams,
     pub trans_a: bool,
     pub trans_b: bool,
     pub epilogue: Epilogue,
     pub prologue: Prologue,
+    pub pow_a: u32,
     pub pow_b: u32,
     pub batch: u32,
 }
@@ -173,6 +175,7 @@ impl Gemm {
             trans_b,
             epilogue: Epilogue::Store,
             prologue: Prologue::None,
+            pow_a: 1,
             pow_b: 1,
             batch: 1,
         }
@@ -187,36 +190,38 @@ impl Gemm {
         c: &wgpu::Buffer,
         bias: &wgpu::Buffer,
     ) -> Result<Dispatch> {
-        self.dispatch_with(ctx, [a, b, c, bias, bias, bias])
+        self.dispatch_with(ctx, [a, b, c, bias, bias])
     }
 
-    /// Records the GEMM with the [`Prologue::Taylor`] operands σ' (`s1`) and σ'' (`s2`).
-    pub fn dispatch_taylor(
+    /// Records the GEMM with the [`Prologue::ScaleRows`] factors σ' (`s1`, [bb, K]).
+    pub fn dispatch_scaled(
         &self,
         ctx: &GpuContext,
-        ts: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        c: &wgpu::Buffer,
         s1: &wgpu::Buffer,
-        s2: &wgpu::Buffer,
     ) -> Result<Dispatch> {
-        debug_assert_eq!(self.prologue, Prologue::Taylor);
-        self.dispatch_with(ctx, [ts, w, out, s1, s1, s2])
+        debug_assert_eq!(self.prologue, Prologue::ScaleRows);
+        self.dispatch_with(ctx, [a, b, c, s1, s1])
     }
 
-    /// Records the GEMM with bindings a, b, c, bias, s1, s2.
-    fn dispatch_with(&self, ctx: &GpuContext, buffers: [&wgpu::Buffer; 6]) -> Result<Dispatch> {
+    /// Records the GEMM with bindings a, b, c, bias, s1.
+    fn dispatch_with(&self, ctx: &GpuContext, buffers: [&wgpu::Buffer; 5]) -> Result<Dispatch> {
         let p = &self.params;
-        if self.prologue == Prologue::Taylor
-            && (self.trans_a
-                || !p.m.is_multiple_of(2)
-                || p.pro_nl == 0
-                || !(p.m / 2).is_multiple_of(p.pro_nl))
+        if self.prologue == Prologue::ScaleRows
+            && (self.trans_a || self.batch > 1 || p.pro_nl == 0 || !p.m.is_multiple_of(p.pro_nl))
         {
             return Err(Error::Gpu(format!(
-                "internal error: the Taylor prologue needs a [T; S] operand, got m = {} rows \
-                 of {} units",
+                "internal error: the row-scaling prologue needs {} rows in blocks of {}, \
+                 untransposed and unbatched",
                 p.m, p.pro_nl
+            )));
+        }
+        if !matches!(self.pow_a, 1 | 2) {
+            return Err(Error::Gpu(format!(
+                "internal error: GEMM power {} of A is not 1 or 2",
+                self.pow_a
             )));
         }
         if !matches!(self.pow_b, 1 | 2 | 4 | 8) {
@@ -251,8 +256,9 @@ impl Gemm {
                 ("EPILOGUE", epi),
                 (
                     "PROLOGUE",
-                    f64::from(u8::from(self.prologue == Prologue::Taylor)),
+                    f64::from(u8::from(self.prologue == Prologue::ScaleRows)),
                 ),
+                ("POW_A", f64::from(self.pow_a)),
                 ("POW_B", f64::from(self.pow_b)),
             ],
             p,

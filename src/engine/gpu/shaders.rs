@@ -65,10 +65,10 @@ impl Shader {
     pub fn bindings(self) -> &'static [Binding] {
         use Binding::*;
         match self {
-            Shader::Gemm => &[Uniform, Read, Read, ReadWrite, Read, Read, Read],
+            Shader::Gemm => &[Uniform, Read, Read, ReadWrite, Read, Read],
             Shader::Activation => &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
             Shader::Family => &[Uniform, Read, ReadWrite, ReadWrite, Read, ReadWrite],
-            Shader::Hessian => &[Uniform, Read, Read, Read, Read, ReadWrite],
+            Shader::Hessian => &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
             Shader::UnitStats => &[Uniform, Read, Read, Read, ReadWrite],
             Shader::ReduceSamples => &[Uniform, Read, Read, ReadWrite, ReadWrite],
             Shader::Backprop => &[Uniform, Read, Read, ReadWrite, ReadWrite],

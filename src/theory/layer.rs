@@ -10,7 +10,7 @@
 //! This is the per-input hook of the theory layer: an engine calls [`input_theory`] with each
 //! layer's Δ_l, Hd_l and layer input, and accumulates the result over inputs.
 
-use super::eigen::sym_eigenvalues;
+use super::eigen::{dot, sym_eigenvalues, sym_eigenvalues_ql};
 use super::moments::Runs;
 use super::spectrum::Spectrum;
 use crate::Result;
@@ -163,6 +163,90 @@ fn gram(m: ArrayView2<f64>) -> Vec<f64> {
     m.t().dot(&m).iter().copied().collect()
 }
 
+/// G_S restricted to the symmetric subspace of R^{O²} ((O(O+1)/2)², row-major): with the
+/// coordinates w_(ab) = s_ab Δ_a Δ_b (a ≤ b; s_aa = 1, s_ab = √2), the entry
+/// G_(ab),(cd) = s_ab s_cd Σ_j Δ_ja Δ_jb Δ_jc Δ_jd depends on (ab),(cd) only through the
+/// fourth moment T_abcd of the rows, which has C(O+3, 4) distinct entries. Each is one dot
+/// product of length n_l of the column products P_ab = Δ_·a ⊙ Δ_·b: n_l·C(O+3, 4) multiply-adds
+/// instead of the n_l·(O(O+1)/2)² of summing the outer products w_j w_jᵀ.
+fn sym_gram(delta: ArrayView2<f64>) -> Vec<f64> {
+    let (n, o) = delta.dim();
+    let sym = o * (o + 1) / 2;
+    // idx[a][b] (a ≤ b): the coordinate of (ab), in the order (0,0), (0,1), …, (1,1), ….
+    let mut idx = vec![0usize; o * o];
+    let mut c = 0;
+    for a in 0..o {
+        for b in a..o {
+            idx[a * o + b] = c;
+            idx[b * o + a] = c;
+            c += 1;
+        }
+    }
+    let cols: Vec<Vec<f64>> = delta.columns().into_iter().map(|c| c.to_vec()).collect();
+    let mut pairs = vec![0.0; sym * n];
+    for a in 0..o {
+        for b in a..o {
+            let dst = &mut pairs[idx[a * o + b] * n..(idx[a * o + b] + 1) * n];
+            for ((p, x), y) in dst.iter_mut().zip(&cols[a]).zip(&cols[b]) {
+                *p = x * y;
+            }
+        }
+    }
+    let pair = |a: usize, b: usize| &pairs[idx[a * o + b] * n..(idx[a * o + b] + 1) * n];
+    let s = |a: usize, b: usize| {
+        if a == b {
+            1.0
+        } else {
+            std::f64::consts::SQRT_2
+        }
+    };
+    let mut g = vec![0.0; sym * sym];
+    for a in 0..o {
+        for b in a..o {
+            for c in b..o {
+                for d in c..o {
+                    let t = dot(pair(a, b), pair(c, d));
+                    for ((x, y), (z, w)) in [((a, b), (c, d)), ((a, c), (b, d)), ((a, d), (b, c))] {
+                        let v = s(x, y) * s(z, w) * t;
+                        let (i, j) = (idx[x * o + y], idx[z * o + w]);
+                        g[i * sym + j] = v;
+                        g[j * sym + i] = v;
+                    }
+                }
+            }
+        }
+    }
+    g
+}
+
+/// The previous accumulation of [`sym_gram`] (Σ_j w_j w_jᵀ row by row), the test oracle.
+#[cfg(test)]
+fn sym_gram_reference(delta: ArrayView2<f64>) -> Vec<f64> {
+    let o = delta.ncols();
+    let sym = o * (o + 1) / 2;
+    let mut g = vec![0.0; sym * sym];
+    let mut w = vec![0.0; sym];
+    for row in delta.rows() {
+        let mut c = 0;
+        for a in 0..o {
+            w[c] = row[a] * row[a];
+            c += 1;
+            for b in a + 1..o {
+                w[c] = std::f64::consts::SQRT_2 * row[a] * row[b];
+                c += 1;
+            }
+        }
+        for (i, wi) in w.iter().enumerate() {
+            if *wi != 0.0 {
+                for (gij, wj) in g[i * sym..(i + 1) * sym].iter_mut().zip(&w) {
+                    *gij += wi * wj;
+                }
+            }
+        }
+    }
+    g
+}
+
 fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
     let (n, o) = delta.dim();
     let u = Runs::from_values(sym_eigenvalues(o, &gram(delta))?);
@@ -183,27 +267,8 @@ fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpe
         let g: Vec<f64> = p.iter().map(|v| v * v).collect();
         Some(Runs::from_values(sym_eigenvalues(n, &g)?))
     } else {
-        let mut g = vec![0.0; sym * sym];
-        let mut w = vec![0.0; sym];
-        for row in delta.rows() {
-            let mut c = 0;
-            for a in 0..o {
-                w[c] = row[a] * row[a];
-                c += 1;
-                for b in a + 1..o {
-                    w[c] = std::f64::consts::SQRT_2 * row[a] * row[b];
-                    c += 1;
-                }
-            }
-            for (i, wi) in w.iter().enumerate() {
-                if *wi != 0.0 {
-                    for (gij, wj) in g[i * sym..(i + 1) * sym].iter_mut().zip(&w) {
-                        *gij += wi * wj;
-                    }
-                }
-            }
-        }
-        Some(Runs::from_values(sym_eigenvalues(sym, &g)?))
+        let g = sym_gram(delta);
+        Some(Runs::from_values(sym_eigenvalues_ql(sym, &g)?))
     };
     let gamma_max = match &gamma {
         Some(g) => g.max(),
@@ -221,9 +286,8 @@ fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpe
     })
 }
 
-fn tensor_bounds(sp: &Spectrum, ls: &LayerSpectra, s2: f64, s4: f64) -> TensorBounds {
+fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f64) -> TensorBounds {
     let o = sp.eig_c.len();
-    let eig_c = Runs::from_values(sp.eig_c.clone());
     let fisher_frob = sp.lam_max_c * s2 * ls.tr_u;
     let fisher_spec = sp.trace_c * s2 * ls.u.max();
     let var1_frob = sp.lam_max_v * s4 * ls.tr_gamma;
@@ -245,9 +309,9 @@ fn tensor_bounds(sp: &Spectrum, ls: &LayerSpectra, s2: f64, s4: f64) -> TensorBo
         ..Default::default()
     };
     if let Some(gamma) = &ls.gamma {
-        (t.ruhe_fisher_lo, t.ruhe_fisher_hi) = ruhe(&eig_c, &ls.u.scaled(s2), o);
+        (t.ruhe_fisher_lo, t.ruhe_fisher_hi) = ruhe(eig_c, &ls.u.scaled(s2), o);
         (t.ruhe_var1_lo, t.ruhe_var1_hi) = ruhe(&sp.eig_m, &gamma.scaled(s4), o * o);
-        (t.ruhe_var2_lo, t.ruhe_var2_hi) = ruhe(&eig_c, &ls.v.scaled(s4), o);
+        (t.ruhe_var2_lo, t.ruhe_var2_hi) = ruhe(eig_c, &ls.v.scaled(s4), o);
         t.ruhe = true;
     }
     t
@@ -255,6 +319,8 @@ fn tensor_bounds(sp: &Spectrum, ls: &LayerSpectra, s2: f64, s4: f64) -> TensorBo
 
 /// The per-tensor bounds of every layer for one input (the per-input hook).
 pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<InputTheory> {
+    // The spectrum of C as runs depends on the input only through η: once for all layers.
+    let eig_c = Runs::from_values(spectrum.eig_c.clone());
     let layers = layers
         .iter()
         .map(|l| {
@@ -262,10 +328,47 @@ pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<Inp
             let s2: f64 = l.layer_input.iter().map(|a| a * a).sum();
             let s4: f64 = l.layer_input.iter().map(|a| a.powi(4)).sum();
             Ok(LayerBounds {
-                weight: tensor_bounds(spectrum, &ls, s2, s4),
-                bias: tensor_bounds(spectrum, &ls, 1.0, 1.0),
+                weight: tensor_bounds(spectrum, &eig_c, &ls, s2, s4),
+                bias: tensor_bounds(spectrum, &eig_c, &ls, 1.0, 1.0),
             })
         })
         .collect::<Result<_>>()?;
     Ok(InputTheory { layers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    fn matrix(n: usize, o: usize, seed: u64) -> Array2<f64> {
+        Array2::from_shape_fn((n, o), |(j, a)| {
+            let w = crate::rng::block(seed, 9, j as u32, a as u32, 0);
+            let v = crate::rng::box_muller(w[0], w[1]).0;
+            // Some exact zeros, as in saturated units.
+            if (j + a) % 7 == 3 {
+                0.0
+            } else {
+                v
+            }
+        })
+    }
+
+    /// The fourth-moment construction of G_S against the previous outer-product sum.
+    #[test]
+    fn sym_gram_matches_reference() {
+        for (n, o, seed) in [(1, 1, 1), (5, 2, 2), (40, 3, 3), (300, 10, 4), (17, 12, 5)] {
+            let d = matrix(n, o, seed);
+            let (g, r) = (sym_gram(d.view()), sym_gram_reference(d.view()));
+            assert_eq!(g.len(), r.len());
+            let scale = d.iter().map(|v| v * v).sum::<f64>().powi(2);
+            for (x, y) in g.iter().zip(&r) {
+                assert!((x - y).abs() <= 1e-13 * scale, "n {n} o {o}: {x} vs {y}");
+            }
+            // Non-contiguous input (a transposed view).
+            let t = d.t().to_owned();
+            let g2 = sym_gram(t.t());
+            assert_eq!(g, g2);
+        }
+    }
 }

@@ -5,6 +5,9 @@ Run from the project root on a machine with a GPU, PyTorch and BackPACK (the whe
 
     python3 benches/compare_pytorch.py [--layers 784,512,256,128,10] [--inputs 256] [--samples 16]
 
+Without a GPU, `--device cpu --engine cpu` checks the script end to end (the times then
+compare CPU implementations only).
+
 It asks diagfim's bench example to write the model (safetensors, PyTorch layout) and the inputs,
 loads both into torch, times BackPACK's DiagGGNExact, BatchGrad on the B·N sampled labels and
 BatchDiagHessian on them (skipped past --max-hessian-labels to bound memory), then runs
@@ -21,15 +24,21 @@ import torch
 from safetensors.torch import load_file
 
 
-def timed(fn, reps):
-    torch.cuda.synchronize()
-    fn()  # warm-up
-    torch.cuda.synchronize()
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, reps, dev):
+    """Median wall time of `fn` over `reps` runs after one warm-up."""
+    sync(dev)
+    fn()
+    sync(dev)
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync(dev)
         ts.append(time.perf_counter() - t)
     return sorted(ts)[len(ts) // 2]
 
@@ -44,17 +53,22 @@ def main():
     ap.add_argument("--max-hessian-labels", type=int, default=1024)
     ap.add_argument("--bench", default="target/release/examples/bench_analysis")
     ap.add_argument("--tmp", default="/tmp/diagfim_compare.safetensors")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="torch device (cpu only to check the script without a GPU)")
+    ap.add_argument("--engine", default="gpu", help="diagfim engine: gpu or cpu")
+    ap.add_argument("--cli", default="target/release/diagfim")
     a = ap.parse_args()
 
     common = ["--layers", a.layers, "--activation", a.activation, "--inputs", str(a.inputs),
-              "--samples", str(a.samples), "--reps", str(a.reps)]
+              "--samples", str(a.samples), "--engine", a.engine]
+    # The bench example's model is deterministic (seed 0): write it and the inputs once.
     subprocess.run([a.bench, *common, "--reps", "1", "--save-model", a.tmp], check=True,
                    stdout=subprocess.DEVNULL)
 
     from backpack import backpack, extend
     from backpack.extensions import BatchDiagHessian, BatchGrad, DiagGGNExact
 
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
     sd = load_file(a.tmp)
     widths = [int(w) for w in a.layers.split(",")]
     act = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU,
@@ -88,8 +102,8 @@ def main():
         with backpack(BatchGrad()):
             loss.backward()
 
-    results = [("BackPACK DiagGGNExact (B inputs)", timed(ggn, a.reps)),
-               (f"BackPACK BatchGrad ({b * n} sampled labels)", timed(batch_grad, a.reps))]
+    results = [("BackPACK DiagGGNExact (B inputs)", timed(ggn, a.reps, dev)),
+               (f"BackPACK BatchGrad ({b * n} sampled labels)", timed(batch_grad, a.reps, dev))]
     m = min(b * n, a.max_hessian_labels)
 
     def batch_diag_hessian():
@@ -98,15 +112,32 @@ def main():
         with backpack(BatchDiagHessian(), BatchGrad()):
             loss.backward()
 
-    t = timed(batch_diag_hessian, max(1, a.reps // 5))
+    t = timed(batch_diag_hessian, max(1, a.reps // 5), dev)
     results.append((f"BackPACK BatchDiagHessian+BatchGrad ({m} labels), scaled to {b * n}",
                     t * (b * n) / m))
 
-    print(f"MLP {a.layers} {a.activation}, B = {b}, N = {n}, device {torch.cuda.get_device_name()}")
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
+    print(f"MLP {a.layers} {a.activation}, B = {b}, N = {n}, torch {torch.__version__} on {name}")
     for name, t in results:
         print(f"  {name:<62} {t * 1e3:9.2f} ms")
+    # Cross-check: diagfim's exact Fisher diagonal against BackPACK's DiagGGNExact (for the
+    # softmax cross-entropy, the GGN is the Fisher; sum reduction, so divide by B).
+    ggn()
+    want = {name: p.diag_ggn_exact.detach().double().cpu() / b
+            for name, p in model.named_parameters()}
+    result = a.tmp + ".result.safetensors"
+    subprocess.run([a.cli, "analyze", "--model", a.tmp, "--inputs", a.tmp + ".x.npy",
+                    "--samples", str(n), "--engine", a.engine, "--out", result],
+                   check=True, stdout=subprocess.DEVNULL)
+    got = load_file(result)
+    worst = max(float((got["fisher/" + k].double() - v).abs().max() / v.abs().max())
+                for k, v in want.items())
+    print(f"  fisher vs DiagGGNExact/B: max relative difference {worst:.2e} "
+          f"(f32 on the GPU; ≤ 1e-5 expected)")
+    os.remove(result)
     print("diagfim (everything in the contract except ef):")
-    out = subprocess.run([a.bench, *common], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([a.bench, *common, "--reps", str(a.reps)], check=True,
+                         capture_output=True, text=True).stdout
     print("  " + out.replace("\n", "\n  "))
     os.remove(a.tmp)
     os.remove(a.tmp + ".x.npy")

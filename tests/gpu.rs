@@ -315,6 +315,23 @@ fn run(
     batch: usize,
     per_input: bool,
 ) -> diagfim::Report {
+    run_with(
+        model, family, x, labels, engine, samples, batch, per_input, true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    model: &Mlp,
+    family: &Family,
+    x: &ndarray::Array2<f64>,
+    labels: &[Label],
+    engine: EngineKind,
+    samples: usize,
+    batch: usize,
+    per_input: bool,
+    tensor_bounds: bool,
+) -> diagfim::Report {
     analyze(&Request {
         model,
         family: family.as_dyn(),
@@ -327,6 +344,7 @@ fn run(
             batch_size: batch,
             threads: 0,
             engine,
+            tensor_bounds,
         },
         progress: None,
     })
@@ -432,6 +450,41 @@ fn gpu_device_accumulation_batches_and_flushes() {
     }
 }
 
+/// Without the per-tensor bounds the GPU engine reads back less (no Δ/Hd; activations only
+/// for per-input results) but every key is bit-identical, and the bounds are absent.
+#[test]
+fn gpu_without_tensor_bounds_keeps_every_key() {
+    if gpu().is_none() {
+        return;
+    }
+    let model = random_model(&[4, 6, 5, 3], &[Sigmoid, Tanh], 1.0, 81, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(5, 4, 82);
+    let labels: Vec<Label> = (0..5).map(|i| Label::Class(i % 3)).collect();
+    for per_input in [false, true] {
+        let go = |bounds| {
+            run_with(
+                &model,
+                &family,
+                &x,
+                &labels,
+                EngineKind::Gpu,
+                6,
+                2,
+                per_input,
+                bounds,
+            )
+        };
+        let (with, without) = (go(true), go(false));
+        for ((n1, a1), (n2, a2)) in with.tensors().zip(without.tensors()) {
+            assert_eq!(n1, n2);
+            assert!(a1 == a2, "{n1} differs (per_input {per_input})");
+        }
+        assert!(with.params.iter().all(|p| p.bounds.is_some()));
+        assert!(without.params.iter().all(|p| p.bounds.is_none()));
+    }
+}
+
 /// Training gradients on the GPU equal −(1/B) Σ scores of the CPU reference engine.
 #[test]
 fn gpu_training_gradient_matches_cpu_scores() {
@@ -498,6 +551,7 @@ fn cli_gpu_matches_cli_cpu() {
         &ndarray::Array1::from_iter((0..9i64).map(|i| i % 4)),
     )
     .unwrap();
+    let summary = |engine: &str| dir.path().join(format!("{engine}.json"));
     let read = |engine: &str| -> Vec<(String, Vec<f64>)> {
         let out = dir.path().join(format!("{engine}.safetensors"));
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_diagfim"))
@@ -517,6 +571,7 @@ fn cli_gpu_matches_cli_cpu() {
                 engine,
             ])
             .args(["--out", out.to_str().unwrap()])
+            .args(["--summary", summary(engine).to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
@@ -543,6 +598,24 @@ fn cli_gpu_matches_cli_cpu() {
         v
     };
     let (g, c) = (read("gpu"), read("cpu"));
+    // The GPU run's summary has the host time and, with timestamp queries (lavapipe has
+    // them), every phase's device time.
+    let run = |engine: &str| {
+        let text = std::fs::read_to_string(summary(engine)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let (rg, rc) = (run("gpu"), run("cpu"));
+    assert!(
+        rg["host_theory_s"].as_f64().is_some_and(|t| t > 0.0),
+        "{rg}"
+    );
+    assert!(rc["host_theory_s"].is_null(), "{rc}");
+    if gpu().is_some_and(|ctx| ctx.has_timestamps()) {
+        let phases = rg["device_phase_s"].as_object().unwrap();
+        for p in diagfim::engine::gpu::Phase::ALL {
+            assert!(phases[p.name()].as_f64().is_some(), "{rg}");
+        }
+    }
     assert_eq!(g.len(), c.len());
     assert!(g.iter().any(|(n, _)| n.starts_with("ef/")));
     for ((ng, vg), (nc, vc)) in g.iter().zip(&c) {

@@ -564,6 +564,7 @@ fn chunked_accumulation_is_deterministic_and_consistent() {
                 batch_size,
                 threads,
                 engine: EngineKind::Cpu,
+                tensor_bounds: true,
             },
             progress: None,
         })

@@ -93,6 +93,10 @@ struct AnalyzeArgs {
     /// CPU worker threads (0: all cores; results do not depend on it).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Skip the per-tensor trace bounds of SUMMARY.json (Cor. 4.6, Thm C.1): about half of
+    /// the host's per-input work; every RESULT key is unchanged.
+    #[arg(long)]
+    no_tensor_bounds: bool,
     /// RESULT.safetensors to write.
     #[arg(long)]
     out: PathBuf,
@@ -194,6 +198,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             batch_size: a.batch_size,
             threads: a.threads,
             engine,
+            tensor_bounds: !a.no_tensor_bounds,
         },
         progress: Some(&progress),
     })?;

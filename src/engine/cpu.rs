@@ -311,7 +311,7 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
                         i as u32,
                         label,
                         opts,
-                        true,
+                        opts.tensor_bounds,
                     )
                 })
                 .collect::<Result<_>>()?;

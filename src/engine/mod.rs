@@ -51,6 +51,11 @@ pub struct AnalysisOptions {
     /// Worker threads of the CPU engine (0: rayon's default). Results do not depend on it.
     pub threads: usize,
     pub engine: EngineKind,
+    /// Run the theory layer's per-input hook for the per-tensor trace bounds of
+    /// SUMMARY.json (Cor. 4.6, Thm C.1; [`crate::theory::input_theory`]). Off, those are
+    /// reported as not computed and the host's per-input work roughly halves; every
+    /// per-parameter key is unaffected.
+    pub tensor_bounds: bool,
 }
 
 impl Default for AnalysisOptions {
@@ -62,6 +67,7 @@ impl Default for AnalysisOptions {
             batch_size: 256,
             threads: 0,
             engine: EngineKind::Auto,
+            tensor_bounds: true,
         }
     }
 }

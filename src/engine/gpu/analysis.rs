@@ -601,30 +601,51 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|x| f64::from(*x)).collect()
 }
 
-/// What comes back to the host per batch: h, and per layer Δ_l/Hd_l, the layer's activations
-/// (hidden layers) and, when the host accumulates (per-input results), the bases.
+/// What comes back to the host per batch besides h: Δ_l/Hd_l (for the per-tensor bounds), the
+/// hidden layers' activations (for those bounds and for host accumulation) and the bases
+/// (host accumulation, with per-input results).
+#[derive(Clone, Copy)]
+struct Readback {
+    dh: bool,
+    act: bool,
+    bases: bool,
+}
+
+impl Readback {
+    fn of(options: &crate::engine::AnalysisOptions) -> Readback {
+        Readback {
+            dh: options.tensor_bounds,
+            act: options.tensor_bounds || options.per_input,
+            bases: options.per_input,
+        }
+    }
+}
+
+/// The read-back regions of a batch: h, then per layer those `what` asks for.
 fn batch_regions<'a>(
     plan: &'a Plan,
     model: &crate::Mlp,
     count: usize,
-    with_bases: bool,
+    what: Readback,
 ) -> Vec<(&'a wgpu::Buffer, usize)> {
     let o = model.output_dim();
     let layers = model.layers();
     let mut regions = vec![(plan.fwd.h(), count * o)];
     for (l, d) in layers.iter().enumerate() {
-        regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
-        if l + 1 < layers.len() {
+        if what.dh {
+            regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
+        }
+        if what.act && l + 1 < layers.len() {
             regions.push((&plan.fwd.act[l], count * d.outputs()));
         }
-        if with_bases {
+        if what.bases {
             regions.push((&plan.bases[l], count * NB * d.outputs()));
         }
     }
     regions
 }
 
-/// The read-back regions of [`batch_regions`], by name.
+/// The read-back regions of [`batch_regions`], by name (empty vectors where not read).
 struct BatchData {
     count: usize,
     h: Vec<f32>,
@@ -634,18 +655,20 @@ struct BatchData {
 }
 
 impl BatchData {
-    fn new(model: &crate::Mlp, count: usize, with_bases: bool, data: Vec<Vec<f32>>) -> BatchData {
+    fn new(model: &crate::Mlp, count: usize, what: Readback, data: Vec<Vec<f32>>) -> BatchData {
         let layers = model.layers().len();
         let mut it = data.into_iter();
         let mut next = || it.next().expect("one vector per read-back region");
         let h = next();
         let (mut dh, mut act, mut bases) = (Vec::new(), Vec::new(), Vec::new());
         for l in 0..layers {
-            dh.push(next());
-            if l + 1 < layers {
+            if what.dh {
+                dh.push(next());
+            }
+            if what.act && l + 1 < layers {
                 act.push(next());
             }
-            if with_bases {
+            if what.bases {
                 bases.push(next());
             }
         }
@@ -667,42 +690,47 @@ fn input_spectrum(req: &Request<'_>, data: &BatchData, i: usize) -> Result<Spect
 }
 
 /// The host's share of input `i` of a batch: the theory layer's per-tensor bounds from Δ_l,
-/// Hd_l and the layer inputs, and, when the bases were read back, the per-input statistics
-/// for the host accumulator.
+/// Hd_l and the layer inputs (when asked for), and, when the bases were read back, the
+/// per-input statistics for the host accumulator.
 fn host_input(
     req: &Request<'_>,
     data: &BatchData,
     i: usize,
     spectrum: &Spectrum,
     x: ndarray::ArrayView1<'_, f64>,
-) -> Result<(Option<InputStats>, InputTheory)> {
+) -> Result<(Option<InputStats>, Option<InputTheory>)> {
     let model = req.model;
     let o = model.output_dim();
     let count = data.count;
     let mut layer_inputs = vec![x.to_owned()];
-    let mut dh = Vec::new();
-    for (l, d) in model.layers().iter().enumerate() {
+    for (act, d) in data.act.iter().zip(model.layers()) {
         let nl = d.outputs();
-        // Δ_l rows of input i, then its Hd_l rows (count·n_l rows further).
-        let rows_of = |start: usize| {
-            Array2::from_shape_vec((nl, o), to_f64(&data.dh[l][start..start + nl * o]))
-                .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
-        };
-        dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
-        if let Some(act) = data.act.get(l) {
-            layer_inputs.push(Array1::from(to_f64(&act[i * nl..(i + 1) * nl])));
-        }
+        layer_inputs.push(Array1::from(to_f64(&act[i * nl..(i + 1) * nl])));
     }
-    let layers: Vec<LayerData<'_>> = dh
-        .iter()
-        .zip(&layer_inputs)
-        .map(|((delta, hd), a)| LayerData {
-            delta: delta.view(),
-            hd: hd.view(),
-            layer_input: a.view(),
-        })
-        .collect();
-    let theory = input_theory(spectrum, &layers)?;
+    let theory = if data.dh.is_empty() {
+        None
+    } else {
+        let mut dh = Vec::new();
+        for (all, d) in data.dh.iter().zip(model.layers()) {
+            let nl = d.outputs();
+            // Δ_l rows of input i, then its Hd_l rows (count·n_l rows further).
+            let rows_of = |start: usize| {
+                Array2::from_shape_vec((nl, o), to_f64(&all[start..start + nl * o]))
+                    .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
+            };
+            dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
+        }
+        let layers: Vec<LayerData<'_>> = dh
+            .iter()
+            .zip(&layer_inputs)
+            .map(|((delta, hd), a)| LayerData {
+                delta: delta.view(),
+                hd: hd.view(),
+                layer_input: a.view(),
+            })
+            .collect();
+        Some(input_theory(spectrum, &layers)?)
+    };
     if data.bases.is_empty() {
         return Ok((None, theory));
     }
@@ -735,7 +763,7 @@ fn submit_batch(
     plan: &Plan,
     start: usize,
     count: usize,
-    with_bases: bool,
+    what: Readback,
     timer: &mut Timer,
     staging: &mut Staging,
 ) -> Result<()> {
@@ -753,11 +781,7 @@ fn submit_batch(
     let segments = plan.prepare(ctx, &xf, lf.as_deref(), start);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     timer.record(ctx, &mut enc, &segments);
-    staging.copy(
-        ctx,
-        &mut enc,
-        &batch_regions(plan, req.model, count, with_bases),
-    )?;
+    staging.copy(ctx, &mut enc, &batch_regions(plan, req.model, count, what))?;
     ctx.queue.submit([enc.finish()]);
     Ok(())
 }
@@ -793,8 +817,8 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     let weights = Weights::upload(&ctx, model)?;
     let has_labels = req.labels.is_some();
     let mut acc = Accumulator::new(model, b, req.options.per_input, has_labels);
-    let with_bases = req.options.per_input;
-    let mut sums = if with_bases {
+    let what = Readback::of(&req.options);
+    let mut sums = if what.bases {
         None
     } else {
         Some(DeviceSums::new(
@@ -839,14 +863,14 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         &plan_for(count0).0,
         start0,
         count0,
-        with_bases,
+        what,
         &mut timer,
         &mut staging[0],
     )?;
     for (k, &(start, count)) in batches.iter().enumerate() {
         let (plan, accum) = plan_for(count);
-        let data = staging[k % 2].read(&ctx, &batch_regions(plan, model, count, with_bases))?;
-        let data = BatchData::new(model, count, with_bases, data);
+        let data = staging[k % 2].read(&ctx, &batch_regions(plan, model, count, what))?;
+        let data = BatchData::new(model, count, what, data);
         let host_started = std::time::Instant::now();
         let spectra: Vec<Spectrum> = (0..count)
             .into_par_iter()
@@ -873,7 +897,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
                 &plan_for(next_count).0,
                 next,
                 next_count,
-                with_bases,
+                what,
                 &mut timer,
                 &mut staging[(k + 1) % 2],
             )?;
@@ -881,7 +905,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         // Host side, in parallel over the batch's inputs, while the device runs the next batch.
         let host_started = std::time::Instant::now();
         let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
-        let per_input: Vec<(Option<InputStats>, InputTheory)> = (0..count)
+        let per_input: Vec<(Option<InputStats>, Option<InputTheory>)> = (0..count)
             .into_par_iter()
             .map(|i| host_input(req, &data, i, &spectra[i], rows.row(i)))
             .collect::<Result<_>>()?;
@@ -889,7 +913,9 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
             if let Some(stats) = stats {
                 acc.add(start + i, stats);
             }
-            acc.add_theory(start + i, theory);
+            if let Some(theory) = theory {
+                acc.add_theory(start + i, theory);
+            }
         }
         host_seconds += host_started.elapsed().as_secs_f64();
         if let Some(p) = req.progress {

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -65,6 +66,8 @@ def main():
     subprocess.run([a.bench, *common, "--reps", "1", "--save-model", a.tmp], check=True,
                    stdout=subprocess.DEVNULL)
 
+    # BackPACK's hooks warn that inputs need no gradient; that is intended here.
+    warnings.filterwarnings("ignore", message="Full backward hook")
     from backpack import backpack, extend
     from backpack.extensions import BatchDiagHessian, BatchGrad, DiagGGNExact
 

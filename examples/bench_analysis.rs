@@ -5,7 +5,10 @@
 //!
 //! `cargo run --release --example bench_analysis -- [--layers 784,512,256,128,10]
 //!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]
-//!  [--save-model PATH]`
+//!  [--no-tensor-bounds] [--save-model PATH]`
+//!
+//! `--gemm N` instead times the WGSL GEMM on N×N×N (device time from timestamp queries when
+//! available, else wall time) and prints its TFLOP/s.
 
 use diagfim::engine::gpu::{self, GpuContext, Phase};
 use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
@@ -39,6 +42,13 @@ fn main() -> diagfim::Result<()> {
         .parse()
         .map_err(|_| bad("--reps"))?;
     let engine: EngineKind = arg(&args, "--engine", "gpu").parse()?;
+    let gemm: usize = arg(&args, "--gemm", "0")
+        .parse()
+        .map_err(|_| bad("--gemm"))?;
+    if gemm > 0 {
+        return bench_gemm(gemm as u32, reps.max(1));
+    }
+    let tensor_bounds = !args.iter().any(|a| a == "--no-tensor-bounds");
 
     let model = Mlp::init(&widths, vec![act; widths.len() - 2], 0)?;
     // --save-model PATH writes the model (and PATH.x.npy the inputs) for benches/compare_pytorch.py.
@@ -65,13 +75,19 @@ fn main() -> diagfim::Result<()> {
             samples: n,
             engine,
             batch_size: b,
+            tensor_bounds,
             ..Default::default()
         },
         progress: None,
     };
     println!(
-        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels",
-        model.num_params()
+        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels{}",
+        model.num_params(),
+        if tensor_bounds {
+            ""
+        } else {
+            ", without the per-tensor bounds"
+        }
     );
     // Warm-up (pipeline compilation, allocation), then timed repetitions.
     let first = analyze(&req)?;
@@ -136,5 +152,81 @@ fn main() -> diagfim::Result<()> {
             println!("(no timestamp queries on this adapter: per-phase times unavailable)");
         }
     }
+    Ok(())
+}
+
+/// Median time of an N×N×N GEMM over `reps` runs after a warm-up, and its TFLOP/s.
+fn bench_gemm(size: u32, reps: usize) -> diagfim::Result<()> {
+    use diagfim::engine::gpu::kernels::{self, Gemm};
+    let ctx = GpuContext::shared()?;
+    let n = (size as usize).pow(2);
+    let fill = |seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7 + seed) % 13) as f32 / 13.0 - 0.5)
+            .collect()
+    };
+    let a = kernels::upload(&ctx, "a", &fill(1))?;
+    let b = kernels::upload(&ctx, "b", &fill(2))?;
+    let c = kernels::storage(&ctx, "c", n)?;
+    let d = Gemm::new(size, size, size, false, false).dispatch(&ctx, &a, &b, &c, &a)?;
+    let stamps = ctx.has_timestamps();
+    let mut times = Vec::new();
+    for rep in 0..=reps {
+        let queries = stamps.then(|| {
+            ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("gemm"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            })
+        });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("stamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let t = Instant::now();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: queries.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
+                    query_set: q,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
+            });
+            d.record(&mut pass);
+        }
+        if let Some(q) = &queries {
+            enc.resolve_query_set(q, 0..2, &resolve, 0);
+        }
+        ctx.queue.submit([enc.finish()]);
+        let secs = if stamps {
+            let w = kernels::read_back(&ctx, &[(&resolve, 4)])?.remove(0);
+            let tick = |i: usize| u64::from(w[i].to_bits()) | (u64::from(w[i + 1].to_bits()) << 32);
+            tick(2).saturating_sub(tick(0)) as f64
+                * f64::from(ctx.queue.get_timestamp_period())
+                * 1e-9
+        } else {
+            ctx.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| diagfim::Error::Gpu(e.to_string()))?;
+            t.elapsed().as_secs_f64()
+        };
+        if rep > 0 {
+            times.push(secs);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let flops = 2.0 * f64::from(size).powi(3);
+    println!(
+        "GEMM {size}³ on {}: median {:.3} ms ({}), {:.1} GFLOP/s",
+        ctx.describe(),
+        median * 1e3,
+        if stamps { "device time" } else { "wall time" },
+        flops / median * 1e-9
+    );
     Ok(())
 }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue #3's measurements on the lent NVIDIA machine (../shared/GPU.md), in one device call of
+# about 4 minutes. Prepare them here, from the project root:
+#   cargo build --release --examples --bins
+#   ../shared/gpu/kit.sh target/release/examples/bench_analysis target/release/diagfim \
+#       benches/compare_pytorch.py benches/device_run.sh
+#   cp .device/bin/device_run.sh .device/run.sh
+# then call the device tool's run with command "bash .device/run.sh", carry [".device"] and
+# timeout_s 420, and copy the logs it returns (under $OUT) into README's performance section.
+# DRY=1 bash .device/run.sh checks the script here on lavapipe with a small model.
+set -u
+source "$(dirname "$0")/env.sh"
+B="$(dirname "$0")/bin"
+OUT="${OUT:-/tmp/diagfim_out}"
+mkdir -p "$OUT"
+model=(--layers 784,512,256,128,10 --activation sigmoid --inputs 256 --samples 16)
+reps=20
+gemm=4096
+if [ "${DRY:-0}" = 1 ]; then
+  model=(--layers 64,32,16,10 --activation sigmoid --inputs 32 --samples 16)
+  reps=2
+  gemm=256
+fi
+{
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
+  nproc
+} 2>&1 | tee "$OUT/machine.txt"
+
+timeout 60 "$B/bench_analysis" --gemm "$gemm" --reps 10 2>&1 | tee "$OUT/gemm.txt"
+timeout 120 "$B/bench_analysis" "${model[@]}" --reps "$reps" 2>&1 | tee "$OUT/analysis.txt"
+timeout 60 "$B/bench_analysis" "${model[@]}" --reps "$reps" --no-tensor-bounds 2>&1 \
+  | tee "$OUT/analysis_no_bounds.txt"
+timeout 120 python3 "$B/compare_pytorch.py" "${model[@]}" --reps "$reps" \
+  --bench "$B/bench_analysis" --cli "$B/diagfim" 2>&1 | tee "$OUT/compare_pytorch.txt"
+timeout 60 "$B/bench_analysis" "${model[@]}" --reps 3 --engine cpu 2>&1 | tee "$OUT/cpu_engine.txt"

@@ -136,7 +136,7 @@ def main():
     worst = max(float((got["fisher/" + k].double() - v).abs().max() / v.abs().max())
                 for k, v in want.items())
     print(f"  fisher vs DiagGGNExact/B: max relative difference {worst:.2e} "
-          f"(f32 on the GPU; ≤ 1e-5 expected)")
+          f"(torch in f32; ≤ 1e-5 expected)")
     os.remove(result)
     print("diagfim (everything in the contract except ef):")
     out = subprocess.run([a.bench, *common, "--reps", str(a.reps)], check=True,

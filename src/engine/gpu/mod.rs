@@ -5,8 +5,11 @@ mod accumulate;
 mod analysis;
 pub mod context;
 pub mod forward;
+mod host;
 pub mod kernels;
+mod plan;
 pub mod shaders;
+mod timer;
 pub mod train;
 
 pub use accumulate::accumulated_channels;

@@ -1,0 +1,463 @@
+//! The analysis pass of one batch shape (DESIGN §1–§4), recorded once as a plan of
+//! dispatches and replayed for every batch of inputs: forward (GEMM + activation) → η, data
+//! residuals → Δ_l and Hd_l of every layer by the reverse (inter-layer Jacobian) form of
+//! DESIGN §2 → per-unit statistics → per sample chunk: labels and residuals, β = Δ_l r and
+//! g = Hd_l r, Welford/Pébay reductions over the samples. Batches are sized by the adapter's
+//! binding limits ([`choose_batch`]).
+
+use super::context::GpuContext;
+use super::forward::Forward;
+use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Epilogue, Gemm, Prologue};
+use super::shaders::{Shader, NB};
+use super::timer::Phase;
+use crate::engine::Request;
+use crate::family::FamilyKind;
+use crate::{Error, Result};
+
+/// Samples per chunk: the residual buffer holds at most this many labels per input.
+pub const SAMPLE_CHUNK: usize = 256;
+/// Bound on ⌈ns/64⌉·O, the multiply-adds of one invocation of the sample reduction
+/// (lavapipe silently stops very long loops).
+const MAX_REDUCE_WORK: usize = 16_384;
+
+/// Samples per chunk for O outputs and N samples.
+pub fn sample_chunk(o: usize, n: usize) -> usize {
+    let by_work = (MAX_REDUCE_WORK / o.max(1)).max(1) * 64;
+    n.min(SAMPLE_CHUNK).min(by_work).max(1)
+}
+/// Budget for all work buffers of one batch.
+const MEMORY_BUDGET: u64 = 1 << 30;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct FamilyParams {
+    bb: u32,
+    o: u32,
+    ns: u32,
+    sample0: u32,
+    input0: u32,
+    key_lo: u32,
+    key_hi: u32,
+    _p0: u32,
+    sigma2: f32,
+    _p1: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct HessParams {
+    bb: u32,
+    nl: u32,
+    cols: u32,
+    _p: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct UnitParams {
+    bb: u32,
+    nl: u32,
+    o: u32,
+    has_labels: u32,
+    sigma2: f32,
+    _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    bb: u32,
+    nl: u32,
+    ns: u32,
+    first: u32,
+    last: u32,
+    o: u32,
+    _p: [u32; 2],
+}
+
+/// Model weights on the device, uploaded once per analysis.
+pub struct Weights {
+    w: Vec<wgpu::Buffer>,
+    b: Vec<Option<wgpu::Buffer>>,
+}
+
+impl Weights {
+    pub fn upload(ctx: &GpuContext, model: &crate::Mlp) -> Result<Weights> {
+        let mut w = Vec::new();
+        let mut b = Vec::new();
+        for d in model.layers() {
+            let wf: Vec<f32> = d.weight.iter().map(|v| *v as f32).collect();
+            w.push(kernels::upload(ctx, "weight", &wf)?);
+            b.push(match &d.bias {
+                Some(bias) => {
+                    let bf: Vec<f32> = bias.iter().map(|v| *v as f32).collect();
+                    Some(kernels::upload(ctx, "bias", &bf)?)
+                }
+                None => None,
+            });
+        }
+        Ok(Weights { w, b })
+    }
+}
+
+/// Shapes of the work buffers for a batch of `bb` inputs.
+pub struct Sizes {
+    widths: Vec<usize>,
+    o: usize,
+    /// One Jacobian-chain buffer: B_{l→m}ᵀ rows (x, j) for the widest chain.
+    ts: usize,
+    per_sample: usize,
+    n_max: usize,
+}
+
+impl Sizes {
+    pub fn new(widths: &[usize], bb: usize, ns: usize) -> Sizes {
+        let layers = widths.len() - 1;
+        let o = widths[layers];
+        // Unit layer l (width widths[l+1]) chains through the hidden layers m = l+1 … L−2
+        // (widths[l+2 ..= L−1]); the last hidden layer and the head need no chain.
+        let mut ts = 1;
+        for l in 0..layers.saturating_sub(2) {
+            let cols = widths[l + 2..layers].iter().copied().max().unwrap_or(1);
+            ts = ts.max(bb * widths[l + 1] * cols);
+        }
+        let n_max = widths[1..].iter().copied().max().unwrap_or(o);
+        Sizes {
+            widths: widths.to_vec(),
+            o,
+            ts,
+            per_sample: bb * ns * o,
+            n_max,
+        }
+    }
+
+    /// (largest buffer, all buffers) in bytes.
+    pub fn bytes(&self, bb: usize) -> (u64, u64) {
+        let units: usize = self.widths[1..].iter().sum();
+        let dh = 2 * bb * self.n_max * self.o;
+        let largest = self.ts.max(self.per_sample).max(dh) as u64 * 4;
+        // z, a, σ', σ'' per layer; bases; Δ/Hd, C_l; G; the running sample statistics.
+        let acts = self.widths.iter().sum::<usize>() * bb * 4;
+        let per_unit = units * bb * (NB + 3 * self.o + 9) + bb * self.n_max * self.o;
+        let total = (2 * self.ts + self.per_sample + acts + per_unit) as u64 * 4;
+        (largest, total)
+    }
+}
+
+/// The largest batch (≤ `wanted`) whose buffers fit the adapter's limits and the budget.
+pub fn choose_batch(ctx: &GpuContext, widths: &[usize], ns: usize, wanted: usize) -> Result<usize> {
+    let one = Sizes::new(widths, 1, ns);
+    let (largest, total) = one.bytes(1);
+    let by_binding = ctx.max_binding_bytes() / largest.max(1);
+    let by_budget = MEMORY_BUDGET / total.max(1);
+    let bb = (wanted as u64).min(by_binding).min(by_budget.max(1));
+    if bb == 0 {
+        return Err(Error::Gpu(format!(
+            "one input needs a {largest}-byte buffer but '{}' allows {} bytes per binding; \
+             the model is too wide for this adapter (use --engine cpu)",
+            ctx.info.name,
+            ctx.max_binding_bytes()
+        )));
+    }
+    Ok(bb as usize)
+}
+
+/// Buffers and recorded dispatches for batches of `bb` inputs.
+pub struct Plan {
+    /// Consecutive runs of dispatches of one phase: (phase, end index).
+    segments: Vec<(Phase, usize)>,
+    pub bb: usize,
+    pub x: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    pub fwd: Forward,
+    pub bases: Vec<wgpu::Buffer>,
+    /// Per layer: Δ_l rows then Hd_l rows ([2·bb·n_l, O]).
+    pub dh: Vec<wgpu::Buffer>,
+    dispatches: Vec<Dispatch>,
+    /// Family dispatches whose uniform must be rewritten with the batch's first input index.
+    family_uniforms: Vec<(usize, FamilyParams)>,
+}
+
+impl Plan {
+    #[allow(clippy::too_many_lines)]
+    pub fn new(
+        ctx: &GpuContext,
+        req: &Request<'_>,
+        weights: &Weights,
+        bb: usize,
+        ns: usize,
+    ) -> Result<Plan> {
+        let model = req.model;
+        let widths = model.widths();
+        let layers = model.layers();
+        let nl_count = layers.len();
+        let sizes = Sizes::new(&widths, bb, ns);
+        let o = sizes.o;
+        let n = req.options.samples;
+        let (fam_code, sigma2) = match req.family.kind() {
+            FamilyKind::Categorical => (0.0, 1.0f32),
+            FamilyKind::Gaussian { sigma2 } => (1.0, sigma2 as f32),
+        };
+        let has_labels = req.labels.is_some();
+        let u = |v: usize| v as u32;
+
+        let x = kernels::storage(ctx, "x", bb * widths[0])?;
+        let dummy = kernels::storage(ctx, "dummy", 1)?;
+        let dummy_rw = kernels::storage(ctx, "dummy", 1)?;
+        let fwd = Forward::new(ctx, model, bb)?;
+        let (s1, s2) = (&fwd.s1, &fwd.s2);
+        let eta = kernels::storage(ctx, "eta", bb * o)?;
+        let r = kernels::storage(ctx, "residuals", bb * ns * o)?;
+        let labels = kernels::storage(ctx, "labels", bb * o)?;
+        let r_data = kernels::storage(ctx, "r_data", bb * o)?;
+        let ts = [
+            kernels::storage(ctx, "chain", sizes.ts)?,
+            kernels::storage(ctx, "chain", sizes.ts)?,
+        ];
+        let g = kernels::storage(ctx, "g", bb * sizes.n_max * o)?;
+        // Per unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
+        let running = kernels::storage(ctx, "running", bb * sizes.n_max * 9)?;
+        let mut bases = Vec::new();
+        // Δ_l and Hd_l of every layer ([2·bb·n_l, O], Δ rows first), kept for read-back, and
+        // C_l = σ''_l ⊙ W_{l+1}ᵀΔ_{l+1} of the hidden layers.
+        let mut dh = Vec::new();
+        let mut cm = Vec::new();
+        for d in layers {
+            bases.push(kernels::storage(ctx, "bases", bb * NB * d.outputs())?);
+            dh.push(kernels::storage(ctx, "delta_hd", 2 * bb * d.outputs() * o)?);
+            cm.push(kernels::storage(ctx, "c_m", bb * d.outputs() * o)?);
+        }
+
+        let mut ds: Vec<Dispatch> = Vec::new();
+        let mut family_uniforms = Vec::new();
+        let fam_consts = [("FAMILY", fam_code)];
+        let fam_params = |ns_c: usize, sample0: usize| FamilyParams {
+            bb: u(bb),
+            o: u(o),
+            ns: u(ns_c),
+            sample0: u(sample0),
+            input0: 0,
+            key_lo: req.options.seed as u32,
+            key_hi: (req.options.seed >> 32) as u32,
+            sigma2,
+            ..Default::default()
+        };
+
+        // 1. Forward pass.
+        let biases: Vec<Option<&wgpu::Buffer>> = weights.b.iter().map(Option::as_ref).collect();
+        ds.extend(fwd.record(ctx, model, &x, &weights.w, &biases, &dummy)?);
+        let mut segments = vec![(Phase::Forward, ds.len())];
+        let h = fwd.h();
+        let fam_buffers = [h, &eta, &r, &labels, &r_data];
+        // 2. η and the data residuals.
+        let fp = fam_params(ns, 0);
+        family_uniforms.push((ds.len(), fp));
+        ds.push(kernels::dispatch(
+            ctx,
+            Shader::Family,
+            "eta_main",
+            &fam_consts,
+            &fp,
+            &fam_buffers,
+            groups_1d(bb as u64)?,
+        )?);
+        if has_labels {
+            family_uniforms.push((ds.len(), fp));
+            ds.push(kernels::dispatch(
+                ctx,
+                Shader::Family,
+                "data_main",
+                &fam_consts,
+                &fp,
+                &fam_buffers,
+                groups_1d(bb as u64)?,
+            )?);
+        }
+
+        segments.push((Phase::Family, ds.len()));
+        // 3. Δ_l and Hd_l by the reverse form of DESIGN §2 (hessian.wgsl): backward from
+        // the head, then for each layer the Jacobian chain through the hidden layers above it.
+        let head = nl_count - 1;
+        let hp = |nl: usize, cols: usize| HessParams {
+            bb: u(bb),
+            nl: u(nl),
+            cols: u(cols),
+            ..Default::default()
+        };
+        let hessian = |entry: &'static str, p: HessParams, bufs: [&wgpu::Buffer; 6]| {
+            kernels::dispatch(
+                ctx,
+                Shader::Hessian,
+                entry,
+                &[],
+                &p,
+                &bufs,
+                groups_1d(u64::from(p.bb) * u64::from(p.nl) * u64::from(p.cols))?,
+            )
+        };
+        ds.push(hessian(
+            "head_main",
+            hp(o, o),
+            [&dummy, &dummy, &dummy, &dummy, &dh[head], &cm[head]],
+        )?);
+        for l in (0..head).rev() {
+            let (nl, next) = (layers[l].outputs(), layers[l + 1].outputs());
+            // G_l[x] = W_{l+1}ᵀ Δ_{l+1}[x], batched over the inputs.
+            let mut gemm = Gemm::new(u(nl), u(o), u(next), true, false);
+            gemm.batch = u(bb);
+            gemm.params.stride_b = u(next * o);
+            gemm.params.stride_c = u(nl * o);
+            ds.push(gemm.dispatch(ctx, &weights.w[l + 1], &dh[l + 1], &g, &dummy)?);
+            ds.push(hessian(
+                "backward_main",
+                hp(nl, o),
+                [&dummy, &s1[l], &s2[l], &g, &dh[l], &cm[l]],
+            )?);
+        }
+        for l in 0..head.saturating_sub(1) {
+            let nl = layers[l].outputs();
+            let chain_in = |m: usize| if (m - l) % 2 == 1 { &ts[0] } else { &ts[1] };
+            ds.push(hessian(
+                "chain_init_main",
+                hp(nl, layers[l + 1].outputs()),
+                [
+                    &weights.w[l + 1],
+                    &s1[l],
+                    &dummy,
+                    &dummy,
+                    chain_in(l + 1),
+                    &dummy_rw,
+                ],
+            )?);
+            for m in l + 1..head {
+                let nm = layers[m].outputs();
+                // Hd_l[x] += (B_{l→m} ⊙ B_{l→m})ᵀ[x] · C_m[x], batched over the inputs.
+                let mut gemm = Gemm::new(u(nl), u(o), u(nm), false, false);
+                gemm.batch = u(bb);
+                gemm.pow_a = 2;
+                gemm.epilogue = Epilogue::Accumulate;
+                gemm.params.stride_a = u(nl * nm);
+                gemm.params.stride_b = u(nm * o);
+                gemm.params.off_c = u(bb * nl * o);
+                gemm.params.stride_c = u(nl * o);
+                ds.push(gemm.dispatch(ctx, chain_in(m), &cm[m], &dh[l], &dummy)?);
+                if m + 1 < head {
+                    // B_{l→m+1}ᵀ = (σ'_m ⊙ B_{l→m}ᵀ) W_{m+1}ᵀ.
+                    let next = layers[m + 1].outputs();
+                    let mut gemm = Gemm::new(u(bb * nl), u(next), u(nm), false, true);
+                    gemm.prologue = Prologue::ScaleRows;
+                    gemm.params.pro_nl = u(nl);
+                    ds.push(gemm.dispatch_scaled(
+                        ctx,
+                        chain_in(m),
+                        &weights.w[m + 1],
+                        chain_in(m + 1),
+                        &s1[m],
+                    )?);
+                }
+            }
+        }
+        segments.push((Phase::Hessian, ds.len()));
+        // 4. Per layer: unit statistics, then sample reductions.
+        for (l, d) in layers.iter().enumerate() {
+            let nl = d.outputs();
+            let up = UnitParams {
+                bb: u(bb),
+                nl: u(nl),
+                o: u(o),
+                has_labels: u32::from(has_labels),
+                sigma2,
+                ..Default::default()
+            };
+            ds.push(kernels::dispatch(
+                ctx,
+                Shader::UnitStats,
+                "main",
+                &fam_consts,
+                &up,
+                &[&dh[l], &eta, &r_data, &bases[l]],
+                groups_1d((bb * nl) as u64)?,
+            )?);
+            segments.push((Phase::UnitStats, ds.len()));
+            let chunks = n.div_ceil(ns);
+            for c in 0..chunks {
+                let ns_c = ns.min(n - c * ns);
+                let fp = fam_params(ns_c, c * ns);
+                family_uniforms.push((ds.len(), fp));
+                ds.push(kernels::dispatch(
+                    ctx,
+                    Shader::Family,
+                    "sample_main",
+                    &fam_consts,
+                    &fp,
+                    &fam_buffers,
+                    [u(ns_c.div_ceil(64)), u(bb), 1],
+                )?);
+                let rp = ReduceParams {
+                    bb: u(bb),
+                    nl: u(nl),
+                    ns: u(ns_c),
+                    first: u32::from(c == 0),
+                    last: u32::from(c + 1 == chunks),
+                    o: u(o),
+                    ..Default::default()
+                };
+                ds.push(kernels::dispatch(
+                    ctx,
+                    Shader::ReduceSamples,
+                    "main",
+                    &[],
+                    &rp,
+                    &[&dh[l], &r, &running, &bases[l]],
+                    groups_per_item((bb * nl) as u64)?,
+                )?);
+            }
+            segments.push((Phase::Samples, ds.len()));
+        }
+        ctx.check()?;
+        Ok(Plan {
+            segments,
+            dh,
+            bb,
+            x,
+            labels,
+            fwd,
+            bases,
+            dispatches: ds,
+            family_uniforms,
+        })
+    }
+
+    /// Uploads one batch (inputs `x` as rows, optional labels, index of its first input) and
+    /// returns the dispatches of each phase, to record after the uploads.
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &[f32],
+        labels: Option<&[f32]>,
+        input0: usize,
+    ) -> Vec<(Phase, &[Dispatch])> {
+        ctx.queue.write_buffer(&self.x, 0, bytemuck::cast_slice(x));
+        if let Some(l) = labels {
+            ctx.queue
+                .write_buffer(&self.labels, 0, bytemuck::cast_slice(l));
+        }
+        for (i, p) in &self.family_uniforms {
+            let p = FamilyParams {
+                input0: input0 as u32,
+                ..*p
+            };
+            ctx.queue
+                .write_buffer(self.dispatches[*i].uniform(), 0, bytemuck::bytes_of(&p));
+        }
+        let mut start = 0;
+        self.segments
+            .iter()
+            .map(|(phase, end)| {
+                let seg = (*phase, &self.dispatches[start..*end]);
+                start = *end;
+                seg
+            })
+            .collect()
+    }
+}

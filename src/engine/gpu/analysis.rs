@@ -14,11 +14,15 @@ use crate::engine::accumulate::Accumulator;
 use crate::engine::channels::scalars_of;
 use crate::engine::cpu::InputStats;
 use crate::engine::{validate, Request};
+use crate::family::FamilyKind;
 use crate::family::Label;
+use crate::model::Activation;
 use crate::report::Report;
 use crate::theory::{InputTheory, Spectrum};
 use crate::Result;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Uploads batch (`start`, `count`) and submits its analysis pass followed by the copies of
 /// its results into `staging`.
@@ -52,6 +56,116 @@ fn submit_batch(
     Ok(())
 }
 
+/// The shape of an analysis: everything its plans depend on besides the weights' values.
+#[derive(Clone, Debug, PartialEq)]
+struct ShapeKey {
+    widths: Vec<usize>,
+    activations: Vec<Activation>,
+    biases: Vec<bool>,
+    family: FamilyKind,
+    samples: usize,
+    seed: u64,
+    labels: bool,
+    per_input: bool,
+    /// Batch size, sample chunk and the last (possibly smaller) batch.
+    batches: (usize, usize, usize),
+}
+
+impl ShapeKey {
+    fn new(req: &Request<'_>, bb: usize, ns: usize, last: usize) -> ShapeKey {
+        let model = req.model;
+        ShapeKey {
+            widths: model.widths(),
+            activations: model.activations().to_vec(),
+            biases: model.layers().iter().map(|d| d.bias.is_some()).collect(),
+            family: req.family.kind(),
+            samples: req.options.samples,
+            seed: req.options.seed,
+            labels: req.labels.is_some(),
+            per_input: req.options.per_input,
+            batches: (bb, ns, last),
+        }
+    }
+}
+
+/// Everything an analysis shape needs on the device: the weights' buffers, a plan per batch
+/// size (with its accumulation) and the device sums. Kept after a successful run, so that
+/// the next analysis of the same shape (a training loop, repeated benchmarks) only uploads
+/// the new weights instead of rebuilding buffers, bind groups and uniforms.
+struct Prepared {
+    key: ShapeKey,
+    weights: Weights,
+    plans: Vec<(Plan, Option<AccumPlan>)>,
+    sums: Option<DeviceSums>,
+}
+
+impl Prepared {
+    fn new(
+        ctx: &GpuContext,
+        req: &Request<'_>,
+        key: ShapeKey,
+        batches: &[(usize, usize)],
+        what: Readback,
+    ) -> Result<Prepared> {
+        let model = req.model;
+        let (bb, ns, _) = key.batches;
+        let weights = Weights::upload(ctx, model)?;
+        let sums = if what.bases {
+            None
+        } else {
+            Some(DeviceSums::new(
+                ctx,
+                model,
+                req.family.kind(),
+                req.labels.is_some(),
+                bb,
+            )?)
+        };
+        // One plan per batch size (all but the last batch share one).
+        let mut plans: Vec<(Plan, Option<AccumPlan>)> = Vec::new();
+        for &(_, count) in batches {
+            if plans.iter().any(|(p, _)| p.bb == count) {
+                continue;
+            }
+            let plan = Plan::new(ctx, req, &weights, count, ns)?;
+            let accum = match &sums {
+                Some(s) => {
+                    let mut inputs = vec![&plan.x];
+                    inputs.extend(&plan.fwd.act);
+                    Some(AccumPlan::new(ctx, s, &plan.bases, &inputs, count)?)
+                }
+                None => None,
+            };
+            plans.push((plan, accum));
+        }
+        Ok(Prepared {
+            key,
+            weights,
+            plans,
+            sums,
+        })
+    }
+}
+
+/// The most recent analysis shape's device state ([`Prepared`]); taken out while in use, so
+/// concurrent analyses never share buffers.
+static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
+/// Analyses that reused [`PREPARED`] (diagnostics and tests).
+static REUSED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many analyses so far reused the previous analysis's device state.
+pub fn cache_reuses() -> usize {
+    REUSED.load(Ordering::Relaxed)
+}
+
+/// Frees the device memory kept for the most recent analysis shape (it is otherwise kept
+/// until an analysis of another shape replaces it).
+pub fn release_cache() {
+    if let Ok(mut slot) = PREPARED.lock() {
+        *slot = None;
+    }
+}
+
 /// Runs the whole analysis on the GPU; the run information carries the phase timings.
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let (mut report, times) = analyze_timed(req)?;
@@ -80,39 +194,24 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     let b = req.inputs.nrows();
     let ns = sample_chunk(model.output_dim(), req.options.samples);
     let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
-    let weights = Weights::upload(&ctx, model)?;
     let has_labels = req.labels.is_some();
     let mut acc = Accumulator::new(model, b, req.options.per_input, has_labels);
     let what = Readback::of(&req.options);
-    let mut sums = if what.bases {
-        None
-    } else {
-        Some(DeviceSums::new(
-            &ctx,
-            model,
-            req.family.kind(),
-            has_labels,
-            bb,
-        )?)
-    };
     let batches: Vec<(usize, usize)> = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
-    // One plan per batch size (all but the last batch share one).
-    let mut plans: Vec<(Plan, Option<AccumPlan>)> = Vec::new();
-    for &(_, count) in &batches {
-        if plans.iter().any(|(p, _)| p.bb == count) {
-            continue;
+    let key = ShapeKey::new(req, bb, ns, batches.last().map_or(bb, |l| l.1));
+    let cached = PREPARED
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.take_if(|p| p.key == key));
+    let mut prepared = match cached {
+        Some(p) => {
+            p.weights.write(&ctx, model);
+            REUSED.fetch_add(1, Ordering::Relaxed);
+            p
         }
-        let plan = Plan::new(&ctx, req, &weights, count, ns)?;
-        let accum = match &sums {
-            Some(s) => {
-                let mut inputs = vec![&plan.x];
-                inputs.extend(&plan.fwd.act);
-                Some(AccumPlan::new(&ctx, s, &plan.bases, &inputs, count)?)
-            }
-            None => None,
-        };
-        plans.push((plan, accum));
-    }
+        None => Prepared::new(&ctx, req, key, &batches, what)?,
+    };
+    let Prepared { plans, sums, .. } = &mut prepared;
     let plan_for = |count: usize| {
         plans
             .iter()
@@ -192,6 +291,9 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         s.flush(&ctx, &mut acc)?;
     }
     let mut times = timer.finish(&ctx)?;
+    if let Ok(mut slot) = PREPARED.lock() {
+        *slot = Some(prepared);
+    }
     times.host_seconds = host_seconds;
     Ok((acc.finish(req, "gpu", &ctx.describe())?, times))
 }

@@ -98,6 +98,18 @@ impl Weights {
         }
         Ok(Weights { w, b })
     }
+
+    /// Overwrites the weights with those of `model`, which has the same layer shapes.
+    pub fn write(&self, ctx: &GpuContext, model: &crate::Mlp) {
+        for ((d, w), b) in model.layers().iter().zip(&self.w).zip(&self.b) {
+            let wf: Vec<f32> = d.weight.iter().map(|v| *v as f32).collect();
+            ctx.queue.write_buffer(w, 0, bytemuck::cast_slice(&wf));
+            if let (Some(bias), Some(b)) = (&d.bias, b) {
+                let bf: Vec<f32> = bias.iter().map(|v| *v as f32).collect();
+                ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(&bf));
+            }
+        }
+    }
 }
 
 /// Shapes of the work buffers for a batch of `bb` inputs.

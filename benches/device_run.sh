@@ -28,8 +28,10 @@ fi
 
 timeout 60 "$B/bench_analysis" --gemm "$gemm" --reps 10 2>&1 | tee "$OUT/gemm.txt"
 timeout 120 "$B/bench_analysis" "${model[@]}" --reps "$reps" 2>&1 | tee "$OUT/analysis.txt"
-timeout 60 "$B/bench_analysis" "${model[@]}" --reps "$reps" --no-tensor-bounds 2>&1 \
-  | tee "$OUT/analysis_no_bounds.txt"
+for bounds in keys none; do
+  timeout 60 "$B/bench_analysis" "${model[@]}" --reps "$reps" --bounds "$bounds" 2>&1 \
+    | tee "$OUT/analysis_bounds_$bounds.txt"
+done
 timeout 120 python3 "$B/compare_pytorch.py" "${model[@]}" --reps "$reps" \
   --bench "$B/bench_analysis" --cli "$B/diagfim" 2>&1 | tee "$OUT/compare_pytorch.txt"
 timeout 60 "$B/bench_analysis" "${model[@]}" --reps 3 --engine cpu 2>&1 | tee "$OUT/cpu_engine.txt"

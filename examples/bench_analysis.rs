@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example bench_analysis -- [--layers 784,512,256,128,10]
 //!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]
-//!  [--no-tensor-bounds] [--save-model PATH]`
+//!  [--bounds all|keys|none] [--save-model PATH]`
 //!
 //! `--gemm N` instead times the WGSL GEMM on N×N×N (device time from timestamp queries when
 //! available, else wall time) and prints its TFLOP/s.
@@ -48,7 +48,7 @@ fn main() -> diagfim::Result<()> {
     if gemm > 0 {
         return bench_gemm(gemm as u32, reps.max(1));
     }
-    let tensor_bounds = !args.iter().any(|a| a == "--no-tensor-bounds");
+    let bounds: diagfim::Bounds = arg(&args, "--bounds", "all").parse()?;
 
     let model = Mlp::init(&widths, vec![act; widths.len() - 2], 0)?;
     // --save-model PATH writes the model (and PATH.x.npy the inputs) for benches/compare_pytorch.py.
@@ -75,19 +75,14 @@ fn main() -> diagfim::Result<()> {
             samples: n,
             engine,
             batch_size: b,
-            tensor_bounds,
+            bounds,
             ..Default::default()
         },
         progress: None,
     };
     println!(
-        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels{}",
+        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels, bounds {bounds:?}",
         model.num_params(),
-        if tensor_bounds {
-            ""
-        } else {
-            ", without the per-tensor bounds"
-        }
     );
     // Warm-up (pipeline compilation, allocation), then timed repetitions.
     let first = analyze(&req)?;
@@ -110,7 +105,7 @@ fn main() -> diagfim::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let channels = gpu::accumulated_channels(family.as_dyn().kind(), false);
+    let channels = gpu::accumulated_channels(family.as_dyn().kind(), false, bounds.keys());
     let flops = gpu::phase_flops(&widths, n, channels);
     let total_flops: f64 = flops.iter().sum::<f64>() * b as f64;
     println!(

@@ -33,7 +33,7 @@ pub mod rng;
 pub mod theory;
 pub mod train;
 
-pub use engine::{analyze, AnalysisOptions, EngineKind, Request};
+pub use engine::{analyze, AnalysisOptions, Bounds, EngineKind, Request};
 pub use error::{Error, Result};
 pub use family::{Categorical, ExpFamily, Family, Gaussian, Label};
 pub use model::{Activation, Mlp};

@@ -472,6 +472,13 @@ fn unknown_engine() {
 }
 
 #[test]
+fn unknown_bounds() {
+    let s = Setup::new();
+    let err = s.analyze_ok_files(&["--bounds", "some"]);
+    assert_says(&err, &["unknown bounds 'some'", "all, keys or none"]);
+}
+
+#[test]
 fn gpu_engine_unavailable() {
     let s = Setup::new();
     let out = Command::new(BIN)

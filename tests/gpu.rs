@@ -249,7 +249,7 @@ fn wgsl_philox_is_bit_identical_to_rust() {
 }
 
 use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
-use diagfim::{Activation, Family, Label, Mlp};
+use diagfim::{Activation, Bounds, Family, Label, Mlp};
 use Activation::*;
 
 struct Case {
@@ -316,7 +316,15 @@ fn run(
     per_input: bool,
 ) -> diagfim::Report {
     run_with(
-        model, family, x, labels, engine, samples, batch, per_input, true,
+        model,
+        family,
+        x,
+        labels,
+        engine,
+        samples,
+        batch,
+        per_input,
+        Bounds::All,
     )
 }
 
@@ -330,7 +338,7 @@ fn run_with(
     samples: usize,
     batch: usize,
     per_input: bool,
-    tensor_bounds: bool,
+    bounds: Bounds,
 ) -> diagfim::Report {
     analyze(&Request {
         model,
@@ -344,7 +352,7 @@ fn run_with(
             batch_size: batch,
             threads: 0,
             engine,
-            tensor_bounds,
+            bounds,
         },
         progress: None,
     })
@@ -450,10 +458,12 @@ fn gpu_device_accumulation_batches_and_flushes() {
     }
 }
 
-/// Without the per-tensor bounds the GPU engine reads back less (no Δ/Hd; activations only
-/// for per-input results) but every key is bit-identical, and the bounds are absent.
+/// With fewer bounds the GPU engine reads back less (no Δ/Hd without the per-tensor bounds;
+/// activations only for per-input results; no spectra without bound keys) and accumulates
+/// fewer channels, but every key it reports is bit-identical, the bound keys are left out
+/// with `Bounds::None`, and the CPU engine reports the same key set.
 #[test]
-fn gpu_without_tensor_bounds_keeps_every_key() {
+fn gpu_bounds_options_keep_every_other_key() {
     if gpu().is_none() {
         return;
     }
@@ -462,26 +472,47 @@ fn gpu_without_tensor_bounds_keeps_every_key() {
     let x = random_inputs(5, 4, 82);
     let labels: Vec<Label> = (0..5).map(|i| Label::Class(i % 3)).collect();
     for per_input in [false, true] {
-        let go = |bounds| {
+        let go = |engine, bounds| {
             run_with(
-                &model,
-                &family,
-                &x,
-                &labels,
-                EngineKind::Gpu,
-                6,
-                2,
-                per_input,
-                bounds,
+                &model, &family, &x, &labels, engine, 6, 2, per_input, bounds,
             )
         };
-        let (with, without) = (go(true), go(false));
-        for ((n1, a1), (n2, a2)) in with.tensors().zip(without.tensors()) {
-            assert_eq!(n1, n2);
-            assert!(a1 == a2, "{n1} differs (per_input {per_input})");
+        let all = go(EngineKind::Gpu, Bounds::All);
+        assert!(all.params.iter().all(|p| p.bounds.is_some()));
+        for bounds in [Bounds::Keys, Bounds::None] {
+            let some = go(EngineKind::Gpu, bounds);
+            let full: std::collections::BTreeMap<String, &ndarray::ArrayD<f64>> =
+                all.tensors().collect();
+            let mut count = 0;
+            for (name, values) in some.tensors() {
+                let key = diagfim::Key::from_name(name.split('/').next().unwrap()).unwrap();
+                assert!(bounds.keys() || !key.is_bound(), "{name} with {bounds:?}");
+                assert!(
+                    full[&name] == values,
+                    "{name} differs ({bounds:?}, {per_input})"
+                );
+                count += 1;
+            }
+            let bound_tensors = full
+                .keys()
+                .filter(|n| {
+                    diagfim::Key::from_name(n.split('/').next().unwrap())
+                        .unwrap()
+                        .is_bound()
+                })
+                .count();
+            assert!(bound_tensors > 0);
+            let expected = if bounds.keys() {
+                full.len()
+            } else {
+                full.len() - bound_tensors
+            };
+            assert_eq!(count, expected, "{bounds:?}");
+            assert!(some.params.iter().all(|p| p.bounds.is_none()));
+            let cpu = go(EngineKind::Cpu, bounds);
+            let names = |r: &diagfim::Report| r.tensors().map(|(n, _)| n).collect::<Vec<_>>();
+            assert_eq!(names(&cpu), names(&some), "{bounds:?}");
         }
-        assert!(with.params.iter().all(|p| p.bounds.is_some()));
-        assert!(without.params.iter().all(|p| p.bounds.is_none()));
     }
 }
 

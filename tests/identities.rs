@@ -355,7 +355,7 @@ fn results_do_not_depend_on_batch_size_or_threads() {
                 batch_size,
                 threads,
                 engine: diagfim::EngineKind::Cpu,
-                tensor_bounds: true,
+                bounds: diagfim::Bounds::All,
             },
             progress: None,
         })

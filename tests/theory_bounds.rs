@@ -564,7 +564,7 @@ fn chunked_accumulation_is_deterministic_and_consistent() {
                 batch_size,
                 threads,
                 engine: EngineKind::Cpu,
-                tensor_bounds: true,
+                bounds: diagfim::Bounds::All,
             },
             progress: None,
         })

@@ -2,7 +2,7 @@
 //! error (bad files, shapes, options), with a message that says how to fix it.
 
 use clap::{Args, Parser, Subcommand};
-use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
+use diagfim::engine::{analyze, AnalysisOptions, Bounds, EngineKind, Request};
 use diagfim::report::SummaryOptions;
 use diagfim::theory::pair::{pair, ParamRef};
 use diagfim::{io, model, Activation, Family};
@@ -93,10 +93,11 @@ struct AnalyzeArgs {
     /// CPU worker threads (0: all cores; results do not depend on it).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Skip the per-tensor trace bounds of SUMMARY.json (Cor. 4.6, Thm C.1): about half of
-    /// the host's per-input work; every RESULT key is unchanged.
-    #[arg(long)]
-    no_tensor_bounds: bool,
+    /// Bounds to compute: all; keys (skip SUMMARY.json's per-tensor trace bounds, about half
+    /// of the host's per-input work); none (no bound keys and no per-input spectra). The other
+    /// keys do not change.
+    #[arg(long, default_value = "all")]
+    bounds: String,
     /// RESULT.safetensors to write.
     #[arg(long)]
     out: PathBuf,
@@ -172,6 +173,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
         check_output_dir(s)?;
     }
     let engine: EngineKind = a.engine.parse()?;
+    let bounds: Bounds = a.bounds.parse()?;
     let (family, mlp, inputs) = a.data.load()?;
     let labels = a
         .labels
@@ -198,7 +200,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             batch_size: a.batch_size,
             threads: a.threads,
             engine,
-            tensor_bounds: !a.no_tensor_bounds,
+            bounds,
         },
         progress: Some(&progress),
     })?;

@@ -170,10 +170,19 @@ pub(crate) struct Accumulator {
     inputs: usize,
     per_input: bool,
     has_ef: bool,
+    bound_keys: bool,
 }
 
 impl Accumulator {
-    pub fn new(model: &Mlp, inputs: usize, per_input: bool, has_ef: bool) -> Accumulator {
+    /// `bound_keys`: whether the bound keys' channels get real per-input scalars (else they
+    /// are left out of the report).
+    pub fn new(
+        model: &Mlp,
+        inputs: usize,
+        per_input: bool,
+        has_ef: bool,
+        bound_keys: bool,
+    ) -> Accumulator {
         let groups = channel_groups();
         let layers = model
             .layers()
@@ -207,6 +216,7 @@ impl Accumulator {
             inputs,
             per_input,
             has_ef,
+            bound_keys,
         }
     }
 
@@ -347,7 +357,7 @@ impl Accumulator {
         let kind = req.family.kind();
         let keys: Vec<Key> = Key::ALL
             .into_iter()
-            .filter(|k| k.is_available(kind, self.has_ef))
+            .filter(|k| k.is_available(kind, self.has_ef) && (self.bound_keys || !k.is_bound()))
             .collect();
         let with_theory = self.theory_added == self.inputs;
         let mut params = Vec::new();

@@ -185,6 +185,16 @@ impl InputScalar {
     }
 }
 
+/// The per-input scalars without a spectrum: 1 and −1, and 0 for every spectral scalar (their
+/// channels are then not reported, [`Key::is_bound`]).
+pub fn constant_scalars() -> [f64; NUM_INPUT_SCALARS] {
+    InputScalar::ALL.map(|k| match k {
+        InputScalar::One => 1.0,
+        InputScalar::MinusOne => -1.0,
+        _ => 0.0,
+    })
+}
+
 /// The per-input scalars of one input's spectrum, indexed by `InputScalar as usize`.
 pub fn scalars_of(s: &Spectrum) -> [f64; NUM_INPUT_SCALARS] {
     InputScalar::ALL.map(|k| k.value(s))
@@ -220,6 +230,15 @@ const fn chs(base: Base, power: u32, scalar: InputScalar) -> Option<Channel> {
 }
 
 impl Key {
+    /// Whether the key is a bound: a channel whose per-input scalar is a spectral quantity of
+    /// the family (computed only with [`crate::engine::Bounds::keys`]).
+    pub const fn is_bound(self) -> bool {
+        match self.channel() {
+            Some(c) => !matches!(c.scalar, InputScalar::One | InputScalar::MinusOne),
+            None => false,
+        }
+    }
+
     /// The channel whose mean over inputs is this key, or None for derived keys.
     pub const fn channel(self) -> Option<Channel> {
         use InputScalar as S;

@@ -4,7 +4,9 @@
 //! input order so results are bit-identical for any thread count or batch size.
 
 use super::accumulate::Accumulator;
-use super::channels::{sample_var_var, scalars_of, Base, NUM_BASES, NUM_INPUT_SCALARS};
+use super::channels::{
+    constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES, NUM_INPUT_SCALARS,
+};
 use super::{validate, AnalysisOptions, Request};
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
@@ -192,10 +194,11 @@ pub fn input_stats(
     label: Option<&Label>,
     opts: &AnalysisOptions,
 ) -> Result<InputStats> {
-    Ok(input_analysis(model, family, x, input, label, opts, false)?.0)
+    Ok(input_analysis(model, family, x, input, label, opts)?.0)
 }
 
-/// Per-unit statistics of one input and, if `theory`, the per-tensor trace bounds of the
+/// Per-unit statistics of one input, with the spectral scalars if `opts.bounds` asks for the
+/// bound keys, and with [`crate::engine::Bounds::All`] the per-tensor trace bounds of the
 /// theory layer from the same Δ_l, Hd_l and layer inputs (the per-input hook,
 /// [`crate::theory::input_theory`]).
 pub fn input_analysis(
@@ -205,10 +208,13 @@ pub fn input_analysis(
     input: u32,
     label: Option<&Label>,
     opts: &AnalysisOptions,
-    theory: bool,
 ) -> Result<(InputStats, Option<InputTheory>)> {
     let d = derivatives(model, family, x);
-    let spectrum = Spectrum::new(family, &d.eta)?;
+    let spectrum = if opts.bounds.keys() {
+        Some(Spectrum::new(family, &d.eta)?)
+    } else {
+        None
+    };
     let (r, _) = sampled_residuals(family, &d, opts.seed, input, opts.samples);
     let r_data = match label {
         Some(y) => {
@@ -265,7 +271,7 @@ pub fn input_analysis(
             UnitStats { bases }
         })
         .collect();
-    let bounds = if theory {
+    let bounds = if let (true, Some(spectrum)) = (opts.bounds.tensors(), &spectrum) {
         let layers: Vec<LayerData<'_>> = d
             .delta
             .iter()
@@ -277,12 +283,12 @@ pub fn input_analysis(
                 layer_input: a.view(),
             })
             .collect();
-        Some(input_theory(&spectrum, &layers)?)
+        Some(input_theory(spectrum, &layers)?)
     } else {
         None
     };
     let stats = InputStats {
-        scalars: scalars_of(&spectrum),
+        scalars: spectrum.as_ref().map_or_else(constant_scalars, scalars_of),
         layer_inputs: d.layer_inputs,
         units,
     };
@@ -295,7 +301,13 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
     let opts = &req.options;
     debug_assert!(opts.samples >= MIN_SAMPLES_FOR_VARIANCE);
     let b = req.inputs.nrows();
-    let mut acc = Accumulator::new(req.model, b, opts.per_input, req.labels.is_some());
+    let mut acc = Accumulator::new(
+        req.model,
+        b,
+        opts.per_input,
+        req.labels.is_some(),
+        opts.bounds.keys(),
+    );
     let block = opts.batch_size.max(1);
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
@@ -311,7 +323,6 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
                         i as u32,
                         label,
                         opts,
-                        opts.tensor_bounds,
                     )
                 })
                 .collect::<Result<_>>()?;

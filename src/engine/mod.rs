@@ -37,6 +37,49 @@ impl FromStr for EngineKind {
     }
 }
 
+/// How much of the theory layer an analysis computes (docs/theory.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bounds {
+    /// Every bound: the per-parameter bound keys and SUMMARY.json's per-tensor trace bounds
+    /// (Cor. 4.6, Thm C.1).
+    #[default]
+    All,
+    /// The per-parameter bound keys only: skips the per-tensor hook, about half of the host's
+    /// per-input work.
+    Keys,
+    /// No bounds: only the keys that need no spectral quantity of the family (the exact
+    /// values, the Monte-Carlo keys and their standard errors, cov12, w_opt, var_opt, var_x,
+    /// the empirical Fisher's keys). The per-input spectra are skipped, so the GPU engine
+    /// does no per-input work on the host.
+    None,
+}
+
+impl Bounds {
+    /// Whether the per-parameter bound keys ([`crate::Key::is_bound`]) are computed.
+    pub fn keys(self) -> bool {
+        self != Bounds::None
+    }
+
+    /// Whether the per-tensor trace bounds are computed.
+    pub fn tensors(self) -> bool {
+        self == Bounds::All
+    }
+}
+
+impl FromStr for Bounds {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(Bounds::All),
+            "keys" => Ok(Bounds::Keys),
+            "none" => Ok(Bounds::None),
+            other => Err(Error::Input(format!(
+                "unknown bounds '{other}': use all, keys or none"
+            ))),
+        }
+    }
+}
+
 /// Options of one analysis.
 #[derive(Clone, Debug)]
 pub struct AnalysisOptions {
@@ -51,11 +94,8 @@ pub struct AnalysisOptions {
     /// Worker threads of the CPU engine (0: rayon's default). Results do not depend on it.
     pub threads: usize,
     pub engine: EngineKind,
-    /// Run the theory layer's per-input hook for the per-tensor trace bounds of
-    /// SUMMARY.json (Cor. 4.6, Thm C.1; [`crate::theory::input_theory`]). Off, those are
-    /// reported as not computed and the host's per-input work roughly halves; every
-    /// per-parameter key is unaffected.
-    pub tensor_bounds: bool,
+    /// Which bounds to compute ([`Bounds`]); the other keys do not depend on it.
+    pub bounds: Bounds,
 }
 
 impl Default for AnalysisOptions {
@@ -67,7 +107,7 @@ impl Default for AnalysisOptions {
             batch_size: 256,
             threads: 0,
             engine: EngineKind::Auto,
-            tensor_bounds: true,
+            bounds: Bounds::All,
         }
     }
 }

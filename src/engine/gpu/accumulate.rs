@@ -31,9 +31,10 @@ struct AccParams {
     _p: [u32; 2],
 }
 
-/// The channel keys accumulated on the device for a family and labels, grouped by power:
-/// the available ones whose per-input scalar does not vanish identically (those stay 0).
-fn device_channels(kind: FamilyKind, has_ef: bool) -> Vec<(u32, Vec<Key>)> {
+/// The channel keys accumulated on the device for a family, labels and whether the bound keys
+/// are wanted, grouped by power: the available ones whose per-input scalar does not vanish
+/// identically (those stay 0).
+fn device_channels(kind: FamilyKind, has_ef: bool, bound_keys: bool) -> Vec<(u32, Vec<Key>)> {
     channel_groups()
         .into_iter()
         .map(|(power, chans)| {
@@ -41,7 +42,7 @@ fn device_channels(kind: FamilyKind, has_ef: bool) -> Vec<(u32, Vec<Key>)> {
                 .iter()
                 .filter(|(_, c)| !c.scalar.vanishes(kind))
                 .map(|(slot, _)| Key::ALL[*slot])
-                .filter(|k| k.is_available(kind, has_ef))
+                .filter(|k| k.is_available(kind, has_ef) && (bound_keys || !k.is_bound()))
                 .collect();
             (power, keys)
         })
@@ -49,9 +50,9 @@ fn device_channels(kind: FamilyKind, has_ef: bool) -> Vec<(u32, Vec<Key>)> {
 }
 
 /// Number of channel sums the device keeps per parameter (22 for the categorical family with
-/// labels).
-pub fn accumulated_channels(kind: FamilyKind, has_ef: bool) -> usize {
-    device_channels(kind, has_ef)
+/// labels and bounds, 10 without bounds).
+pub fn accumulated_channels(kind: FamilyKind, has_ef: bool, bound_keys: bool) -> usize {
+    device_channels(kind, has_ef, bound_keys)
         .iter()
         .map(|(_, k)| k.len())
         .sum()
@@ -93,10 +94,11 @@ impl DeviceSums {
         model: &Mlp,
         kind: FamilyKind,
         has_ef: bool,
+        bound_keys: bool,
         bb_max: usize,
     ) -> Result<DeviceSums> {
         let limit = ctx.max_binding_bytes() as usize / 4;
-        let groups = device_channels(kind, has_ef);
+        let groups = device_channels(kind, has_ef, bound_keys);
         let mut layers = Vec::new();
         for d in model.layers() {
             let (n_out, n_in) = (d.outputs(), d.inputs());

@@ -5,13 +5,12 @@
 
 use super::accumulate::{AccumPlan, DeviceSums, FLUSH_INPUTS};
 use super::context::GpuContext;
-use super::host::{batch_regions, host_input, input_spectrum, BatchData, Readback};
+use super::host::{batch_regions, host_input, input_scalars, input_spectrum, BatchData, Readback};
 use super::kernels::Staging;
 use super::plan::{choose_batch, sample_chunk, Plan, Sizes, Weights, SAMPLE_CHUNK};
 use super::timer::Timer;
 pub use super::timer::{Phase, PhaseTimes};
 use crate::engine::accumulate::Accumulator;
-use crate::engine::channels::scalars_of;
 use crate::engine::cpu::InputStats;
 use crate::engine::{validate, Request};
 use crate::family::FamilyKind;
@@ -67,6 +66,7 @@ struct ShapeKey {
     seed: u64,
     labels: bool,
     per_input: bool,
+    bound_keys: bool,
     /// Batch size, sample chunk and the last (possibly smaller) batch.
     batches: (usize, usize, usize),
 }
@@ -83,6 +83,7 @@ impl ShapeKey {
             seed: req.options.seed,
             labels: req.labels.is_some(),
             per_input: req.options.per_input,
+            bound_keys: req.options.bounds.keys(),
             batches: (bb, ns, last),
         }
     }
@@ -118,6 +119,7 @@ impl Prepared {
                 model,
                 req.family.kind(),
                 req.labels.is_some(),
+                req.options.bounds.keys(),
                 bb,
             )?)
         };
@@ -195,7 +197,8 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     let ns = sample_chunk(model.output_dim(), req.options.samples);
     let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
     let has_labels = req.labels.is_some();
-    let mut acc = Accumulator::new(model, b, req.options.per_input, has_labels);
+    let bound_keys = req.options.bounds.keys();
+    let mut acc = Accumulator::new(model, b, req.options.per_input, has_labels, bound_keys);
     let what = Readback::of(&req.options);
     let batches: Vec<(usize, usize)> = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
     let key = ShapeKey::new(req, bb, ns, batches.last().map_or(bb, |l| l.1));
@@ -237,7 +240,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         let data = staging[k % 2].read(&ctx, &batch_regions(plan, model, count, what))?;
         let data = BatchData::new(model, count, what, data);
         let host_started = std::time::Instant::now();
-        let spectra: Vec<Spectrum> = (0..count)
+        let spectra: Vec<Option<Spectrum>> = (0..count)
             .into_par_iter()
             .map(|i| input_spectrum(req, &data, i))
             .collect::<Result<_>>()?;
@@ -248,7 +251,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
             }
             let scalars: Vec<f32> = spectra
                 .iter()
-                .flat_map(|s| scalars_of(s).map(|v| v as f32))
+                .flat_map(|s| input_scalars(s.as_ref()).map(|v| v as f32))
                 .collect();
             let dispatches = accum.prepare(&ctx, sums, &scalars);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -272,7 +275,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
         let per_input: Vec<(Option<InputStats>, Option<InputTheory>)> = (0..count)
             .into_par_iter()
-            .map(|i| host_input(req, &data, i, &spectra[i], rows.row(i)))
+            .map(|i| host_input(req, &data, i, spectra[i].as_ref(), rows.row(i)))
             .collect::<Result<_>>()?;
         for (i, (stats, theory)) in per_input.iter().enumerate() {
             if let Some(stats) = stats {

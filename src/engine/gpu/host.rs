@@ -5,7 +5,7 @@
 
 use super::plan::Plan;
 use super::shaders::NB;
-use crate::engine::channels::scalars_of;
+use crate::engine::channels::{constant_scalars, scalars_of, NUM_INPUT_SCALARS};
 use crate::engine::cpu::{InputStats, UnitStats};
 use crate::engine::Request;
 use crate::theory::{input_theory, InputTheory, LayerData, Spectrum};
@@ -29,8 +29,8 @@ pub struct Readback {
 impl Readback {
     pub fn of(options: &crate::engine::AnalysisOptions) -> Readback {
         Readback {
-            dh: options.tensor_bounds,
-            act: options.tensor_bounds || options.per_input,
+            dh: options.bounds.tensors(),
+            act: options.bounds.tensors() || options.per_input,
             bases: options.per_input,
         }
     }
@@ -97,11 +97,20 @@ impl BatchData {
     }
 }
 
-/// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7).
-pub fn input_spectrum(req: &Request<'_>, data: &BatchData, i: usize) -> Result<Spectrum> {
+/// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7), when the
+/// bound keys are asked for.
+pub fn input_spectrum(req: &Request<'_>, data: &BatchData, i: usize) -> Result<Option<Spectrum>> {
+    if !req.options.bounds.keys() {
+        return Ok(None);
+    }
     let o = req.model.output_dim();
     let h = to_f64(&data.h[i * o..(i + 1) * o]);
-    Spectrum::new(req.family, &req.family.eta(&h))
+    Spectrum::new(req.family, &req.family.eta(&h)).map(Some)
+}
+
+/// The per-input scalars of the bound channels (constants without a spectrum).
+pub fn input_scalars(spectrum: Option<&Spectrum>) -> [f64; NUM_INPUT_SCALARS] {
+    spectrum.map_or_else(constant_scalars, scalars_of)
 }
 
 /// The host's share of input `i` of a batch: the theory layer's per-tensor bounds from Δ_l,
@@ -111,7 +120,7 @@ pub fn host_input(
     req: &Request<'_>,
     data: &BatchData,
     i: usize,
-    spectrum: &Spectrum,
+    spectrum: Option<&Spectrum>,
     x: ndarray::ArrayView1<'_, f64>,
 ) -> Result<(Option<InputStats>, Option<InputTheory>)> {
     let model = req.model;
@@ -122,9 +131,7 @@ pub fn host_input(
         let nl = d.outputs();
         layer_inputs.push(Array1::from(to_f64(&act[i * nl..(i + 1) * nl])));
     }
-    let theory = if data.dh.is_empty() {
-        None
-    } else {
+    let theory = if let (false, Some(spectrum)) = (data.dh.is_empty(), spectrum) {
         let mut dh = Vec::new();
         for (all, d) in data.dh.iter().zip(model.layers()) {
             let nl = d.outputs();
@@ -145,6 +152,8 @@ pub fn host_input(
             })
             .collect();
         Some(input_theory(spectrum, &layers)?)
+    } else {
+        None
     };
     if data.bases.is_empty() {
         return Ok((None, theory));
@@ -164,7 +173,7 @@ pub fn host_input(
     let stats = InputStats {
         layer_inputs,
         units,
-        scalars: scalars_of(spectrum),
+        scalars: input_scalars(spectrum),
     };
     Ok((Some(stats), theory))
 }

@@ -400,7 +400,7 @@ fn gpu_engine_matches_cpu_engine() {
     }
 }
 
-/// Results do not depend on the batch (chunk) size, nor on the sample chunking (N > 256).
+/// Results do not depend on the batch (chunk) size, nor on the sample chunking (N > 256, one lane per unit in the last chunk).
 #[test]
 fn gpu_results_independent_of_batch_size() {
     if gpu().is_none() {
@@ -410,7 +410,7 @@ fn gpu_results_independent_of_batch_size() {
     let family = Family::from_name("categorical", 1.0).unwrap();
     let x = random_inputs(7, 5, 78);
     let labels: Vec<Label> = (0..7).map(|i| Label::Class(i % 3)).collect();
-    let base = run(&model, &family, &x, &labels, EngineKind::Gpu, 300, 7, true);
+    let base = run(&model, &family, &x, &labels, EngineKind::Gpu, 257, 7, true);
     for batch in [1, 3] {
         let other = run(
             &model,
@@ -418,14 +418,15 @@ fn gpu_results_independent_of_batch_size() {
             &x,
             &labels,
             EngineKind::Gpu,
-            300,
+            257,
             batch,
             true,
         );
         assert_close(&other, &base, &format!("batch {batch}"));
     }
-    // With N = 300 the samples come in two chunks; the CPU engine draws the same labels.
-    let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 300, 7, true);
+    // With N = 257 the samples come in two chunks (the second of one sample, one lane per
+    // unit); the CPU engine draws the same labels.
+    let cpu = run(&model, &family, &x, &labels, EngineKind::Cpu, 257, 7, true);
     assert_close(&base, &cpu, "chunked samples vs cpu");
 }
 

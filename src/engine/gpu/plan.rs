@@ -25,6 +25,23 @@ pub fn sample_chunk(o: usize, n: usize) -> usize {
     let by_work = (MAX_REDUCE_WORK / o.max(1)).max(1) * 64;
     n.min(SAMPLE_CHUNK).min(by_work).max(1)
 }
+/// Units per dispatch from which one invocation per unit is parallel enough.
+const MANY_UNITS: usize = 4096;
+
+/// Invocations per unit of the sample reduction (a power of two ≤ 64): one when there are many
+/// units, unless one invocation would exceed the loop-work bound; with few units, enough to
+/// give every sample its own invocation (up to 64).
+pub fn reduce_lanes(units: usize, ns: usize, o: usize) -> usize {
+    let mut lanes = 1;
+    while lanes < 64 && ns.div_ceil(lanes) * o.max(1) > MAX_REDUCE_WORK {
+        lanes *= 2;
+    }
+    if units < MANY_UNITS {
+        lanes = lanes.max(ns.next_power_of_two().min(64));
+    }
+    lanes
+}
+
 /// Budget for all work buffers of one batch.
 const MEMORY_BUDGET: u64 = 1 << 30;
 
@@ -227,9 +244,9 @@ impl Plan {
             kernels::storage(ctx, "chain", sizes.ts)?,
         ];
         let g = kernels::storage(ctx, "g", bb * sizes.n_max * o)?;
-        // Per unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
-        let running = kernels::storage(ctx, "running", bb * sizes.n_max * 9)?;
         let mut bases = Vec::new();
+        // Per unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
+        let mut running = Vec::new();
         // Δ_l and Hd_l of every layer ([2·bb·n_l, O], Δ rows first), kept for read-back, and
         // C_l = σ''_l ⊙ W_{l+1}ᵀΔ_{l+1} of the hidden layers.
         let mut dh = Vec::new();
@@ -238,6 +255,7 @@ impl Plan {
             bases.push(kernels::storage(ctx, "bases", bb * NB * d.outputs())?);
             dh.push(kernels::storage(ctx, "delta_hd", 2 * bb * d.outputs() * o)?);
             cm.push(kernels::storage(ctx, "c_m", bb * d.outputs() * o)?);
+            running.push(kernels::storage(ctx, "running", bb * d.outputs() * 9)?);
         }
 
         let mut ds: Vec<Dispatch> = Vec::new();
@@ -370,12 +388,11 @@ impl Plan {
             }
         }
         segments.push((Phase::Hessian, ds.len()));
-        // 4. Per layer: unit statistics, then sample reductions.
+        // 4. Unit statistics of every layer.
         for (l, d) in layers.iter().enumerate() {
-            let nl = d.outputs();
             let up = UnitParams {
                 bb: u(bb),
-                nl: u(nl),
+                nl: u(d.outputs()),
                 o: u(o),
                 has_labels: u32::from(has_labels),
                 sigma2,
@@ -388,23 +405,28 @@ impl Plan {
                 &fam_consts,
                 &up,
                 &[&dh[l], &eta, &r_data, &bases[l]],
-                groups_1d((bb * nl) as u64)?,
+                groups_1d((bb * d.outputs()) as u64)?,
             )?);
-            segments.push((Phase::UnitStats, ds.len()));
-            let chunks = n.div_ceil(ns);
-            for c in 0..chunks {
-                let ns_c = ns.min(n - c * ns);
-                let fp = fam_params(ns_c, c * ns);
-                family_uniforms.push((ds.len(), fp));
-                ds.push(kernels::dispatch(
-                    ctx,
-                    Shader::Family,
-                    "sample_main",
-                    &fam_consts,
-                    &fp,
-                    &fam_buffers,
-                    [u(ns_c.div_ceil(64)), u(bb), 1],
-                )?);
+        }
+        segments.push((Phase::UnitStats, ds.len()));
+        // 5. Per chunk of samples: labels and residuals once, then every layer's reduction.
+        let chunks = n.div_ceil(ns);
+        for c in 0..chunks {
+            let ns_c = ns.min(n - c * ns);
+            let fp = fam_params(ns_c, c * ns);
+            family_uniforms.push((ds.len(), fp));
+            ds.push(kernels::dispatch(
+                ctx,
+                Shader::Family,
+                "sample_main",
+                &fam_consts,
+                &fp,
+                &fam_buffers,
+                [u(ns_c.div_ceil(64)), u(bb), 1],
+            )?);
+            for (l, d) in layers.iter().enumerate() {
+                let nl = d.outputs();
+                let lanes = reduce_lanes(bb * nl, ns_c, o);
                 let rp = ReduceParams {
                     bb: u(bb),
                     nl: u(nl),
@@ -418,14 +440,14 @@ impl Plan {
                     ctx,
                     Shader::ReduceSamples,
                     "main",
-                    &[],
+                    &[("LANES", lanes as f64)],
                     &rp,
-                    &[&dh[l], &r, &running, &bases[l]],
-                    groups_per_item((bb * nl) as u64)?,
+                    &[&dh[l], &r, &running[l], &bases[l]],
+                    groups_per_item((bb * nl).div_ceil(64 / lanes) as u64)?,
                 )?);
             }
-            segments.push((Phase::Samples, ds.len()));
         }
+        segments.push((Phase::Samples, ds.len()));
         ctx.check()?;
         Ok(Plan {
             segments,
@@ -471,5 +493,35 @@ impl Plan {
                 seg
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample chunk and lane count keeps one invocation's loop within the bound, with a
+    /// power-of-two lane count ≤ 64, and many units get one lane each when the bound allows.
+    #[test]
+    fn reduce_lanes_respect_the_loop_bound() {
+        for o in [1, 2, 10, 63, 64, 65, 100, 1000, 16_384] {
+            for n in [2, 3, 16, 64, 65, 255, 256, 257, 1000, 4096] {
+                let ns = sample_chunk(o, n);
+                for units in [1, 100, MANY_UNITS, 100_000] {
+                    let lanes = reduce_lanes(units, ns, o);
+                    assert!(lanes.is_power_of_two() && lanes <= 64, "{lanes}");
+                    assert!(
+                        ns.div_ceil(lanes) * o <= MAX_REDUCE_WORK,
+                        "o {o} ns {ns} {lanes}"
+                    );
+                    if units >= MANY_UNITS && ns * o <= MAX_REDUCE_WORK {
+                        assert_eq!(lanes, 1);
+                    }
+                    if units < MANY_UNITS {
+                        assert!(lanes >= ns.min(64), "few units: a lane per sample");
+                    }
+                }
+            }
+        }
     }
 }

@@ -26,8 +26,13 @@ fi
   nproc
 } 2>&1 | tee "$OUT/machine.txt"
 
-timeout 60 "$B/bench_analysis" --gemm "$gemm" --reps 10 2>&1 | tee "$OUT/gemm.txt"
-timeout 120 "$B/bench_analysis" "${model[@]}" --reps "$reps" 2>&1 | tee "$OUT/analysis.txt"
+# Both GEMM register blockings (DIAGFIM_GEMM_R: 4 is the default, 8 is opt-in until measured).
+for r in 4 8; do
+  DIAGFIM_GEMM_R=$r timeout 60 "$B/bench_analysis" --gemm "$gemm" --reps 10 2>&1 \
+    | tee "$OUT/gemm_r$r.txt"
+  DIAGFIM_GEMM_R=$r timeout 120 "$B/bench_analysis" "${model[@]}" --reps "$reps" 2>&1 \
+    | tee "$OUT/analysis_r$r.txt"
+done
 for bounds in keys none; do
   timeout 60 "$B/bench_analysis" "${model[@]}" --reps "$reps" --bounds "$bounds" 2>&1 \
     | tee "$OUT/analysis_bounds_$bounds.txt"

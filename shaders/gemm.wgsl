@@ -1,6 +1,9 @@
 // Tiled, register-blocked f32 GEMM: C = op(A) · op(B) (+ epilogue), batched over z.
-// op(A) is M×K, op(B) is K×N. A 16×16 workgroup computes a 64×64 tile of C, each invocation
-// a 4×4 block; K is walked in tiles of 16 through workgroup memory, so every loop is bounded.
+// op(A) is M×K, op(B) is K×N. A 16×16 workgroup computes a TILE×TILE tile of C (TILE = 16·R),
+// each invocation an R×R block of rows lid.y + 16r and columns lid.x + 16s (conflict-free
+// workgroup reads, coalesced stores); K is walked in tiles of KT = 16 through workgroup
+// memory (rows padded by one against bank conflicts), loaded along each operand's contiguous
+// dimension, so every loop is bounded. R (4 or 8) is set by src/engine/gpu/shaders.rs.
 // TRANS_A / TRANS_B read A (K×M) / B (N×K) stored row-major. EPILOGUE: 0 store, 1 add
 // bias[col], 2 accumulate into C.
 // Fused elementwise operand transforms, applied while a tile is loaded:
@@ -33,11 +36,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> s1: array<f32>;
 
-const TILE: u32 = 64u;
+const TILE: u32 = 16u * R;
 const KT: u32 = 16u;
+const LDS: u32 = TILE + 1u;
 
-var<workgroup> As: array<f32, 1024>; // [KT][TILE]
-var<workgroup> Bs: array<f32, 1024>; // [KT][TILE]
+var<workgroup> As: array<f32, KT * LDS>; // [KT][TILE], padded rows
+var<workgroup> Bs: array<f32, KT * LDS>; // [KT][TILE], padded rows
 
 fn load_a(z: u32, i: u32, kk: u32) -> f32 {
     if (i >= p.m || kk >= p.k) { return 0.0; }
@@ -67,43 +71,48 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let t = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var q = 0u; q < 16u; q++) { acc[q] = 0.0; }
+    var acc: array<f32, R * R>;
+    for (var q = 0u; q < R * R; q++) { acc[q] = 0.0; }
     let ntiles = (p.k + KT - 1u) / KT;
     for (var kt = 0u; kt < ntiles; kt++) {
         let k0 = kt * KT;
-        // 256 invocations load 1024 elements of each tile, 4 each.
-        for (var e = 0u; e < 4u; e++) {
+        // 256 invocations load the KT·TILE elements of each tile, R each, consecutive
+        // invocations along the operand's contiguous dimension in memory.
+        for (var e = 0u; e < R; e++) {
             let idx = t + e * 256u;
-            let kk = idx / TILE;
-            let mm = idx % TILE;
-            As[kk * TILE + mm] = load_a(z, row0 + mm, k0 + kk);
-            Bs[kk * TILE + mm] = load_b(z, k0 + kk, col0 + mm);
+            var kk = idx / TILE;
+            var mm = idx % TILE;
+            if (!TRANS_A) { kk = idx % KT; mm = idx / KT; }
+            As[kk * LDS + mm] = load_a(z, row0 + mm, k0 + kk);
+            kk = idx / TILE;
+            mm = idx % TILE;
+            if (TRANS_B) { kk = idx % KT; mm = idx / KT; }
+            Bs[kk * LDS + mm] = load_b(z, k0 + kk, col0 + mm);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < KT; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                av[r] = As[kk * TILE + lid.y * 4u + r];
-                bv[r] = Bs[kk * TILE + lid.x * 4u + r];
+            var av: array<f32, R>;
+            var bv: array<f32, R>;
+            for (var r = 0u; r < R; r++) {
+                av[r] = As[kk * LDS + lid.y + 16u * r];
+                bv[r] = Bs[kk * LDS + lid.x + 16u * r];
             }
-            for (var r = 0u; r < 4u; r++) {
-                for (var s = 0u; s < 4u; s++) {
-                    acc[r * 4u + s] = fma(av[r], bv[s], acc[r * 4u + s]);
+            for (var r = 0u; r < R; r++) {
+                for (var s = 0u; s < R; s++) {
+                    acc[r * R + s] = fma(av[r], bv[s], acc[r * R + s]);
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var r = 0u; r < 4u; r++) {
-        let i = row0 + lid.y * 4u + r;
+    for (var r = 0u; r < R; r++) {
+        let i = row0 + lid.y + 16u * r;
         if (i >= p.m) { continue; }
-        for (var s = 0u; s < 4u; s++) {
-            let j = col0 + lid.x * 4u + s;
+        for (var s = 0u; s < R; s++) {
+            let j = col0 + lid.x + 16u * s;
             if (j >= p.n) { continue; }
             let at = p.off_c + z * p.stride_c + i * p.ldc + j;
-            var v = acc[r * 4u + s];
+            var v = acc[r * R + s];
             if (EPILOGUE == 1u) { v += bias[p.off_bias + j]; }
             if (EPILOGUE == 2u) { v += c[at]; }
             c[at] = v;

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use diagfim::engine::gpu::kernels::{self, Epilogue, Gemm, Prologue};
-use diagfim::engine::gpu::shaders::Shader;
+use diagfim::engine::gpu::shaders::{GemmTile, Shader};
 use diagfim::engine::gpu::GpuContext;
 use std::sync::Arc;
 
@@ -65,19 +65,15 @@ fn gemm_matches_ndarray_on_odd_sizes() {
             let ba = kernels::upload(&ctx, "a", &a).unwrap();
             let bb = kernels::upload(&ctx, "b", &b).unwrap();
             let bc = kernels::storage(&ctx, "c", m * n).unwrap();
-            let g = Gemm::new(m as u32, n as u32, k as u32, ta, tb);
-            let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                d.record(&mut pass);
-            }
-            ctx.queue.submit([enc.finish()]);
-            let got = kernels::read_back(&ctx, &[(&bc, m * n)]).unwrap().remove(0);
-            let got: Vec<f64> = got.iter().map(|v| f64::from(*v)).collect();
             let want: Vec<f64> = want.iter().copied().collect();
-            let err = rel_err(&got, &want);
-            assert!(err < 1e-5, "{m}x{n}x{k} ta={ta} tb={tb}: {err:e}");
+            for tile in [GemmTile::R4, GemmTile::R8] {
+                let mut g = Gemm::new(m as u32, n as u32, k as u32, ta, tb);
+                g.tile = Some(tile);
+                let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
+                let got = run_one(&ctx, &d, &bc, m * n);
+                let err = rel_err(&got, &want);
+                assert!(err < 1e-5, "{m}x{n}x{k} ta={ta} tb={tb} {tile:?}: {err:e}");
+            }
         }
     }
 }
@@ -94,8 +90,8 @@ fn run_one(ctx: &GpuContext, d: &kernels::Dispatch, out: &wgpu::Buffer, len: usi
     got.iter().map(|v| f64::from(*v)).collect()
 }
 
-/// The fused operand transforms of the accumulation GEMMs: C += Aᵀ·[B^p | 1] (powers 2 and 4,
-/// one padded column of ones), against ndarray in f64.
+/// The fused operand transforms of the accumulation GEMMs: C += Aᵀ·[B^p | 1] (powers 2, 4
+/// and 8, one padded column of ones), against ndarray in f64, with both register blockings.
 #[test]
 fn gemm_fused_powers_and_ones_column() {
     let Some(ctx) = gpu() else { return };
@@ -120,17 +116,20 @@ fn gemm_fused_powers_and_ones_column() {
                 .mapv(f64::from);
         let ba = kernels::upload(&ctx, "a", &a).unwrap();
         let bb = kernels::upload(&ctx, "b", &b).unwrap();
-        let bc = kernels::upload(&ctx, "c", &c0).unwrap();
-        let mut g = Gemm::new(m as u32, (n_in + 1) as u32, k as u32, true, false);
-        g.params.ldb = n_in as u32;
-        g.params.b_cols = n_in as u32;
-        g.pow_b = power;
-        g.epilogue = Epilogue::Accumulate;
-        let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
-        let got = run_one(&ctx, &d, &bc, m * (n_in + 1));
         let want: Vec<f64> = want.iter().copied().collect();
-        let err = rel_err(&got, &want);
-        assert!(err < 1e-5, "power {power}: {err:e}");
+        for tile in [GemmTile::R4, GemmTile::R8] {
+            let bc = kernels::upload(&ctx, "c", &c0).unwrap();
+            let mut g = Gemm::new(m as u32, (n_in + 1) as u32, k as u32, true, false);
+            g.params.ldb = n_in as u32;
+            g.params.b_cols = n_in as u32;
+            g.pow_b = power;
+            g.epilogue = Epilogue::Accumulate;
+            g.tile = Some(tile);
+            let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
+            let got = run_one(&ctx, &d, &bc, m * (n_in + 1));
+            let err = rel_err(&got, &want);
+            assert!(err < 1e-5, "power {power} {tile:?}: {err:e}");
+        }
     }
 }
 

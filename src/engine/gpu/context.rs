@@ -1,7 +1,7 @@
 //! The wgpu context: instance, adapter, device and queue, the adapter's limits, and compute
 //! pipelines compiled once and cached by (shader, entry point, override constants).
 
-use super::shaders::{Binding, Shader};
+use super::shaders::{Binding, GemmTile, Shader};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const ADAPTER_ENV: &str = "DIAGFIM_ADAPTER";
 /// Environment variable: when `1`, a missing adapter is an error even for `--engine auto`.
 pub const REQUIRE_GPU_ENV: &str = "DIAGFIM_REQUIRE_GPU";
+/// Environment variable: the GEMM's register blocking, `4` (64×64 tiles, the default) or `8`
+/// (128×128 tiles, when the adapter's workgroup memory allows).
+pub const GEMM_R_ENV: &str = "DIAGFIM_GEMM_R";
 
 /// A compiled shader module with its group-0 layout and pipeline layout.
 type Compiled = (
@@ -121,6 +124,18 @@ impl GpuContext {
     /// Whether the adapter is a software rasteriser such as lavapipe.
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The GEMM register blocking: [`GEMM_R_ENV`] if set to 8 and the adapter has the
+    /// workgroup memory, else the portable 4×4.
+    pub fn gemm_tile(&self) -> GemmTile {
+        let wide = std::env::var(GEMM_R_ENV).is_ok_and(|v| v.trim() == "8");
+        if wide && GemmTile::R8.workgroup_bytes() <= self.limits.max_compute_workgroup_storage_size
+        {
+            GemmTile::R8
+        } else {
+            GemmTile::R4
+        }
     }
 
     /// Largest storage binding, bounded by the largest buffer.

@@ -2,7 +2,7 @@
 //! and replayed for every batch.
 
 use super::context::GpuContext;
-use super::shaders::Shader;
+use super::shaders::{GemmTile, Shader};
 use crate::{Error, Result};
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
@@ -156,6 +156,8 @@ pub struct Gemm {
     pub pow_a: u32,
     pub pow_b: u32,
     pub batch: u32,
+    /// Register blocking; None: the context's choice ([`GpuContext::gemm_tile`]).
+    pub tile: Option<GemmTile>,
 }
 
 impl Gemm {
@@ -178,6 +180,7 @@ impl Gemm {
             pow_a: 1,
             pow_b: 1,
             batch: 1,
+            tile: None,
         }
     }
 
@@ -230,9 +233,19 @@ impl Gemm {
                 self.pow_b
             )));
         }
+        let tile = self.tile.unwrap_or_else(|| ctx.gemm_tile());
+        if tile.workgroup_bytes() > ctx.limits.max_compute_workgroup_storage_size {
+            return Err(Error::Gpu(format!(
+                "the {0}×{0} GEMM tile needs {1} bytes of workgroup memory, '{2}' has {3}",
+                tile.tile(),
+                tile.workgroup_bytes(),
+                ctx.info.name,
+                ctx.limits.max_compute_workgroup_storage_size
+            )));
+        }
         let groups = [
-            p.n.div_ceil(64).max(1),
-            p.m.div_ceil(64).max(1),
+            p.n.div_ceil(tile.tile()).max(1),
+            p.m.div_ceil(tile.tile()).max(1),
             self.batch.max(1),
         ];
         if groups.iter().any(|g| *g > MAX_GROUPS) {
@@ -248,7 +261,7 @@ impl Gemm {
         };
         dispatch(
             ctx,
-            Shader::Gemm,
+            Shader::Gemm(tile),
             "main",
             &[
                 ("TRANS_A", f64::from(u8::from(self.trans_a))),

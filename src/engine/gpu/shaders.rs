@@ -6,10 +6,41 @@ use crate::engine::channels::{Base, NUM_BASES, NUM_INPUT_SCALARS};
 /// Rows of the GPU bases array ([bb, NB, n_l]).
 pub const NB: usize = NUM_BASES;
 
+/// Register blocking of the GEMM (gemm.wgsl): R×R outputs per invocation and TILE×TILE tiles
+/// per 16×16 workgroup, TILE = 16·R.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GemmTile {
+    /// R = 4, 64×64 tiles (8.3 KB of workgroup memory): the portable default.
+    #[default]
+    R4,
+    /// R = 8, 128×128 tiles (16.5 KB of workgroup memory: more than WebGPU's default limit).
+    R8,
+}
+
+impl GemmTile {
+    pub const fn r(self) -> u32 {
+        match self {
+            GemmTile::R4 => 4,
+            GemmTile::R8 => 8,
+        }
+    }
+
+    /// Rows and columns of C per workgroup.
+    pub const fn tile(self) -> u32 {
+        16 * self.r()
+    }
+
+    /// Bytes of workgroup memory: two KT × (TILE + 1) f32 tiles.
+    pub const fn workgroup_bytes(self) -> u32 {
+        2 * 16 * (self.tile() + 1) * 4
+    }
+}
+
 /// The compute shaders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
-    Gemm,
+    /// gemm.wgsl, generated for one register blocking.
+    Gemm(GemmTile),
     Activation,
     Family,
     Hessian,
@@ -65,7 +96,7 @@ impl Shader {
     pub fn bindings(self) -> &'static [Binding] {
         use Binding::*;
         match self {
-            Shader::Gemm => &[Uniform, Read, Read, ReadWrite, Read, Read],
+            Shader::Gemm(_) => &[Uniform, Read, Read, ReadWrite, Read, Read],
             Shader::Activation => &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
             Shader::Family => &[Uniform, Read, ReadWrite, ReadWrite, Read, ReadWrite],
             Shader::Hessian => &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
@@ -79,7 +110,7 @@ impl Shader {
 
     pub fn name(self) -> &'static str {
         match self {
-            Shader::Gemm => "gemm.wgsl",
+            Shader::Gemm(_) => "gemm.wgsl",
             Shader::Activation => "activation.wgsl",
             Shader::Family => "family.wgsl",
             Shader::Hessian => "hessian.wgsl",
@@ -94,7 +125,7 @@ impl Shader {
     /// The full WGSL source: prelude, shared pieces it needs, then the file.
     pub fn source(self) -> String {
         let (body, rng) = match self {
-            Shader::Gemm => (include_str!("../../../shaders/gemm.wgsl"), false),
+            Shader::Gemm(_) => (include_str!("../../../shaders/gemm.wgsl"), false),
             Shader::Activation => (include_str!("../../../shaders/activation.wgsl"), false),
             Shader::Family => (include_str!("../../../shaders/family.wgsl"), true),
             Shader::Hessian => (include_str!("../../../shaders/hessian.wgsl"), false),
@@ -105,6 +136,9 @@ impl Shader {
             Shader::RngTest => (include_str!("../../../shaders/rng_test.wgsl"), true),
         };
         let mut s = prelude();
+        if let Shader::Gemm(tile) = self {
+            s += &format!("const R: u32 = {}u;\n", tile.r());
+        }
         if rng {
             s += RNG;
         }

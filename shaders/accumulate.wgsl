@@ -16,10 +16,6 @@ struct Params { bb: u32, nl: u32, nch: u32, n_in: u32, row: u32, merged: u32, _p
 @group(0) @binding(4) var<storage, read> table: array<u32>;    // [nch, 2]: base, scalar
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-fn linear(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
-}
-
 @compute @workgroup_size(64)
 fn scale_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear(gid, nwg);

@@ -26,7 +26,7 @@ fn softplus(x: f32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+    let i = linear(gid, nwg);
     if (i >= p.count) { return; }
     let x = z[i];
     var v = x;

@@ -36,7 +36,7 @@ fn ce_main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Here `h` is σ' of the layer and `delta` the back-propagated gradient.
 @compute @workgroup_size(64)
 fn mul_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+    let i = linear(gid, nwg);
     if (i >= p.count) { return; }
     delta[i] = delta[i] * h[i];
 }

@@ -16,10 +16,6 @@ struct Params { bb: u32, nl: u32, cols: u32, _p: u32 }
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> cm: array<f32>; // C_l: [bb·nl, O]
 
-fn linear(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
-}
-
 // The head (nl = cols = O): Δ = I and Hd = 0 for every input.
 @compute @workgroup_size(64)
 fn head_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

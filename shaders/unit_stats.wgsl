@@ -13,7 +13,7 @@ struct Params { bb: u32, nl: u32, o: u32, has_labels: u32, sigma2: f32, _p0: u32
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+    let i = linear(gid, nwg);
     if (i >= p.bb * p.nl) { return; }
     let x = i / p.nl;
     let j = i % p.nl;

@@ -11,7 +11,7 @@ use super::{validate, AnalysisOptions, Request};
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
 use crate::report::Report;
-use crate::theory::{input_theory, InputTheory, LayerData, Spectrum};
+use crate::theory::{input_theory_of, InputTheory, Spectrum};
 use crate::{Result, MIN_SAMPLES_FOR_VARIANCE};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rayon::prelude::*;
@@ -272,18 +272,7 @@ pub fn input_analysis(
         })
         .collect();
     let bounds = if let (true, Some(spectrum)) = (opts.bounds.tensors(), &spectrum) {
-        let layers: Vec<LayerData<'_>> = d
-            .delta
-            .iter()
-            .zip(&d.hd)
-            .zip(&d.layer_inputs)
-            .map(|((delta, hd), a)| LayerData {
-                delta: delta.view(),
-                hd: hd.view(),
-                layer_input: a.view(),
-            })
-            .collect();
-        Some(input_theory(spectrum, &layers)?)
+        Some(input_theory_of(spectrum, &d.delta, &d.hd, &d.layer_inputs)?)
     } else {
         None
     };

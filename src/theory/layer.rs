@@ -14,7 +14,7 @@ use super::eigen::{dot, sym_eigenvalues, sym_eigenvalues_ql};
 use super::moments::Runs;
 use super::spectrum::Spectrum;
 use crate::Result;
-use ndarray::{ArrayView1, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde::Serialize;
 
 /// Thm C.1 needs the whole spectrum of G_S: it is computed when the eigenproblem has size
@@ -334,6 +334,26 @@ pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<Inp
         })
         .collect::<Result<_>>()?;
     Ok(InputTheory { layers })
+}
+
+/// [`input_theory`] from each layer's Δ_l, Hd_l and layer input, as owned arrays.
+pub fn input_theory_of(
+    spectrum: &Spectrum,
+    delta: &[Array2<f64>],
+    hd: &[Array2<f64>],
+    layer_inputs: &[Array1<f64>],
+) -> Result<InputTheory> {
+    let layers: Vec<LayerData<'_>> = delta
+        .iter()
+        .zip(hd)
+        .zip(layer_inputs)
+        .map(|((delta, hd), a)| LayerData {
+            delta: delta.view(),
+            hd: hd.view(),
+            layer_input: a.view(),
+        })
+        .collect();
+    input_theory(spectrum, &layers)
 }
 
 #[cfg(test)]

@@ -21,5 +21,5 @@ pub mod pair;
 pub mod spectrum;
 pub mod zeig;
 
-pub use layer::{input_theory, InputTheory, LayerBounds, LayerData, TensorBounds};
+pub use layer::{input_theory, input_theory_of, InputTheory, LayerBounds, LayerData, TensorBounds};
 pub use spectrum::Spectrum;

@@ -8,7 +8,7 @@ use super::shaders::NB;
 use crate::engine::channels::{constant_scalars, scalars_of, NUM_INPUT_SCALARS};
 use crate::engine::cpu::{InputStats, UnitStats};
 use crate::engine::Request;
-use crate::theory::{input_theory, InputTheory, LayerData, Spectrum};
+use crate::theory::{input_theory_of, InputTheory, Spectrum};
 use crate::{Error, Result};
 use ndarray::{Array1, Array2};
 
@@ -132,7 +132,7 @@ pub fn host_input(
         layer_inputs.push(Array1::from(to_f64(&act[i * nl..(i + 1) * nl])));
     }
     let theory = if let (false, Some(spectrum)) = (data.dh.is_empty(), spectrum) {
-        let mut dh = Vec::new();
+        let (mut delta, mut hd) = (Vec::new(), Vec::new());
         for (all, d) in data.dh.iter().zip(model.layers()) {
             let nl = d.outputs();
             // Δ_l rows of input i, then its Hd_l rows (count·n_l rows further).
@@ -140,18 +140,10 @@ pub fn host_input(
                 Array2::from_shape_vec((nl, o), to_f64(&all[start..start + nl * o]))
                     .map_err(|e| Error::Gpu(format!("Δ/Hd shape: {e}")))
             };
-            dh.push((rows_of(i * nl * o)?, rows_of((count + i) * nl * o)?));
+            delta.push(rows_of(i * nl * o)?);
+            hd.push(rows_of((count + i) * nl * o)?);
         }
-        let layers: Vec<LayerData<'_>> = dh
-            .iter()
-            .zip(&layer_inputs)
-            .map(|((delta, hd), a)| LayerData {
-                delta: delta.view(),
-                hd: hd.view(),
-                layer_input: a.view(),
-            })
-            .collect();
-        Some(input_theory(spectrum, &layers)?)
+        Some(input_theory_of(spectrum, &delta, &hd, &layer_inputs)?)
     } else {
         None
     };

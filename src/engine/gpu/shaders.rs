@@ -80,6 +80,8 @@ fn prelude() -> String {
         s += &format!("const {}: u32 = {}u;\n", wgsl_name(b), b.index());
     }
     s += &format!("const NB: u32 = {NB}u;\nconst NS: u32 = {NUM_INPUT_SCALARS}u;\n");
+    // The invocation index of a 64-wide 1-D dispatch laid out by `kernels::groups_1d`.
+    s += "fn linear(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {\n    return gid.x + gid.y * nwg.x * 64u;\n}\n";
     s
 }
 

@@ -39,7 +39,7 @@ fn welford_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     var qf = 0.0;
     var me = 0.0;
     var qe = 0.0;
-    // bb ≤ MAX_BATCH (host), so the loop stays short.
+    // bb ≤ MAX_BATCH = 4096 (plan.rs), so the loop stays short.
     for (var x = 0u; x < p.bb; x++) {
         var av = 1.0;
         if (k < p.n_in) { av = a[x * p.n_in + k]; }

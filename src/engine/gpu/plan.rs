@@ -25,6 +25,11 @@ pub fn sample_chunk(o: usize, n: usize) -> usize {
     let by_work = (MAX_REDUCE_WORK / o.max(1)).max(1) * 64;
     n.min(SAMPLE_CHUNK).min(by_work).max(1)
 }
+/// Inputs per batch at most: keeps the accumulation's per-entry Welford loop (one iteration
+/// per input of the batch) far below lavapipe's loop limit and the batched GEMMs' z dimension
+/// within the dispatch limit. Results do not depend on the batch size.
+pub const MAX_BATCH: usize = 4096;
+
 /// Units per dispatch from which one invocation per unit is parallel enough.
 const MANY_UNITS: usize = 4096;
 
@@ -179,7 +184,9 @@ pub fn choose_batch(ctx: &GpuContext, widths: &[usize], ns: usize, wanted: usize
     let (largest, total) = one.bytes(1);
     let by_binding = ctx.max_binding_bytes() / largest.max(1);
     let by_budget = MEMORY_BUDGET / total.max(1);
-    let bb = (wanted as u64).min(by_binding).min(by_budget.max(1));
+    let bb = (wanted.min(MAX_BATCH) as u64)
+        .min(by_binding)
+        .min(by_budget.max(1));
     if bb == 0 {
         return Err(Error::Gpu(format!(
             "one input needs a {largest}-byte buffer but '{}' allows {} bytes per binding; \

@@ -444,11 +444,16 @@ pub fn run(config: &StudyConfig, log: &mut dyn FnMut(&str)) -> Result<StudyResul
         epochs.push(record);
         write_csv(&out.join("curves.csv"), &rows)?;
         save_model(trainer.model(), &out.join("model.safetensors"))?;
+        // Before the first epoch there is no training loss (NaN in the CSV).
+        let train_loss = if epoch == 0 {
+            "      —".to_string()
+        } else {
+            format!("{:>7.4}", record.train_loss)
+        };
         log(&format!(
-            "epoch {epoch:>3}/{}  train loss {:>7.4}  test loss {:.4}  test acc {:.4}  \
+            "epoch {epoch:>3}/{}  train loss {train_loss}  test loss {:.4}  test acc {:.4}  \
              (train {:.1} s, analysis {:.1} s)",
             config.epochs,
-            record.train_loss,
             record.test_loss,
             record.test_accuracy,
             record.train_seconds,

@@ -98,6 +98,8 @@ struct Prepared {
     weights: Weights,
     plans: Vec<(Plan, Option<AccumPlan>)>,
     sums: Option<DeviceSums>,
+    /// Read-back buffers of alternate batches.
+    staging: [Staging; 2],
 }
 
 impl Prepared {
@@ -145,6 +147,7 @@ impl Prepared {
             weights,
             plans,
             sums,
+            staging: Default::default(),
         })
     }
 }
@@ -214,7 +217,12 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         }
         None => Prepared::new(&ctx, req, key, &batches, what)?,
     };
-    let Prepared { plans, sums, .. } = &mut prepared;
+    let Prepared {
+        plans,
+        sums,
+        staging,
+        ..
+    } = &mut prepared;
     let plan_for = |count: usize| {
         plans
             .iter()
@@ -223,7 +231,6 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     };
     let mut timer = Timer::new(&ctx);
     let mut host_seconds = 0.0;
-    let mut staging = [Staging::default(), Staging::default()];
     let (start0, count0) = batches[0];
     submit_batch(
         &ctx,

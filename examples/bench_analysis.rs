@@ -109,7 +109,7 @@ fn main() -> diagfim::Result<()> {
     let flops = gpu::phase_flops(&widths, n, channels);
     let total_flops: f64 = flops.iter().sum::<f64>() * b as f64;
     println!(
-        "median wall time {:.3} ms over {} runs (min {:.3} ms); {:.2} GFLOP in all, {:.1} GFLOP/s",
+        "median wall time {:.3} ms over {} runs (min {:.3} ms); {:.2} GFLOP in all (the GPU engine's cost model), {:.1} GFLOP/s",
         median * 1e3,
         times.len(),
         times[0] * 1e3,

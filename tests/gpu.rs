@@ -516,6 +516,39 @@ fn gpu_bounds_options_keep_every_other_key() {
     }
 }
 
+/// Without data labels (no empirical Fisher, no ef channels on the device) the GPU engine
+/// still matches the CPU engine on every key it reports, and both report the same keys.
+#[test]
+fn gpu_without_labels_matches_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let model = random_model(&[5, 9, 4], &[Softplus], 1.0, 91, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(6, 5, 92);
+    let go = |engine| {
+        analyze(&Request {
+            model: &model,
+            family: family.as_dyn(),
+            inputs: x.view(),
+            labels: None,
+            options: AnalysisOptions {
+                samples: 7,
+                seed: 5,
+                engine,
+                ..Default::default()
+            },
+            progress: None,
+        })
+        .unwrap()
+    };
+    let (g, c) = (go(EngineKind::Gpu), go(EngineKind::Cpu));
+    let names = |r: &diagfim::Report| r.tensors().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&g), names(&c));
+    assert!(!names(&g).iter().any(|n| n.starts_with("ef")));
+    assert_close(&g, &c, "no labels");
+}
+
 /// Training gradients on the GPU equal −(1/B) Σ scores of the CPU reference engine.
 #[test]
 fn gpu_training_gradient_matches_cpu_scores() {

@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example bench_analysis -- [--layers 784,512,256,128,10]
 //!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]
-//!  [--bounds all|keys|none] [--save-model PATH]`
+//!  [--bounds all|keys|none] [--peak-gflops P] [--save-model PATH]`
 //!
 //! `--gemm N` instead times the WGSL GEMM on N×N×N (device time from timestamp queries when
 //! available, else wall time) and prints its TFLOP/s.
@@ -42,6 +42,10 @@ fn main() -> diagfim::Result<()> {
         .parse()
         .map_err(|_| bad("--reps"))?;
     let engine: EngineKind = arg(&args, "--engine", "gpu").parse()?;
+    // The adapter's f32 peak in GFLOP/s (the roofline the phases are compared with).
+    let peak: f64 = arg(&args, "--peak-gflops", "0")
+        .parse()
+        .map_err(|_| bad("--peak-gflops"))?;
     let gemm: usize = arg(&args, "--gemm", "0")
         .parse()
         .map_err(|_| bad("--gemm"))?;
@@ -129,20 +133,40 @@ fn main() -> diagfim::Result<()> {
         );
         if phases.measured {
             println!(
-                "{:<12} {:>10} {:>12} {:>10}",
-                "phase", "device ms", "GFLOP", "GFLOP/s"
+                "{:<12} {:>10} {:>12} {:>10} {:>9}",
+                "phase", "device ms", "GFLOP", "GFLOP/s", "of peak"
             );
             for (i, p) in Phase::ALL.iter().enumerate() {
                 let f = flops[i] * b as f64;
                 let s = phases.seconds[i];
+                let rate = if s > 0.0 { f / s * 1e-9 } else { 0.0 };
+                let share = if peak > 0.0 {
+                    format!("{:.1} %", 100.0 * rate / peak)
+                } else {
+                    "-".into()
+                };
                 println!(
-                    "{:<12} {:>10.3} {:>12.3} {:>10.1}",
+                    "{:<12} {:>10.3} {:>12.3} {:>10.1} {:>9}",
                     p.name(),
                     s * 1e3,
                     f * 1e-9,
-                    if s > 0.0 { f / s * 1e-9 } else { 0.0 }
+                    rate,
+                    share
                 );
             }
+            let total: f64 = phases.seconds.iter().sum();
+            println!(
+                "device total {:.3} ms; {} (f32 FMA peak from --peak-gflops)",
+                total * 1e3,
+                if peak > 0.0 {
+                    format!(
+                        "{:.1} % of {peak:.0} GFLOP/s",
+                        100.0 * total_flops / total * 1e-9 / peak
+                    )
+                } else {
+                    "no peak given".into()
+                }
+            );
         } else {
             println!("(no timestamp queries on this adapter: per-phase times unavailable)");
         }

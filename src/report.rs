@@ -357,12 +357,13 @@ pub struct ThmC1 {
 }
 
 /// Lemma 4.8 for a tensor: Σ Var_x I ≤ Σ E_x[‖J_i‖⁴ λ_max(C)²] (and the tighter [X] form
-/// minus Σ (E_x[‖J_i‖² λ_min(C)])²).
+/// minus Σ (E_x[‖J_i‖² λ_min(C)])²); the bounds are None when the analysis computed no bound
+/// keys (`--bounds none`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Lemma48 {
     pub var_x: f64,
-    pub bound: f64,
-    pub bound_tight: f64,
+    pub bound: Option<f64>,
+    pub bound_tight: Option<f64>,
 }
 
 /// ln(Σ upper bound / Σ exact) of Thm 4.1 per quantity (Fig. 1 bottom); None where the exact
@@ -436,14 +437,17 @@ impl TensorTheory {
             var_x: sum(Key::VarX),
         };
         let lb = means(Key::LbFisher);
+        let has_bounds = p.values.contains_key(&Key::UbVarX);
         let lemma48 = Lemma48 {
             var_x: exact.var_x,
-            bound: sum(Key::UbVarX),
-            bound_tight: means(Key::UbVarX)
-                .iter()
-                .zip(lb.iter().chain(std::iter::repeat(&0.0)))
-                .map(|(u, l)| u - l * l)
-                .sum(),
+            bound: has_bounds.then(|| sum(Key::UbVarX)),
+            bound_tight: has_bounds.then(|| {
+                means(Key::UbVarX)
+                    .iter()
+                    .zip(lb.iter().chain(std::iter::repeat(&0.0)))
+                    .map(|(u, l)| u - l * l)
+                    .sum()
+            }),
         };
         let ratio = |ub: f64, exact: f64| (exact > 0.0 && ub > 0.0).then(|| (ub / exact).ln());
         let log_ratio = LogRatio {

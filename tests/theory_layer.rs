@@ -352,15 +352,10 @@ fn summary_lemma_4_8_ratios_recommendation_and_budget() {
         // Exact sums and Lemma 4.8.
         assert!((t.exact.fisher - sum(Key::Fisher)).abs() <= 1e-12 * t.exact.fisher);
         assert!((t.exact.var_x - sum(Key::VarX)).abs() <= 1e-12 * t.exact.var_x.max(1e-300));
-        assert!((t.lemma48.bound - sum(Key::UbVarX)).abs() <= 1e-12 * t.lemma48.bound);
-        assert!(
-            t.lemma48.var_x <= t.lemma48.bound_tight * (1.0 + 1e-9),
-            "{ctx}"
-        );
-        assert!(
-            t.lemma48.bound_tight <= t.lemma48.bound * (1.0 + 1e-12),
-            "{ctx}"
-        );
+        let (bound, tight) = (t.lemma48.bound.unwrap(), t.lemma48.bound_tight.unwrap());
+        assert!((bound - sum(Key::UbVarX)).abs() <= 1e-12 * bound);
+        assert!(t.lemma48.var_x <= tight * (1.0 + 1e-9), "{ctx}");
+        assert!(tight <= bound * (1.0 + 1e-12), "{ctx}");
         // Log-ratios of Thm 4.1's upper bounds (Fig. 1 bottom): ≥ 0 since UB ≥ exact.
         let lr = t.log_ratio;
         let want = (sum(Key::UbVar1) / sum(Key::Var1)).ln();
@@ -449,4 +444,51 @@ fn summary_lemma_4_8_ratios_recommendation_and_budget() {
     }
     .validate()
     .is_err());
+}
+
+/// Without bounds (`Bounds::None`) the summary says so: no per-tensor bounds, no Lemma 4.8
+/// bounds, no log-ratios; the exact sums and the recommendation are those of a full run.
+#[test]
+fn summary_without_bounds_has_no_bound_values() {
+    let model = random_model(&[4, 6, 3], &[Tanh], 1.0, 61, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(5, 4, 62);
+    let run = |bounds| {
+        analyze(&Request {
+            model: &model,
+            family: family.as_dyn(),
+            inputs: x.view(),
+            labels: None,
+            options: AnalysisOptions {
+                samples: 6,
+                engine: EngineKind::Cpu,
+                bounds,
+                ..Default::default()
+            },
+            progress: None,
+        })
+        .unwrap()
+    };
+    let (none, all) = (run(diagfim::Bounds::None), run(diagfim::Bounds::All));
+    assert!(none
+        .params
+        .iter()
+        .all(|p| p.values.keys().all(|k| !k.is_bound())));
+    for (a, b) in none.summary().layers.iter().zip(&all.summary().layers) {
+        let (t, u) = (&a.theory, &b.theory);
+        assert_eq!(
+            (t.lemma48.bound, t.lemma48.bound_tight),
+            (None, None),
+            "{}",
+            a.name
+        );
+        assert!(u.lemma48.bound.is_some());
+        assert_eq!(
+            (t.log_ratio.fisher, t.log_ratio.var1, t.log_ratio.var2),
+            (None, None, None)
+        );
+        assert!(t.cor46.is_none() && t.thm_c1.is_none());
+        assert_eq!(t.exact.fisher, u.exact.fisher);
+        assert_eq!(t.recommendation.estimator, u.recommendation.estimator);
+    }
 }

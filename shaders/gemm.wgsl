@@ -1,9 +1,10 @@
 // Tiled, register-blocked f32 GEMM: C = op(A) · op(B) (+ epilogue), batched over z.
-// op(A) is M×K, op(B) is K×N. A 16×16 workgroup computes a TILE×TILE tile of C (TILE = 16·R),
-// each invocation an R×R block of rows lid.y + 16r and columns lid.x + 16s (conflict-free
-// workgroup reads, coalesced stores); K is walked in tiles of KT = 16 through workgroup
-// memory (rows padded by one against bank conflicts), loaded along each operand's contiguous
-// dimension, so every loop is bounded. R (4 or 8) is set by src/engine/gpu/shaders.rs.
+// op(A) is M×K, op(B) is K×N. A 16×16 workgroup computes a TM×TN tile of C (TM = 16·RM,
+// TN = 16·RN), each invocation an RM×RN block of rows lid.y + 16r and columns lid.x + 16s
+// (conflict-free workgroup reads, coalesced stores); K is walked in tiles of KT = 16 through
+// workgroup memory (rows padded by one against bank conflicts), loaded along each operand's
+// contiguous dimension, so every loop is bounded. RM and RN (4×4, 8×8, or 4×1 for N ≤ 16)
+// are set by src/engine/gpu/shaders.rs.
 // TRANS_A / TRANS_B read A (K×M) / B (N×K) stored row-major. EPILOGUE: 0 store, 1 add
 // bias[col], 2 accumulate into C.
 // Fused elementwise operand transforms, applied while a tile is loaded:
@@ -36,12 +37,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> s1: array<f32>;
 
-const TILE: u32 = 16u * R;
+const TM: u32 = 16u * RM;
+const TN: u32 = 16u * RN;
 const KT: u32 = 16u;
-const LDS: u32 = TILE + 1u;
 
-var<workgroup> As: array<f32, KT * LDS>; // [KT][TILE], padded rows
-var<workgroup> Bs: array<f32, KT * LDS>; // [KT][TILE], padded rows
+var<workgroup> As: array<f32, KT * (TM + 1u)>; // [KT][TM], padded rows
+var<workgroup> Bs: array<f32, KT * (TN + 1u)>; // [KT][TN], padded rows
 
 fn load_a(z: u32, i: u32, kk: u32) -> f32 {
     if (i >= p.m || kk >= p.k) { return 0.0; }
@@ -68,51 +69,52 @@ fn load_b(z: u32, kk: u32, j: u32) -> f32 {
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let z = wg.z;
-    let row0 = wg.y * TILE;
-    let col0 = wg.x * TILE;
+    let row0 = wg.y * TM;
+    let col0 = wg.x * TN;
     let t = lid.y * 16u + lid.x;
-    var acc: array<f32, R * R>;
-    for (var q = 0u; q < R * R; q++) { acc[q] = 0.0; }
+    var acc: array<f32, RM * RN>;
+    for (var q = 0u; q < RM * RN; q++) { acc[q] = 0.0; }
     let ntiles = (p.k + KT - 1u) / KT;
     for (var kt = 0u; kt < ntiles; kt++) {
         let k0 = kt * KT;
-        // 256 invocations load the KT·TILE elements of each tile, R each, consecutive
-        // invocations along the operand's contiguous dimension in memory.
-        for (var e = 0u; e < R; e++) {
+        // 256 invocations load the KT·TM elements of A (RM each) and the KT·TN of B (RN each),
+        // consecutive invocations along the operand's contiguous dimension in memory.
+        for (var e = 0u; e < RM; e++) {
             let idx = t + e * 256u;
-            var kk = idx / TILE;
-            var mm = idx % TILE;
+            var kk = idx / TM;
+            var mm = idx % TM;
             if (!TRANS_A) { kk = idx % KT; mm = idx / KT; }
-            As[kk * LDS + mm] = load_a(z, row0 + mm, k0 + kk);
-            kk = idx / TILE;
-            mm = idx % TILE;
-            if (TRANS_B) { kk = idx % KT; mm = idx / KT; }
-            Bs[kk * LDS + mm] = load_b(z, k0 + kk, col0 + mm);
+            As[kk * (TM + 1u) + mm] = load_a(z, row0 + mm, k0 + kk);
+        }
+        for (var e = 0u; e < RN; e++) {
+            let idx = t + e * 256u;
+            var kk = idx / TN;
+            var nn = idx % TN;
+            if (TRANS_B) { kk = idx % KT; nn = idx / KT; }
+            Bs[kk * (TN + 1u) + nn] = load_b(z, k0 + kk, col0 + nn);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < KT; kk++) {
-            var av: array<f32, R>;
-            var bv: array<f32, R>;
-            for (var r = 0u; r < R; r++) {
-                av[r] = As[kk * LDS + lid.y + 16u * r];
-                bv[r] = Bs[kk * LDS + lid.x + 16u * r];
-            }
-            for (var r = 0u; r < R; r++) {
-                for (var s = 0u; s < R; s++) {
-                    acc[r * R + s] = fma(av[r], bv[s], acc[r * R + s]);
+            var av: array<f32, RM>;
+            var bv: array<f32, RN>;
+            for (var r = 0u; r < RM; r++) { av[r] = As[kk * (TM + 1u) + lid.y + 16u * r]; }
+            for (var s = 0u; s < RN; s++) { bv[s] = Bs[kk * (TN + 1u) + lid.x + 16u * s]; }
+            for (var r = 0u; r < RM; r++) {
+                for (var s = 0u; s < RN; s++) {
+                    acc[r * RN + s] = fma(av[r], bv[s], acc[r * RN + s]);
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var r = 0u; r < R; r++) {
+    for (var r = 0u; r < RM; r++) {
         let i = row0 + lid.y + 16u * r;
         if (i >= p.m) { continue; }
-        for (var s = 0u; s < R; s++) {
+        for (var s = 0u; s < RN; s++) {
             let j = col0 + lid.x + 16u * s;
             if (j >= p.n) { continue; }
             let at = p.off_c + z * p.stride_c + i * p.ldc + j;
-            var v = acc[r * R + s];
+            var v = acc[r * RN + s];
             if (EPILOGUE == 1u) { v += bias[p.off_bias + j]; }
             if (EPILOGUE == 2u) { v += c[at]; }
             c[at] = v;

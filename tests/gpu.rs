@@ -66,7 +66,7 @@ fn gemm_matches_ndarray_on_odd_sizes() {
             let bb = kernels::upload(&ctx, "b", &b).unwrap();
             let bc = kernels::storage(&ctx, "c", m * n).unwrap();
             let want: Vec<f64> = want.iter().copied().collect();
-            for tile in [GemmTile::R4, GemmTile::R8] {
+            for tile in [GemmTile::R4, GemmTile::R8, GemmTile::Narrow] {
                 let mut g = Gemm::new(m as u32, n as u32, k as u32, ta, tb);
                 g.tile = Some(tile);
                 let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
@@ -117,7 +117,7 @@ fn gemm_fused_powers_and_ones_column() {
         let ba = kernels::upload(&ctx, "a", &a).unwrap();
         let bb = kernels::upload(&ctx, "b", &b).unwrap();
         let want: Vec<f64> = want.iter().copied().collect();
-        for tile in [GemmTile::R4, GemmTile::R8] {
+        for tile in [GemmTile::R4, GemmTile::R8, GemmTile::Narrow] {
             let bc = kernels::upload(&ctx, "c", &c0).unwrap();
             let mut g = Gemm::new(m as u32, (n_in + 1) as u32, k as u32, true, false);
             g.params.ldb = n_in as u32;

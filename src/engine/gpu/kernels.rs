@@ -156,7 +156,8 @@ pub struct Gemm {
     pub pow_a: u32,
     pub pow_b: u32,
     pub batch: u32,
-    /// Register blocking; None: the context's choice ([`GpuContext::gemm_tile`]).
+    /// Register blocking; None: [`GemmTile::Narrow`] for N ≤ 16, else the context's choice
+    /// ([`GpuContext::gemm_tile`]).
     pub tile: Option<GemmTile>,
 }
 
@@ -233,19 +234,25 @@ impl Gemm {
                 self.pow_b
             )));
         }
-        let tile = self.tile.unwrap_or_else(|| ctx.gemm_tile());
+        let tile = self.tile.unwrap_or_else(|| {
+            if p.n <= 16 {
+                GemmTile::Narrow
+            } else {
+                ctx.gemm_tile()
+            }
+        });
+        let (tm, tn) = tile.tile();
         if tile.workgroup_bytes() > ctx.limits.max_compute_workgroup_storage_size {
             return Err(Error::Gpu(format!(
-                "the {0}×{0} GEMM tile needs {1} bytes of workgroup memory, '{2}' has {3}",
-                tile.tile(),
+                "the {tm}×{tn} GEMM tile needs {} bytes of workgroup memory, '{}' has {}",
                 tile.workgroup_bytes(),
                 ctx.info.name,
                 ctx.limits.max_compute_workgroup_storage_size
             )));
         }
         let groups = [
-            p.n.div_ceil(tile.tile()).max(1),
-            p.m.div_ceil(tile.tile()).max(1),
+            p.n.div_ceil(tn).max(1),
+            p.m.div_ceil(tm).max(1),
             self.batch.max(1),
         ];
         if groups.iter().any(|g| *g > MAX_GROUPS) {

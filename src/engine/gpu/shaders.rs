@@ -6,33 +6,39 @@ use crate::engine::channels::{Base, NUM_BASES, NUM_INPUT_SCALARS};
 /// Rows of the GPU bases array ([bb, NB, n_l]).
 pub const NB: usize = NUM_BASES;
 
-/// Register blocking of the GEMM (gemm.wgsl): R×R outputs per invocation and TILE×TILE tiles
-/// per 16×16 workgroup, TILE = 16·R.
+/// Register blocking of the GEMM (gemm.wgsl): RM×RN outputs per invocation and TM×TN tiles
+/// per 16×16 workgroup, TM = 16·RM, TN = 16·RN.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GemmTile {
-    /// R = 4, 64×64 tiles (8.3 KB of workgroup memory): the portable default.
+    /// 4×4, 64×64 tiles (8.3 KB of workgroup memory): the portable default.
     #[default]
     R4,
-    /// R = 8, 128×128 tiles (16.5 KB of workgroup memory: more than WebGPU's default limit).
+    /// 8×8, 128×128 tiles (16.5 KB of workgroup memory: more than WebGPU's default limit).
     R8,
+    /// 4×1, 64×16 tiles, for products with N ≤ 16 columns (O outputs): less idle work.
+    Narrow,
 }
 
 impl GemmTile {
-    pub const fn r(self) -> u32 {
+    /// (RM, RN).
+    pub const fn blocking(self) -> (u32, u32) {
         match self {
-            GemmTile::R4 => 4,
-            GemmTile::R8 => 8,
+            GemmTile::R4 => (4, 4),
+            GemmTile::R8 => (8, 8),
+            GemmTile::Narrow => (4, 1),
         }
     }
 
     /// Rows and columns of C per workgroup.
-    pub const fn tile(self) -> u32 {
-        16 * self.r()
+    pub const fn tile(self) -> (u32, u32) {
+        let (rm, rn) = self.blocking();
+        (16 * rm, 16 * rn)
     }
 
-    /// Bytes of workgroup memory: two KT × (TILE + 1) f32 tiles.
+    /// Bytes of workgroup memory: KT × (TM + 1) and KT × (TN + 1) f32 tiles.
     pub const fn workgroup_bytes(self) -> u32 {
-        2 * 16 * (self.tile() + 1) * 4
+        let (tm, tn) = self.tile();
+        16 * (tm + 1 + tn + 1) * 4
     }
 }
 
@@ -139,7 +145,8 @@ impl Shader {
         };
         let mut s = prelude();
         if let Shader::Gemm(tile) = self {
-            s += &format!("const R: u32 = {}u;\n", tile.r());
+            let (rm, rn) = tile.blocking();
+            s += &format!("const RM: u32 = {rm}u;\nconst RN: u32 = {rn}u;\n");
         }
         if rng {
             s += RNG;

@@ -399,7 +399,8 @@ fn gpu_engine_matches_cpu_engine() {
     }
 }
 
-/// Results do not depend on the batch (chunk) size, nor on the sample chunking (N > 256, one lane per unit in the last chunk).
+/// Results do not depend on the batch (chunk) size, nor on the sample chunking (N > 256, one
+/// lane per unit in the last chunk).
 #[test]
 fn gpu_results_independent_of_batch_size() {
     if gpu().is_none() {
@@ -527,20 +528,13 @@ fn gpu_without_labels_matches_cpu() {
     let family = Family::from_name("categorical", 1.0).unwrap();
     let x = random_inputs(6, 5, 92);
     let go = |engine| {
-        analyze(&Request {
-            model: &model,
-            family: family.as_dyn(),
-            inputs: x.view(),
-            labels: None,
-            options: AnalysisOptions {
-                samples: 7,
-                seed: 5,
-                engine,
-                ..Default::default()
-            },
-            progress: None,
-        })
-        .unwrap()
+        let options = AnalysisOptions {
+            samples: 7,
+            seed: 5,
+            engine,
+            ..Default::default()
+        };
+        analyze_opts(&model, family.as_dyn(), x.view(), None, options)
     };
     let (g, c) = (go(EngineKind::Gpu), go(EngineKind::Cpu));
     let names = |r: &diagfim::Report| r.tensors().map(|(n, _)| n).collect::<Vec<_>>();

@@ -5,26 +5,19 @@
 mod common;
 use common::*;
 use diagfim::engine::gpu::{cache_reuses, release_cache, GpuContext};
-use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
+use diagfim::engine::{AnalysisOptions, EngineKind};
 use diagfim::{Activation, Family, Label, Mlp};
 
 fn run(model: &Mlp, x: &ndarray::Array2<f64>, labels: &[Label]) -> diagfim::Report {
     let family = Family::from_name("categorical", 1.0).unwrap();
-    analyze(&Request {
-        model,
-        family: family.as_dyn(),
-        inputs: x.view(),
-        labels: Some(labels),
-        options: AnalysisOptions {
-            samples: 5,
-            seed: 7,
-            batch_size: 3,
-            engine: EngineKind::Gpu,
-            ..Default::default()
-        },
-        progress: None,
-    })
-    .unwrap()
+    let options = AnalysisOptions {
+        samples: 5,
+        seed: 7,
+        batch_size: 3,
+        engine: EngineKind::Gpu,
+        ..Default::default()
+    };
+    analyze_opts(model, family.as_dyn(), x.view(), Some(labels), options)
 }
 
 /// A reused shape gives bit-identical results to a fresh one, for new weights.

@@ -454,20 +454,13 @@ fn summary_without_bounds_has_no_bound_values() {
     let family = Family::from_name("categorical", 1.0).unwrap();
     let x = random_inputs(5, 4, 62);
     let run = |bounds| {
-        analyze(&Request {
-            model: &model,
-            family: family.as_dyn(),
-            inputs: x.view(),
-            labels: None,
-            options: AnalysisOptions {
-                samples: 6,
-                engine: EngineKind::Cpu,
-                bounds,
-                ..Default::default()
-            },
-            progress: None,
-        })
-        .unwrap()
+        let options = AnalysisOptions {
+            samples: 6,
+            engine: EngineKind::Cpu,
+            bounds,
+            ..Default::default()
+        };
+        analyze_opts(&model, family.as_dyn(), x.view(), None, options)
     };
     let (none, all) = (run(diagfim::Bounds::None), run(diagfim::Bounds::All));
     assert!(none

@@ -407,6 +407,25 @@ pub fn perturb(model: &Mlp, index: usize, delta: f64) -> Mlp {
     panic!("parameter index {index} out of range");
 }
 
+/// Runs an analysis with the given options (no progress callback).
+pub fn analyze_opts(
+    model: &Mlp,
+    family: &dyn diagfim::ExpFamily,
+    x: ndarray::ArrayView2<f64>,
+    labels: Option<&[Label]>,
+    options: diagfim::AnalysisOptions,
+) -> diagfim::Report {
+    diagfim::analyze(&diagfim::Request {
+        model,
+        family,
+        inputs: x,
+        labels,
+        options,
+        progress: None,
+    })
+    .unwrap()
+}
+
 /// Runs the CPU engine with `per_input` results.
 pub fn run_cpu(
     model: &Mlp,

@@ -543,6 +543,40 @@ fn gpu_without_labels_matches_cpu() {
     assert_close(&g, &c, "no labels");
 }
 
+/// Inputs so large that the GPU's f32 sums overflow (a⁸ ≈ 1e48) give an error that says so,
+/// never infinities in the report, while the f64 CPU engine still answers.
+#[test]
+fn gpu_f32_overflow_is_an_error() {
+    if gpu().is_none() {
+        return;
+    }
+    // First-layer weights scaled down by the inputs' scale: moderate pre-activations, so the
+    // per-unit statistics are O(1) while the layer input a ≈ 1e6.
+    let mut model = random_model(&[3, 4, 2], &[Tanh], 1.0, 71, true);
+    model.layers_mut()[0].weight.mapv_inplace(|w| w * 1e-6);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(4, 3, 72).mapv(|v| 1e6 * (v + 2.0));
+    let go = |engine| {
+        diagfim::analyze(&Request {
+            model: &model,
+            family: family.as_dyn(),
+            inputs: x.view(),
+            labels: None,
+            options: AnalysisOptions {
+                samples: 4,
+                engine,
+                ..Default::default()
+            },
+            progress: None,
+        })
+    };
+    let err = go(EngineKind::Gpu).expect_err("f32 overflow must be an error");
+    let msg = err.to_string();
+    assert!(msg.contains("f32") && msg.contains("--engine cpu"), "{msg}");
+    let cpu = go(EngineKind::Cpu).unwrap();
+    assert!(cpu.tensors().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+}
+
 /// Training gradients on the GPU equal −(1/B) Σ scores of the CPU reference engine.
 #[test]
 fn gpu_training_gradient_matches_cpu_scores() {

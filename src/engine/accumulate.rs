@@ -65,8 +65,10 @@ const EF: usize = Key::Ef.index();
 /// Fisher's bias.
 fn derive(v: &mut Values) {
     for se in [Key::McVar1Se, Key::McVar2Se] {
-        // Sums of unbiased per-input estimates may dip below 0 by rounding or chance.
-        v[se.index()] = v[se.index()].max(0.0).sqrt();
+        // Sums of unbiased per-input estimates may dip below 0 by rounding or chance; a NaN
+        // (overflow) stays NaN so that the report refuses it.
+        let var = v[se.index()];
+        v[se.index()] = if var < 0.0 { 0.0 } else { var.sqrt() };
     }
     let (w, var) = optimal_combination(
         v[Key::Var1.index()],
@@ -424,9 +426,16 @@ impl Accumulator {
                 }
                 .map_err(|e| Error::Model(format!("internal shape error: {e}")))?;
                 if let Some(index) = array.iter().position(|v| !v.is_finite()) {
+                    // The GPU engine sums in f32 (a⁸ for the standard errors): say so.
+                    let hint = if engine == "gpu" {
+                        "; the GPU engine works in f32: scale the inputs or use --engine cpu"
+                    } else {
+                        ""
+                    };
                     return Err(Error::NonFinite {
                         what: format!(
-                            "result '{}/{}' (overflow: the model's weights or inputs are too large)",
+                            "result '{}/{}' (overflow: the model's weights or inputs are too \
+                             large{hint})",
                             key.name(),
                             info.name
                         ),

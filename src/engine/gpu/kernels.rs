@@ -30,6 +30,9 @@ impl Dispatch {
     }
 }
 
+/// Smallest GEMM inner dimension that a software adapter (lavapipe) would silently truncate.
+const SOFTWARE_MAX_K: u32 = 65_536;
+
 /// Largest workgroup count per dispatch dimension (WebGPU default limit).
 const MAX_GROUPS: u32 = 65_535;
 
@@ -232,6 +235,15 @@ impl Gemm {
             return Err(Error::Gpu(format!(
                 "internal error: GEMM power {} of B is not 1, 2, 4 or 8",
                 self.pow_b
+            )));
+        }
+        if ctx.is_software() && p.k >= SOFTWARE_MAX_K {
+            // Measured: lavapipe silently stops a loop after 65 536 iterations, and the K loop
+            // runs K iterations of its inner step.
+            return Err(Error::Gpu(format!(
+                "a GEMM with inner dimension {} exceeds what the software adapter '{}' runs \
+                 in one invocation; use --engine cpu",
+                p.k, ctx.info.name
             )));
         }
         let tile = self.tile.unwrap_or_else(|| {

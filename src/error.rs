@@ -37,6 +37,12 @@ pub enum Error {
     /// The GPU engine is unavailable or failed.
     #[error("GPU engine: {0}")]
     Gpu(String),
+    /// A partial result that cannot be read or merged (docs/scale-out.md).
+    #[error("partial result: {0}")]
+    Partial(String),
+    /// A bug in diagfim, not in the caller's input: please report it.
+    #[error("internal error (a bug in diagfim, please report it): {0}")]
+    Internal(String),
     /// Writing results failed.
     #[error("cannot write results to '{path}': {msg}")]
     Output { path: PathBuf, msg: String },

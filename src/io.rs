@@ -44,14 +44,9 @@ impl View for &Encoded {
     }
 }
 
-/// Writes tensors (little-endian, as safetensors requires) with optional header metadata.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[NamedTensor<'_>],
-    dtype: StoreDtype,
-    metadata: Option<HashMap<String, String>>,
-) -> Result<()> {
-    let encoded: Vec<(String, Encoded)> = tensors
+/// Encodes tensors (little-endian, as safetensors requires) in the store dtype.
+fn encode(tensors: &[NamedTensor<'_>], dtype: StoreDtype) -> Vec<(String, Encoded)> {
+    tensors
         .iter()
         .map(|t| {
             let bytes = match dtype {
@@ -75,13 +70,34 @@ pub fn write_safetensors(
                 },
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Writes tensors (little-endian, as safetensors requires) with optional header metadata.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[NamedTensor<'_>],
+    dtype: StoreDtype,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let encoded = encode(tensors, dtype);
     safetensors::serialize_to_file(encoded.iter().map(|(n, e)| (n, e)), metadata, path).map_err(
         |e| Error::Output {
             path: path.to_path_buf(),
             msg: e.to_string(),
         },
     )
+}
+
+/// The bytes of a safetensors file holding `tensors`, with optional header metadata.
+pub fn safetensors_bytes(
+    tensors: &[NamedTensor<'_>],
+    dtype: StoreDtype,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let encoded = encode(tensors, dtype);
+    safetensors::serialize(encoded.iter().map(|(n, e)| (n, e)), metadata)
+        .map_err(|e| Error::Partial(format!("cannot encode the tensors: {e}")))
 }
 
 /// Reads a whole file, naming it in the error.

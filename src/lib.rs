@@ -1,8 +1,8 @@
 //! diagfim: the diagonal of the Fisher information matrix of MLPs, the exact variances of its
 //! two Monte-Carlo estimators Î1 (squared scores) and Î2 (negative Hessians), and the
 //! estimators' Monte-Carlo values, following Soen & Sun, "Trade-Offs of Diagonal Fisher
-//! Information Matrix Estimators" (NeurIPS 2024). Formulas are cited by their section in
-//! the project's MATH.md and by equation number in the paper.
+//! Information Matrix Estimators" (NeurIPS 2024). Formulas are cited by equation number in
+//! the paper; "MATH §n" and "DESIGN §n" refer to sections of docs/math.md and docs/design.md.
 //!
 //! ```no_run
 //! use diagfim::{analyze, AnalysisOptions, Family, Request};
@@ -28,6 +28,7 @@ pub mod error;
 pub mod family;
 pub mod io;
 pub mod model;
+pub mod partial;
 pub mod report;
 pub mod rng;
 pub mod theory;
@@ -37,6 +38,7 @@ pub use engine::{analyze, AnalysisOptions, Bounds, EngineKind, Request};
 pub use error::{Error, Result};
 pub use family::{Categorical, ExpFamily, Family, Gaussian, Label};
 pub use model::{Activation, Mlp};
+pub use partial::{analyze_partial, Partial};
 pub use report::{Key, Report};
 
 /// Sample variances need at least two sampled labels per input.

@@ -352,6 +352,7 @@ fn run_with(
             threads: 0,
             engine,
             bounds,
+            input_offset: 0,
         },
         progress: None,
     })

@@ -2,10 +2,10 @@
 //! error (bad files, shapes, options), with a message that says how to fix it.
 
 use clap::{Args, Parser, Subcommand};
-use diagfim::engine::{analyze, AnalysisOptions, Bounds, EngineKind, Request};
+use diagfim::engine::{analyze, analyze_partial, AnalysisOptions, Bounds, EngineKind, Request};
 use diagfim::report::SummaryOptions;
 use diagfim::theory::pair::{pair, ParamRef};
-use diagfim::{io, model, Activation, Family};
+use diagfim::{io, model, Activation, Family, Partial};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +28,9 @@ enum Command {
     /// Off-diagonal FIM entry I(θ_ij) of a parameter pair, the exact variances of both
     /// estimators and the bounds of Thm B.1 / Cor. B.3, as JSON on stdout (means over inputs).
     Pair(PairArgs),
+    /// Merge partial results (`analyze --partial`) of disjoint shards of the inputs into
+    /// RESULT.safetensors and SUMMARY.json, exactly as one analysis of all the inputs.
+    Merge(MergeArgs),
     /// Print a model's architecture and parameter count.
     Info {
         #[arg(long)]
@@ -98,9 +101,24 @@ struct AnalyzeArgs {
     /// keys do not change.
     #[arg(long, default_value = "all")]
     bounds: String,
+    /// Global index of the first input (a shard [K, K+B) of a data set): labels are sampled
+    /// by global input index, so shards draw the labels of the whole run.
+    #[arg(long, default_value_t = 0)]
+    input_offset: u64,
     /// RESULT.safetensors to write.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "partial")]
+    out: Option<PathBuf>,
+    /// Write the partial result (sufficient statistics, for `diagfim merge`) to this
+    /// safetensors file instead of RESULT and SUMMARY.
+    #[arg(long, conflicts_with_all = ["out", "summary", "per_input"])]
+    partial: Option<PathBuf>,
+    #[command(flatten)]
+    summary: SummaryArgs,
+}
+
+/// SUMMARY.json and its options: shared by `analyze` and `merge`.
+#[derive(Args)]
+struct SummaryArgs {
     /// SUMMARY.json to write.
     #[arg(long)]
     summary: Option<PathBuf>,
@@ -113,6 +131,54 @@ struct AnalyzeArgs {
     /// Cost of one input in labels, for the summary's N_x/N_y budget split.
     #[arg(long, default_value_t = 1.0)]
     input_cost: f64,
+}
+
+impl SummaryArgs {
+    /// The summary options, validated, after checking that the summary's folder exists.
+    fn options(&self) -> diagfim::Result<SummaryOptions> {
+        let opts = SummaryOptions {
+            eps: self.eps,
+            delta: self.delta,
+            input_cost: self.input_cost,
+        };
+        opts.validate()?;
+        if let Some(s) = &self.summary {
+            check_output_dir(s)?;
+        }
+        Ok(opts)
+    }
+
+    /// Writes RESULT (and SUMMARY if asked), then prints the per-tensor table.
+    fn write(
+        &self,
+        report: &diagfim::Report,
+        out: &Path,
+        opts: &SummaryOptions,
+    ) -> diagfim::Result<()> {
+        report.save(out)?;
+        if let Some(s) = &self.summary {
+            report.save_summary_with(s, opts)?;
+        }
+        println!(
+            "{} inputs, N = {} labels each, engine {}, {:.3} s; per-tensor means:",
+            report.run.inputs, report.run.samples, report.run.adapter, report.run.wall_time_s
+        );
+        print!("{}", report.table());
+        println!("results: {}", out.display());
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Partial results written by `diagfim analyze --partial`, of disjoint input shards.
+    #[arg(required = true, num_args = 1..)]
+    parts: Vec<PathBuf>,
+    /// RESULT.safetensors to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    summary: SummaryArgs,
 }
 
 #[derive(Args)]
@@ -161,17 +227,41 @@ fn run_pair(a: PairArgs) -> diagfim::Result<()> {
     Ok(())
 }
 
-fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
-    let summary_opts = SummaryOptions {
-        eps: a.eps,
-        delta: a.delta,
-        input_cost: a.input_cost,
-    };
-    summary_opts.validate()?;
+fn run_merge(a: MergeArgs) -> diagfim::Result<()> {
+    let summary_opts = a.summary.options()?;
     check_output_dir(&a.out)?;
-    if let Some(s) = &a.summary {
-        check_output_dir(s)?;
+    let mut merged: Option<Partial> = None;
+    for path in &a.parts {
+        let part = Partial::load(path)?;
+        match merged.as_mut() {
+            None => merged = Some(part),
+            Some(m) => m
+                .merge(&part)
+                .map_err(|e| diagfim::Error::Partial(format!("'{}': {e}", path.display())))?,
+        }
     }
+    let merged =
+        merged.ok_or_else(|| diagfim::Error::Partial("no partial results given".into()))?;
+    let report = merged.finish()?;
+    println!(
+        "merged {} partial results: inputs {}",
+        a.parts.len(),
+        merged
+            .ranges()
+            .iter()
+            .map(|(s, e)| format!("[{s}, {e})"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    a.summary.write(&report, &a.out, &summary_opts)
+}
+
+fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
+    let summary_opts = a.summary.options()?;
+    for path in a.out.iter().chain(&a.partial) {
+        check_output_dir(path)?;
+    }
+    let started = std::time::Instant::now();
     let engine: EngineKind = a.engine.parse()?;
     let bounds: Bounds = a.bounds.parse()?;
     let (family, mlp, inputs) = a.data.load()?;
@@ -188,7 +278,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             .progress_chars("=> "),
     );
     let progress = |done: usize, _total: usize| bar.set_position(done as u64);
-    let report = analyze(&Request {
+    let req = Request {
         model: &mlp,
         family: family.as_dyn(),
         inputs: inputs.view(),
@@ -201,21 +291,35 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             threads: a.threads,
             engine,
             bounds,
+            input_offset: a.input_offset,
         },
         progress: Some(&progress),
-    })?;
-    bar.finish_and_clear();
-    report.save(&a.out)?;
-    if let Some(s) = &a.summary {
-        report.save_summary_with(s, &summary_opts)?;
+    };
+    match (&a.partial, &a.out) {
+        (Some(path), _) => {
+            let partial = analyze_partial(&req)?;
+            bar.finish_and_clear();
+            partial.save(path)?;
+            println!(
+                "partial result of inputs [{}, {}) ({} inputs, engine {}, {:.3} s): {}",
+                a.input_offset,
+                a.input_offset + partial.inputs() as u64,
+                partial.inputs(),
+                partial.engine(),
+                started.elapsed().as_secs_f64(),
+                path.display()
+            );
+            Ok(())
+        }
+        (None, Some(out)) => {
+            let report = analyze(&req)?;
+            bar.finish_and_clear();
+            a.summary.write(&report, out, &summary_opts)
+        }
+        (None, None) => Err(diagfim::Error::Input(
+            "give --out RESULT.safetensors (or --partial PART.safetensors)".into(),
+        )),
     }
-    println!(
-        "{} inputs, N = {} labels each, engine {}, {:.3} s; per-tensor means:",
-        report.run.inputs, report.run.samples, report.run.adapter, report.run.wall_time_s
-    );
-    print!("{}", report.table());
-    println!("results: {}", a.out.display());
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -223,6 +327,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => run_analyze(a),
         Command::Pair(a) => run_pair(a),
+        Command::Merge(a) => run_merge(a),
         Command::Info { model, activations } => {
             load_model(&model, activations.as_deref()).map(|m| print!("{}", m.describe()))
         }

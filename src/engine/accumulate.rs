@@ -10,35 +10,17 @@ use super::channels::Channel;
 use super::cpu::InputStats;
 use super::Request;
 use crate::model::Mlp;
-use crate::report::{Key, ParamReport, Report, RunInfo, NUM_KEYS};
-use crate::theory::advice::optimal_combination;
-use crate::theory::{InputTheory, LayerBounds, TensorBounds};
+pub(crate) use crate::partial::channel_groups;
+use crate::partial::{LayerStats, Partial, Values};
+use crate::report::{Key, Report, NUM_KEYS};
+use crate::theory::InputTheory;
 use crate::{Error, Result};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::Array2;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
 
 /// Inputs per accumulation chunk (fixed: results must not depend on the engine's batches).
 pub const CHUNK: usize = 64;
-
-/// The per-input value of every channel key for one parameter entry (index = [`Key::index`];
-/// derived keys stay 0).
-type Values = [f64; NUM_KEYS];
-
-/// The channels grouped by power: (p, [(key slot, channel)]).
-pub(crate) fn channel_groups() -> Vec<(u32, Vec<(usize, Channel)>)> {
-    let mut groups: Vec<(u32, Vec<(usize, Channel)>)> = Vec::new();
-    for key in Key::ALL {
-        if let Some(c) = key.channel() {
-            match groups.iter_mut().find(|g| g.0 == c.power) {
-                Some(g) => g.1.push((key.index(), c)),
-                None => groups.push((c.power, vec![(key.index(), c)])),
-            }
-        }
-    }
-    groups
-}
 
 /// The per-unit factor s(x)·base_j(x) of a channel for one input.
 fn unit_factor(stats: &InputStats, layer: usize, j: usize, c: &Channel) -> f64 {
@@ -56,55 +38,6 @@ fn values(stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
     out
 }
 
-const FISHER: usize = Key::Fisher.index();
-const EF: usize = Key::Ef.index();
-
-/// Fills the derived keys of one entry that are functions of its channel values (of one input,
-/// or of the means over inputs, the squared standard errors already divided by B): the
-/// standard errors of mc_var1/mc_var2, the optimal combination of Î1 and Î2 and the empirical
-/// Fisher's bias.
-fn derive(v: &mut Values) {
-    for se in [Key::McVar1Se, Key::McVar2Se] {
-        // Sums of unbiased per-input estimates may dip below 0 by rounding or chance; a NaN
-        // (overflow) stays NaN so that the report refuses it.
-        let var = v[se.index()];
-        v[se.index()] = if var < 0.0 { 0.0 } else { var.sqrt() };
-    }
-    let (w, var) = optimal_combination(
-        v[Key::Var1.index()],
-        v[Key::Var2.index()],
-        v[Key::Cov12.index()],
-    );
-    v[Key::WOpt.index()] = w;
-    v[Key::VarOpt.index()] = var;
-    v[Key::EfBias.index()] = v[EF] - v[FISHER];
-}
-
-/// Welford running mean and sum of squared deviations.
-#[derive(Clone, Copy, Debug, Default)]
-struct Welford {
-    mean: f64,
-    m2: f64,
-}
-
-impl Welford {
-    /// Adds the n-th value; `inv_n` = 1/n.
-    fn push(&mut self, x: f64, inv_n: f64) {
-        let delta = x - self.mean;
-        self.mean += delta * inv_n;
-        self.m2 += delta * (x - self.mean);
-    }
-
-    /// Chan's merge of `n_a` values summarised by self with `n_b` values summarised by
-    /// (mean, m2).
-    fn merge(&mut self, n_a: f64, n_b: f64, mean: f64, m2: f64) {
-        let n = n_a + n_b;
-        let delta = mean - self.mean;
-        self.mean += delta * n_b / n;
-        self.m2 += m2 + delta * delta * n_a * n_b / n;
-    }
-}
-
 /// Sums over a block of consecutive inputs of one layer, computed elsewhere (the GPU engine's
 /// accumulation GEMMs, MATH §6.5): per channel key, Σ_x a^p·s(x)·base_j(x) as [n_out, row]
 /// (row = [W[j, ·], b[j]]); and per entry the block's Welford statistics
@@ -114,29 +47,13 @@ pub(crate) struct LayerBlock<'a> {
     pub welford: &'a [f32],
 }
 
-/// The Welford statistics of one entry: the Fisher and the empirical Fisher, for their variance
-/// over inputs (Thm 4.7's Var_x I(θ_i|x), MATH §5.7; the data-set variance of the empirical
-/// Fisher, Cor. F.2).
-#[derive(Clone, Copy, Debug, Default)]
-struct EntryWelford {
-    fisher: Welford,
-    ef: Welford,
-}
-
-/// One layer's accumulators. Entries are rows j = [W[j, 0..n_in], b[j]] (bias last, if any).
+/// One layer's accumulators: its sufficient statistics and the pending chunk.
 struct LayerAcc {
-    n_out: usize,
-    n_in: usize,
-    row: usize,
-    welford: Vec<EntryWelford>,
-    /// Per power group g: sums (|group g| · n_out) × row, row c·n_out + j.
-    sums: Vec<Array2<f64>>,
+    stats: LayerStats,
     /// Pending chunk, per input: the layer input and, per group, the unit factors
     /// (|group| · n_out, channel-major).
     pending: Vec<(Vec<f64>, Vec<Vec<f64>>)>,
     per_input: Vec<Values>,
-    /// Sums over inputs of the per-tensor bounds (theory hook).
-    bounds: LayerBounds,
 }
 
 impl LayerAcc {
@@ -146,8 +63,9 @@ impl LayerAcc {
         if m == 0 {
             return;
         }
-        let (pending, row, n_out) = (&self.pending, self.row, self.n_out);
-        self.sums
+        let (pending, row, n_out) = (&self.pending, self.stats.row, self.stats.n_out);
+        self.stats
+            .sums
             .par_iter_mut()
             .zip(groups)
             .enumerate()
@@ -171,42 +89,25 @@ pub(crate) struct Accumulator {
     theory_added: usize,
     inputs: usize,
     per_input: bool,
-    has_ef: bool,
-    bound_keys: bool,
 }
 
 impl Accumulator {
-    /// `bound_keys`: whether the bound keys' channels get real per-input scalars (else they
-    /// are left out of the report).
-    pub fn new(
-        model: &Mlp,
-        inputs: usize,
-        per_input: bool,
-        has_ef: bool,
-        bound_keys: bool,
-    ) -> Accumulator {
+    /// Accumulators for `inputs` inputs of the model, keeping per-input values if asked.
+    pub fn new(model: &Mlp, inputs: usize, per_input: bool) -> Accumulator {
         let groups = channel_groups();
         let layers = model
             .layers()
             .iter()
             .map(|d| {
-                let row = d.inputs() + usize::from(d.bias.is_some());
+                let stats = LayerStats::new(d.outputs(), d.inputs(), d.bias.is_some(), &groups);
                 LayerAcc {
-                    n_out: d.outputs(),
-                    n_in: d.inputs(),
-                    row,
-                    welford: vec![EntryWelford::default(); d.outputs() * row],
-                    sums: groups
-                        .iter()
-                        .map(|g| Array2::zeros((g.1.len() * d.outputs(), row)))
-                        .collect(),
-                    pending: Vec::with_capacity(CHUNK),
                     per_input: if per_input {
-                        vec![[0.0; NUM_KEYS]; inputs * d.outputs() * row]
+                        vec![[0.0; NUM_KEYS]; inputs * d.outputs() * stats.row]
                     } else {
                         Vec::new()
                     },
-                    bounds: LayerBounds::default(),
+                    stats,
+                    pending: Vec::with_capacity(CHUNK),
                 }
             })
             .collect();
@@ -217,8 +118,6 @@ impl Accumulator {
             theory_added: 0,
             inputs,
             per_input,
-            has_ef,
-            bound_keys,
         }
     }
 
@@ -232,10 +131,11 @@ impl Accumulator {
             .expect("the empirical Fisher is a channel");
         let groups = &self.groups;
         for (l, (layer, a)) in self.layers.iter_mut().zip(&stats.layer_inputs).enumerate() {
-            let (n_in, row, n_out) = (layer.n_in, layer.row, layer.n_out);
+            let (n_in, row, n_out) = (layer.stats.n_in, layer.stats.row, layer.stats.n_out);
             let a2 = |k: usize| if k < n_in { a[k] * a[k] } else { 1.0 };
             // Welford updates, per entry in input order (both channels have power 2).
             layer
+                .stats
                 .welford
                 .par_chunks_mut(row)
                 .enumerate()
@@ -290,6 +190,7 @@ impl Accumulator {
         }
         let (n_a, n_b) = (self.added as f64, count as f64);
         for (layer, block) in self.layers.iter_mut().zip(blocks) {
+            let layer = &mut layer.stats;
             let size = layer.n_out * layer.row;
             if block.welford.len() != 4 * size {
                 return Err(Error::Gpu("internal error: Welford block size".into()));
@@ -343,147 +244,63 @@ impl Accumulator {
         );
         assert!(index < self.inputs, "input {index} out of range");
         for (layer, t) in self.layers.iter_mut().zip(&theory.layers) {
-            layer.bounds.weight.add(&t.weight);
-            layer.bounds.bias.add(&t.bias);
+            layer.stats.bounds.weight.add(&t.weight);
+            layer.stats.bounds.bias.add(&t.bias);
         }
         self.theory_added += 1;
     }
 
+    /// The sufficient statistics of the inputs accumulated ([`Partial`]), with the per-input
+    /// values if they were kept.
+    fn into_parts(
+        mut self,
+        req: &Request<'_>,
+        engine: &str,
+        adapter: &str,
+    ) -> Result<(Partial, Option<Vec<Vec<Values>>>)> {
+        if self.added != self.inputs {
+            return Err(Error::Internal(format!(
+                "{} of {} inputs were accumulated",
+                self.added, self.inputs
+            )));
+        }
+        self.flush();
+        let theory = if self.theory_added == self.inputs {
+            self.inputs
+        } else {
+            0
+        };
+        let (stats, per_input): (Vec<LayerStats>, Vec<Vec<Values>>) = self
+            .layers
+            .into_iter()
+            .map(|l| (l.stats, l.per_input))
+            .unzip();
+        let partial = Partial::from_stats(req, stats, self.inputs, theory, engine, adapter);
+        Ok((partial, self.per_input.then_some(per_input)))
+    }
+
+    /// The sufficient statistics of the inputs accumulated, for merging (per-input values are
+    /// not kept).
+    pub fn into_partial(self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Partial> {
+        if self.per_input {
+            return Err(per_input_refused());
+        }
+        Ok(self.into_parts(req, engine, adapter)?.0)
+    }
+
     /// Builds the report: means over inputs (or per-input arrays) of every key available for
     /// the family and labels, derived keys, and the per-tensor bounds if the theory hook ran.
-    pub fn finish(mut self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Report> {
-        assert_eq!(self.added, self.inputs, "every input must be accumulated");
-        self.flush();
-        let b = self.inputs as f64;
-        let n = req.options.samples as f64;
-        let kind = req.family.kind();
-        let keys: Vec<Key> = Key::ALL
-            .into_iter()
-            .filter(|k| k.is_available(kind, self.has_ef) && (self.bound_keys || !k.is_bound()))
-            .collect();
-        let with_theory = self.theory_added == self.inputs;
-        let mut params = Vec::new();
-        for info in req.model.params() {
-            let layer = &self.layers[info.layer];
-            // Column range of this tensor within a row: weight 0..n_in, bias n_in..n_in+1.
-            let cols = if info.is_bias {
-                layer.n_in..layer.n_in + 1
-            } else {
-                0..layer.n_in
-            };
-            let index = |j: usize, k: usize| j * layer.row + k;
-            let positions: Vec<usize> = (0..layer.n_out)
-                .flat_map(|j| cols.clone().map(move |k| index(j, k)))
-                .collect();
-            // Means over inputs and derived keys, per entry.
-            let means: Vec<Values> = positions
-                .par_iter()
-                .map(|&pos| {
-                    let (j, k) = (pos / layer.row, pos % layer.row);
-                    let mut v = [0.0; NUM_KEYS];
-                    for ((_, chans), sums) in self.groups.iter().zip(&layer.sums) {
-                        for (c, (slot, _)) in chans.iter().enumerate() {
-                            v[*slot] = sums[[c * layer.n_out + j, k]] / b;
-                        }
-                    }
-                    let w = &layer.welford[pos];
-                    v[FISHER] = w.fisher.mean;
-                    // Var of a mean of B independent estimates: Σ_x Var_x / B².
-                    v[Key::McVar1Se.index()] /= b;
-                    v[Key::McVar2Se.index()] /= b;
-                    derive(&mut v);
-                    v[Key::VarX.index()] = w.fisher.m2 / b;
-                    v[Key::VarJoint1.index()] = (w.fisher.m2 / b + v[Key::Var1.index()] / n) / b;
-                    v[Key::VarJoint2.index()] = (w.fisher.m2 / b + v[Key::Var2.index()] / n) / b;
-                    v[Key::VarEf.index()] = w.ef.m2 / b;
-                    v
-                })
-                .collect();
-            let per_input: Vec<Values> = if self.per_input {
-                (0..self.inputs)
-                    .flat_map(|x| {
-                        let base = x * layer.n_out * layer.row;
-                        positions.iter().map(move |&pos| {
-                            let mut v = layer.per_input[base + pos];
-                            derive(&mut v);
-                            v
-                        })
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let shape = info.shape.clone();
-            let mut values = BTreeMap::new();
-            for &key in &keys {
-                let slot = key.index();
-                let array = if self.per_input && key.is_per_input() {
-                    let mut s = vec![self.inputs];
-                    s.extend(&shape);
-                    ArrayD::from_shape_vec(IxDyn(&s), per_input.iter().map(|v| v[slot]).collect())
-                } else {
-                    ArrayD::from_shape_vec(IxDyn(&shape), means.iter().map(|v| v[slot]).collect())
-                }
-                .map_err(|e| Error::Model(format!("internal shape error: {e}")))?;
-                if let Some(index) = array.iter().position(|v| !v.is_finite()) {
-                    // The GPU engine sums in f32 (a⁸ for the standard errors): say so.
-                    let hint = if engine == "gpu" {
-                        "; the GPU engine works in f32: scale the inputs or use --engine cpu"
-                    } else {
-                        ""
-                    };
-                    return Err(Error::NonFinite {
-                        what: format!(
-                            "result '{}/{}' (overflow: the model's weights or inputs are too \
-                             large{hint})",
-                            key.name(),
-                            info.name
-                        ),
-                        index,
-                    });
-                }
-                values.insert(key, array);
-            }
-            let bounds = with_theory.then(|| {
-                let mut t: TensorBounds = if info.is_bias {
-                    layer.bounds.bias
-                } else {
-                    layer.bounds.weight
-                };
-                t.scale(1.0 / b);
-                t
-            });
-            if let Some(t) = &bounds {
-                if !t.is_finite() {
-                    return Err(Error::NonFinite {
-                        what: format!(
-                            "the trace bounds of '{}' (overflow: the model's weights or inputs are too large)",
-                            info.name
-                        ),
-                        index: 0,
-                    });
-                }
-            }
-            params.push(ParamReport {
-                info,
-                values,
-                bounds,
-            });
-        }
-        Ok(Report {
-            params,
-            run: RunInfo {
-                engine: engine.into(),
-                adapter: adapter.into(),
-                family: req.family.name().into(),
-                samples: req.options.samples,
-                seed: req.options.seed,
-                inputs: self.inputs,
-                per_input: self.per_input,
-                wall_time_s: 0.0,
-                device_phase_s: BTreeMap::new(),
-                host_theory_s: None,
-            },
-        })
+    pub fn finish(self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Report> {
+        let (partial, per_input) = self.into_parts(req, engine, adapter)?;
+        partial.report(per_input.as_deref())
     }
+}
+
+/// The error for per-input results asked of a partial analysis.
+pub(crate) fn per_input_refused() -> Error {
+    Error::Input(
+        "per-input results cannot be merged: drop --per-input when writing a partial result \
+         (--partial), or analyse the inputs in one run"
+            .into(),
+    )
 }

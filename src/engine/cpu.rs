@@ -286,17 +286,24 @@ pub fn input_analysis(
 
 /// Runs the whole analysis on the CPU.
 pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
+    accumulate(req)?.finish(req, ENGINE, ADAPTER)
+}
+
+/// Runs the analysis on the CPU and returns its sufficient statistics.
+pub(super) fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
+    accumulate(req)?.into_partial(req, ENGINE, ADAPTER)
+}
+
+const ENGINE: &str = "cpu";
+const ADAPTER: &str = "cpu (f64 reference engine)";
+
+/// Accumulates every input of the request, in input order.
+fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
     validate(req)?;
     let opts = &req.options;
     debug_assert!(opts.samples >= MIN_SAMPLES_FOR_VARIANCE);
     let b = req.inputs.nrows();
-    let mut acc = Accumulator::new(
-        req.model,
-        b,
-        opts.per_input,
-        req.labels.is_some(),
-        opts.bounds.keys(),
-    );
+    let mut acc = Accumulator::new(req.model, b, opts.per_input);
     let block = opts.batch_size.max(1);
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
@@ -309,7 +316,7 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
                         req.model,
                         req.family,
                         req.inputs.row(i),
-                        i as u32,
+                        (opts.input_offset + i as u64) as u32,
                         label,
                         opts,
                     )
@@ -335,7 +342,7 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
             .map_err(|e| crate::Error::Input(format!("cannot start {t} threads: {e}")))?
             .install(run)?,
     }
-    acc.finish(req, "cpu", "cpu (f64 reference engine)")
+    Ok(acc)
 }
 
 /// Per-sample derivatives of ℓ(y) = log p(y|x,θ) for one input and one label, per parameter

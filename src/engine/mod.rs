@@ -96,6 +96,11 @@ pub struct AnalysisOptions {
     pub engine: EngineKind,
     /// Which bounds to compute ([`Bounds`]); the other keys do not depend on it.
     pub bounds: Bounds,
+    /// Global index of the first input: labels are sampled by (seed, global input index,
+    /// sample), so a shard [K, K + B) of a data set given `input_offset = K` draws exactly the
+    /// labels that an analysis of the whole data set draws for those inputs
+    /// (docs/scale-out.md).
+    pub input_offset: u64,
 }
 
 impl Default for AnalysisOptions {
@@ -108,6 +113,7 @@ impl Default for AnalysisOptions {
             threads: 0,
             engine: EngineKind::Auto,
             bounds: Bounds::All,
+            input_offset: 0,
         }
     }
 }
@@ -135,9 +141,14 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
             "there are no inputs (B = 0): give at least one row".into(),
         ));
     }
-    if b > u32::MAX as usize {
+    let last = req.options.input_offset.checked_add(b as u64);
+    if last.is_none_or(|last| last > 1 << 32) {
         return Err(Error::Input(format!(
-            "{b} inputs exceed the RNG's 2³² input counter; split the data"
+            "inputs {}..{} (--input-offset {} plus {b} inputs) exceed the RNG's 2³² input \
+             counter: global input indices must stay below 4294967296",
+            req.options.input_offset,
+            req.options.input_offset.saturating_add(b as u64),
+            req.options.input_offset
         )));
     }
     if width != req.model.input_dim() {
@@ -193,24 +204,47 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Runs the analysis on the engine the options ask for.
-///
-/// `Auto` uses the GPU engine when a hardware adapter exists and the CPU engine otherwise (a
-/// software rasteriser such as lavapipe is slower than the CPU engine, so `Auto` skips it;
-/// `Gpu` accepts it). With `DIAGFIM_REQUIRE_GPU=1` a missing adapter is an error for `Auto` too.
+/// The engine an analysis runs on: [`EngineKind::Auto`] becomes the GPU engine when a
+/// hardware adapter exists and the CPU engine otherwise (a software rasteriser such as
+/// lavapipe is slower than the CPU engine, so `Auto` skips it; `Gpu` accepts it). With
+/// `DIAGFIM_REQUIRE_GPU=1` a missing adapter is an error for `Auto` too.
+fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
+    let require = std::env::var(gpu::context::REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+    Ok(match kind {
+        EngineKind::Auto => match gpu::GpuContext::shared() {
+            Ok(ctx) if !ctx.is_software() => EngineKind::Gpu,
+            Ok(_) => EngineKind::Cpu,
+            Err(e) if require => return Err(e),
+            Err(_) => EngineKind::Cpu,
+        },
+        other => other,
+    })
+}
+
+/// Runs the analysis on the engine the options ask for (see [`EngineKind`]; `Auto` uses the
+/// GPU engine on a hardware adapter and the CPU engine otherwise).
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let started = std::time::Instant::now();
-    let require = std::env::var(gpu::context::REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
-    let mut report = match req.options.engine {
-        EngineKind::Cpu => cpu::analyze(req)?,
+    let mut report = match resolve_engine(req.options.engine)? {
         EngineKind::Gpu => gpu::analyze(req)?,
-        EngineKind::Auto => match gpu::GpuContext::shared() {
-            Ok(ctx) if !ctx.is_software() => gpu::analyze(req)?,
-            Ok(_) => cpu::analyze(req)?,
-            Err(e) if require => return Err(e),
-            Err(_) => cpu::analyze(req)?,
-        },
+        _ => cpu::analyze(req)?,
     };
     report.run.wall_time_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Runs the analysis and returns its sufficient statistics ([`crate::Partial`]) instead of a
+/// report, for merging with the partials of other shards of the inputs. Per-input results
+/// are refused.
+pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
+    if req.options.per_input {
+        return Err(accumulate::per_input_refused());
+    }
+    let started = std::time::Instant::now();
+    let mut partial = match resolve_engine(req.options.engine)? {
+        EngineKind::Gpu => gpu::analyze_partial(req)?,
+        _ => cpu::analyze_partial(req)?,
+    };
+    partial.set_wall_time(started.elapsed().as_secs_f64());
+    Ok(partial)
 }

@@ -72,7 +72,10 @@ pub struct TensorBounds {
 }
 
 impl TensorBounds {
-    fn fields_mut(&mut self) -> [&mut f64; 15] {
+    /// Number of bound values (the f64 fields).
+    pub(crate) const FIELDS: usize = 15;
+
+    fn fields_mut(&mut self) -> [&mut f64; Self::FIELDS] {
         [
             &mut self.fisher_frob,
             &mut self.fisher_spec,
@@ -91,9 +94,18 @@ impl TensorBounds {
             &mut self.ruhe_var2_hi,
         ]
     }
-    fn values(&self) -> [f64; 15] {
+    /// The bound values in a fixed order (the flags aside).
+    pub(crate) fn values(&self) -> [f64; Self::FIELDS] {
         let mut c = *self;
         c.fields_mut().map(|v| *v)
+    }
+    /// Bounds from [`TensorBounds::values`] (flags false/0).
+    pub(crate) fn from_values(values: &[f64]) -> TensorBounds {
+        let mut t = TensorBounds::default();
+        for (a, b) in t.fields_mut().into_iter().zip(values) {
+            *a = *b;
+        }
+        t
     }
     /// Adds another input's bounds (the flags are the same for every input).
     pub fn add(&mut self, other: &TensorBounds) {

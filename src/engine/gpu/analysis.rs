@@ -20,6 +20,7 @@ use crate::report::Report;
 use crate::theory::{InputTheory, Spectrum};
 use crate::Result;
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -47,7 +48,9 @@ fn submit_batch(
             })
             .collect()
     });
-    let segments = plan.prepare(ctx, &xf, lf.as_deref(), start);
+    // Labels are keyed by the global input index (AnalysisOptions::input_offset).
+    let global = req.options.input_offset as usize + start;
+    let segments = plan.prepare(ctx, &xf, lf.as_deref(), global);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     timer.record(ctx, &mut enc, &segments);
     staging.copy(ctx, &mut enc, &batch_regions(plan, req.model, count, what))?;
@@ -171,19 +174,36 @@ pub fn release_cache() {
     }
 }
 
+/// The phase timings as SUMMARY.json records them (empty without timestamp queries).
+fn phase_seconds(times: &PhaseTimes) -> BTreeMap<String, f64> {
+    if !times.measured {
+        return BTreeMap::new();
+    }
+    Phase::ALL
+        .iter()
+        .zip(times.seconds)
+        .map(|(p, s)| (p.name().to_string(), s))
+        .collect()
+}
+
 /// Runs the whole analysis on the GPU; the run information carries the phase timings.
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let (mut report, times) = analyze_timed(req)?;
-    if times.measured {
-        report.run.device_phase_s = Phase::ALL
-            .iter()
-            .zip(times.seconds)
-            .map(|(p, s)| (p.name().to_string(), s))
-            .collect();
-    }
+    report.run.device_phase_s = phase_seconds(&times);
     report.run.host_theory_s = Some(times.host_seconds);
     Ok(report)
 }
+
+/// Runs the analysis on the GPU and returns its sufficient statistics
+/// ([`crate::Partial`]), with the phase timings.
+pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
+    let (acc, times, adapter) = accumulate_timed(req)?;
+    let mut partial = acc.into_partial(req, ENGINE, &adapter)?;
+    partial.set_device_times(phase_seconds(&times), Some(times.host_seconds));
+    Ok(partial)
+}
+
+const ENGINE: &str = "gpu";
 
 /// Runs the whole analysis on the GPU and returns the device time of each phase.
 ///
@@ -192,6 +212,13 @@ pub fn analyze(req: &Request<'_>) -> Result<Report> {
 /// on the device as soon as its per-input scalars are uploaded. With per-input results the
 /// bases come back instead and the host expands them.
 pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
+    let (acc, times, adapter) = accumulate_timed(req)?;
+    Ok((acc.finish(req, ENGINE, &adapter)?, times))
+}
+
+/// Accumulates every input on the GPU (see [`analyze_timed`]); returns the accumulator, the
+/// phase timings and the adapter's description.
+fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, String)> {
     validate(req)?;
     let ctx = GpuContext::shared()?;
     let model = req.model;
@@ -199,9 +226,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     let b = req.inputs.nrows();
     let ns = sample_chunk(model.output_dim(), req.options.samples);
     let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
-    let has_labels = req.labels.is_some();
-    let bound_keys = req.options.bounds.keys();
-    let mut acc = Accumulator::new(model, b, req.options.per_input, has_labels, bound_keys);
+    let mut acc = Accumulator::new(model, b, req.options.per_input);
     let what = Readback::of(&req.options);
     let batches: Vec<(usize, usize)> = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
     let key = ShapeKey::new(req, bb, ns, batches.last().map_or(bb, |l| l.1));
@@ -305,7 +330,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
         *slot = Some(prepared);
     }
     times.host_seconds = host_seconds;
-    Ok((acc.finish(req, "gpu", &ctx.describe())?, times))
+    Ok((acc, times, ctx.describe()))
 }
 
 /// Cost model: floating-point operations per input of each [`Phase`] (GEMMs and the main

@@ -14,7 +14,7 @@ pub mod train;
 
 pub use accumulate::accumulated_channels;
 pub use analysis::{
-    analyze, analyze_timed, batch_size, cache_reuses, phase_flops, release_cache, work_bytes,
-    Phase, PhaseTimes,
+    analyze, analyze_partial, analyze_timed, batch_size, cache_reuses, phase_flops, release_cache,
+    work_bytes, Phase, PhaseTimes,
 };
 pub use context::GpuContext;

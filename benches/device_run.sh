@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #3's measurements on the lent NVIDIA machine (../shared/GPU.md), in one device call of
+# Issue #3's measurements on the lent NVIDIA machine (docs/gpu.md), in one device call of
 # about 4 minutes. Prepare them here, from the project root:
 #   cargo build --release --examples --bins
 #   ../shared/gpu/kit.sh target/release/examples/bench_analysis target/release/diagfim \

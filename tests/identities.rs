@@ -334,8 +334,8 @@ fn few_samples_give_noisy_estimates() {
     assert!(rel_err(&m1, &fi) > 1e-3);
 }
 
-/// §9 (e): results are bit-identical whatever the batch size and the thread count, and the
-/// sampled labels depend only on (seed, input index, sample index).
+/// DESIGN §3, §5: results are bit-identical whatever the batch size and the thread count, and
+/// the sampled labels depend only on (seed, input index, sample index).
 #[test]
 fn results_do_not_depend_on_batch_size_or_threads() {
     let model = random_model(&[5, 7, 6, 3], &[Tanh, Sigmoid], 1.0, 71, true);
@@ -356,6 +356,7 @@ fn results_do_not_depend_on_batch_size_or_threads() {
                 threads,
                 engine: diagfim::EngineKind::Cpu,
                 bounds: diagfim::Bounds::All,
+                input_offset: 0,
             },
             progress: None,
         })

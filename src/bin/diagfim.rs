@@ -105,6 +105,10 @@ struct AnalyzeArgs {
     /// by global input index, so shards draw the labels of the whole run.
     #[arg(long, default_value_t = 0)]
     input_offset: u64,
+    /// Analyse only rows START..END of the inputs (and labels), as the shard of a data set:
+    /// sets --input-offset to START (e.g. --rows 0:25000 --partial part0.safetensors).
+    #[arg(long, value_name = "START:END", conflicts_with = "input_offset")]
+    rows: Option<String>,
     /// RESULT.safetensors to write.
     #[arg(long, required_unless_present = "partial")]
     out: Option<PathBuf>,
@@ -227,6 +231,27 @@ fn run_pair(a: PairArgs) -> diagfim::Result<()> {
     Ok(())
 }
 
+/// Parses `START:END` (END may be empty for the last row) against `b` rows.
+fn parse_rows(rows: &str, b: usize) -> diagfim::Result<(usize, usize)> {
+    let bad = |why: &str| {
+        diagfim::Error::Input(format!(
+            "--rows '{rows}': {why}; give START:END with 0 ≤ START < END ≤ {b} (the inputs have \
+             {b} rows), e.g. --rows 0:{}",
+            b.div_ceil(2)
+        ))
+    };
+    let (s, e) = rows.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let start: usize = s.trim().parse().map_err(|_| bad("START is not a number"))?;
+    let end: usize = match e.trim() {
+        "" => b,
+        e => e.parse().map_err(|_| bad("END is not a number"))?,
+    };
+    if start >= end || end > b {
+        return Err(bad("the range is empty or past the last row"));
+    }
+    Ok((start, end))
+}
+
 fn run_merge(a: MergeArgs) -> diagfim::Result<()> {
     let summary_opts = a.summary.options()?;
     check_output_dir(&a.out)?;
@@ -270,6 +295,17 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
         .as_ref()
         .map(|p| io::read_labels(p, family.as_dyn(), inputs.nrows(), mlp.output_dim()))
         .transpose()?;
+    let (inputs, labels, input_offset) = match &a.rows {
+        None => (inputs, labels, a.input_offset),
+        Some(rows) => {
+            let (start, end) = parse_rows(rows, inputs.nrows())?;
+            (
+                inputs.slice(ndarray::s![start..end, ..]).to_owned(),
+                labels.map(|l| l[start..end].to_vec()),
+                start as u64,
+            )
+        }
+    };
     let bar =
         ProgressBar::with_draw_target(Some(inputs.nrows() as u64), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -291,7 +327,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             threads: a.threads,
             engine,
             bounds,
-            input_offset: a.input_offset,
+            input_offset,
         },
         progress: Some(&progress),
     };
@@ -302,8 +338,8 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             partial.save(path)?;
             println!(
                 "partial result of inputs [{}, {}) ({} inputs, engine {}, {:.3} s): {}",
-                a.input_offset,
-                a.input_offset + partial.inputs() as u64,
+                input_offset,
+                input_offset + partial.inputs() as u64,
                 partial.inputs(),
                 partial.engine(),
                 started.elapsed().as_secs_f64(),

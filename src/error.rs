@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in diagfim. No public function panics on bad input.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`, so that an error returned from `main`
+/// (`fn main() -> diagfim::Result<()>`) reads as a sentence, not as a struct dump.
+#[derive(thiserror::Error)]
 pub enum Error {
     /// A file could not be opened, read or written.
     #[error("cannot {action} '{path}': {source}")]
@@ -46,6 +49,12 @@ pub enum Error {
     /// Writing results failed.
     #[error("cannot write results to '{path}': {msg}")]
     Output { path: PathBuf, msg: String },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Shorthand used throughout the crate.

@@ -22,7 +22,7 @@ use crate::engine::{Bounds, Request};
 use crate::family::FamilyKind;
 use crate::io::{write_safetensors, NamedTensor, StoreDtype};
 use crate::model::{Mlp, ParamInfo};
-use crate::report::{Key, ParamReport, Report, RunInfo, NUM_KEYS};
+use crate::report::{Engine, Key, ParamReport, Report, RunInfo, NUM_KEYS};
 use crate::theory::advice::optimal_combination;
 use crate::theory::{LayerBounds, TensorBounds};
 use crate::{Error, Result};
@@ -204,7 +204,7 @@ struct Meta {
     labels: bool,
     /// The keys the partial's report will hold.
     keys: Vec<String>,
-    engine: String,
+    engine: Engine,
     /// The channel keys per power group, as this build of diagfim accumulates them.
     channels: Vec<(u32, Vec<String>)>,
     params: Vec<ParamMeta>,
@@ -297,7 +297,7 @@ impl Partial {
         layers: Vec<LayerStats>,
         inputs: usize,
         theory_inputs: usize,
-        engine: &str,
+        engine: Engine,
         adapter: &str,
     ) -> Partial {
         let kind = req.family.kind();
@@ -317,7 +317,7 @@ impl Partial {
             bounds: bounds_name(req.options.bounds).into(),
             labels: req.labels.is_some(),
             keys: keys.iter().map(|k| k.name().to_string()).collect(),
-            engine: engine.into(),
+            engine,
             channels: channel_groups()
                 .iter()
                 .map(|(p, chans)| {
@@ -394,9 +394,9 @@ impl Partial {
         &self.meta.ranges
     }
 
-    /// The engine that computed the partial ("cpu" or "gpu").
-    pub fn engine(&self) -> &str {
-        &self.meta.engine
+    /// The engine that computed the partial.
+    pub fn engine(&self) -> Engine {
+        self.meta.engine
     }
 
     /// The model fingerprint ([`model_fingerprint`]).
@@ -545,7 +545,7 @@ impl Partial {
             .collect::<Result<_>>()?;
         let groups = channel_groups();
         let with_theory = m.theory_inputs == m.inputs;
-        let is_gpu = m.engine == "gpu";
+        let is_gpu = m.engine == Engine::Gpu;
         let mut params = Vec::new();
         for p in &m.params {
             let info = ParamInfo {
@@ -619,7 +619,7 @@ impl Partial {
                         means.iter().map(|v| v[slot]).collect(),
                     ),
                 }
-                .map_err(|e| Error::Model(format!("internal shape error: {e}")))?;
+                .map_err(|e| Error::Internal(format!("report shape: {e}")))?;
                 if let Some(index) = array.iter().position(|v| !v.is_finite()) {
                     // The GPU engine sums in f32 (a⁸ for the standard errors): say so.
                     let hint = if is_gpu {
@@ -668,7 +668,7 @@ impl Partial {
         Ok(Report {
             params,
             run: RunInfo {
-                engine: m.engine.clone(),
+                engine: m.engine,
                 adapter: m.adapters.join("; "),
                 family: m.family.clone(),
                 samples: m.samples,

@@ -9,7 +9,7 @@ use crate::theory::layer::RUHE_MAX_SIZE;
 use crate::theory::TensorBounds;
 use crate::{Error, Result};
 use ndarray::ArrayD;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,7 +46,7 @@ pub enum Key {
     UbFisher,
     /// ‖J_i‖² λ_min(C) ≤ I (Eq. 10; 0 for the categorical family).
     LbFisher,
-    /// ‖J̃_i‖² λ_min(C|1⊥) ≤ I with the centred Jacobian (MATH §9a [X]; categorical).
+    /// ‖J̃_i‖² λ_min(C|1⊥) ≤ I with the centred Jacobian (MATH §9a \[X\]; categorical).
     LbFisherCentred,
     /// ‖J_i‖⁴ λ_max(K − C⊗C) ≥ N·Var Î1 (Eq. 11).
     UbVar1,
@@ -62,7 +62,7 @@ pub enum Key {
     LbVar1Cor42,
     /// ‖J_i‖⁴ (B² λ_max(C) − λ_min(C)²) (Prop. 4.3, Eq. 16 in Eq. 15; categorical).
     UbVar1Prop43,
-    /// ‖J_i‖⁴ λ_max(M), certified (MATH §7 [X]).
+    /// ‖J_i‖⁴ λ_max(M), certified (MATH §7 \[X\]).
     UbVar1Cert,
     /// ‖J_i‖² ρ(p) (Thm 5.2; categorical).
     UbFisherThm52,
@@ -70,11 +70,11 @@ pub enum Key {
     UbVar1Thm52,
     /// ‖D_i‖² ρ(p) (Thm 5.2; categorical).
     UbVar2Thm52,
-    /// N·Cov(Î1, Î2) = −E[(J_iᵀs)²(D_iᵀs)] [X].
+    /// `N·Cov(Î1, Î2) = −E[(J_iᵀs)²(D_iᵀs)]` \[X\].
     Cov12,
-    /// Weight w of the variance-optimal unbiased combination w Î1 + (1 − w) Î2 [X].
+    /// Weight w of the variance-optimal unbiased combination w Î1 + (1 − w) Î2 \[X\].
     WOpt,
-    /// N·Var of that combination, ≤ min(var1, var2) [X].
+    /// N·Var of that combination, ≤ min(var1, var2) \[X\].
     VarOpt,
     /// Var_x I(θ_i|x): the input-randomness term of Thm 4.7 over the B inputs.
     VarX,
@@ -224,10 +224,70 @@ pub struct ParamReport {
     pub bounds: Option<TensorBounds>,
 }
 
+/// Defines a fieldless enum that serialises, displays and compares with `&str` as its
+/// lowercase name.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),*
+        }
+        impl $name {
+            /// The name, as SUMMARY.json writes it.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// The engine that computed a report.
+    Engine {
+        /// The f64 CPU reference engine.
+        Cpu => "cpu",
+        /// The f32 GPU engine (WGSL kernels).
+        Gpu => "gpu",
+    }
+);
+
+named_enum!(
+    /// The estimator SUMMARY.json recommends for a tensor.
+    Estimator {
+        /// Î1, squared scores.
+        I1 => "i1",
+        /// Î2, negative Hessians.
+        I2 => "i2",
+        /// The variance-optimal combination w Î1 + (1 − w) Î2 (per-parameter `w_opt`).
+        Combination => "combination",
+    }
+);
+
+named_enum!(
+    /// Whether a parameter tensor is a weight or a bias.
+    ParamKind {
+        /// A weight matrix W_l.
+        Weight => "weight",
+        /// A bias vector b_l.
+        Bias => "bias",
+    }
+);
+
 /// How the analysis was run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunInfo {
-    pub engine: String,
+    pub engine: Engine,
     pub adapter: String,
     pub family: String,
     pub samples: usize,
@@ -256,7 +316,7 @@ pub struct Report {
 pub struct ParamSummary {
     pub name: String,
     pub layer: usize,
-    pub kind: &'static str,
+    pub kind: ParamKind,
     pub count: usize,
     pub means: BTreeMap<&'static str, f64>,
     pub theory: TensorTheory,
@@ -356,8 +416,8 @@ pub struct ThmC1 {
     pub var2: [f64; 2],
 }
 
-/// Lemma 4.8 for a tensor: Σ Var_x I ≤ Σ E_x[‖J_i‖⁴ λ_max(C)²] (and the tighter [X] form
-/// minus Σ (E_x[‖J_i‖² λ_min(C)])²); the bounds are None when the analysis computed no bound
+/// Lemma 4.8 for a tensor: `Σ Var_x I ≤ Σ E_x[‖J_i‖⁴ λ_max(C)²]` (and the tighter \[X\] form
+/// minus `Σ (E_x[‖J_i‖² λ_min(C)])²`); the bounds are None when the analysis computed no bound
 /// keys (`--bounds none`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Lemma48 {
@@ -380,7 +440,7 @@ pub struct LogRatio {
 pub struct Recommendation {
     /// "i1", "i2" (smaller summed variance) or "combination" (when w Î1 + (1−w) Î2 with the
     /// per-parameter `w_opt` has at most 90% of the better one's variance).
-    pub estimator: &'static str,
+    pub estimator: Estimator,
     /// Chebyshev labels per input for relative error ε with probability 1 − δ (None: the
     /// tensor's Fisher is 0).
     pub n_i1: Option<f64>,
@@ -459,11 +519,11 @@ impl TensorTheory {
         let cheb = |v: f64| chebyshev_samples(v, fisher_sq, opts.eps, opts.delta);
         let best_single = exact.var1.min(exact.var2);
         let estimator = if exact.var_opt < COMBINATION_GAIN * best_single {
-            "combination"
+            Estimator::Combination
         } else if exact.var2 <= exact.var1 {
-            "i2"
+            Estimator::I2
         } else {
-            "i1"
+            Estimator::I1
         };
         let recommendation = Recommendation {
             estimator,
@@ -585,7 +645,11 @@ impl Report {
             .map(|p| ParamSummary {
                 name: p.info.name.clone(),
                 layer: p.info.layer,
-                kind: if p.info.is_bias { "bias" } else { "weight" },
+                kind: if p.info.is_bias {
+                    ParamKind::Bias
+                } else {
+                    ParamKind::Weight
+                },
                 count: p.info.numel(),
                 means: p
                     .values
@@ -638,7 +702,7 @@ impl Report {
                     l.means.get(k.name()).copied().unwrap_or(f64::NAN)
                 );
             }
-            out += &format!(" {:>11}", l.theory.recommendation.estimator);
+            out += &format!(" {:>11}", l.theory.recommendation.estimator.as_str());
             out.push('\n');
         }
         out

@@ -6,7 +6,7 @@
 use diagfim::model::{save_safetensors, StoreDtype};
 use diagfim::{Activation, Mlp};
 use ndarray::{s, Array1, Array2};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use tempfile::TempDir;
 
@@ -94,7 +94,7 @@ fn read_result(path: &Path) -> Vec<(String, Vec<f64>)> {
 
 /// RESULT of `got` equals `want` to 1e-12 relative (to |b| + the tensor's mean |b|), and the
 /// SUMMARY recommendations and sample sizes agree.
-fn assert_same(got: &PathBuf, want: &PathBuf, got_s: &PathBuf, want_s: &PathBuf) {
+fn assert_same(got: &Path, want: &Path, got_s: &Path, want_s: &Path) {
     let (g, w) = (read_result(got), read_result(want));
     assert_eq!(
         g.iter().map(|t| &t.0).collect::<Vec<_>>(),
@@ -109,7 +109,7 @@ fn assert_same(got: &PathBuf, want: &PathBuf, got_s: &PathBuf, want_s: &PathBuf)
             );
         }
     }
-    let load = |p: &PathBuf| -> serde_json::Value {
+    let load = |p: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     };
     let (gs, ws) = (load(got_s), load(want_s));

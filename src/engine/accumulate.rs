@@ -7,12 +7,12 @@
 //! inputs). So the result does not depend on how inputs were split into blocks or threads.
 
 use super::channels::Channel;
-use super::cpu::InputStats;
+use super::stats::InputStats;
 use super::Request;
 use crate::model::Mlp;
 pub(crate) use crate::partial::channel_groups;
 use crate::partial::{LayerStats, Partial, Values};
-use crate::report::{Key, Report, NUM_KEYS};
+use crate::report::{Engine, Key, Report, NUM_KEYS};
 use crate::theory::InputTheory;
 use crate::{Error, Result};
 use ndarray::linalg::general_mat_mul;
@@ -183,8 +183,8 @@ impl Accumulator {
     /// Chan's formula. Not available with per-input results.
     pub fn merge_block(&mut self, count: usize, blocks: &[LayerBlock<'_>]) -> Result<()> {
         if self.per_input || count == 0 || blocks.len() != self.layers.len() {
-            return Err(Error::Gpu(format!(
-                "internal error: cannot merge a block of {count} inputs over {} layers",
+            return Err(Error::Internal(format!(
+                "cannot merge a block of {count} inputs over {} layers",
                 blocks.len()
             )));
         }
@@ -193,7 +193,7 @@ impl Accumulator {
             let layer = &mut layer.stats;
             let size = layer.n_out * layer.row;
             if block.welford.len() != 4 * size {
-                return Err(Error::Gpu("internal error: Welford block size".into()));
+                return Err(Error::Internal("Welford block size".into()));
             }
             for (key, sums) in &block.channels {
                 let (g, c) = self
@@ -206,9 +206,9 @@ impl Accumulator {
                             .position(|(slot, _)| *slot == key.index())
                             .map(|c| (g, c))
                     })
-                    .ok_or_else(|| Error::Gpu(format!("'{}' is not a channel", key.name())))?;
+                    .ok_or_else(|| Error::Internal(format!("'{}' is not a channel", key.name())))?;
                 if sums.len() != size {
-                    return Err(Error::Gpu("internal error: channel block size".into()));
+                    return Err(Error::Internal("channel block size".into()));
                 }
                 let rows = c * layer.n_out..(c + 1) * layer.n_out;
                 let mut dst = layer.sums[g].slice_mut(ndarray::s![rows, ..]);
@@ -255,7 +255,7 @@ impl Accumulator {
     fn into_parts(
         mut self,
         req: &Request<'_>,
-        engine: &str,
+        engine: Engine,
         adapter: &str,
     ) -> Result<(Partial, Option<Vec<Vec<Values>>>)> {
         if self.added != self.inputs {
@@ -281,7 +281,7 @@ impl Accumulator {
 
     /// The sufficient statistics of the inputs accumulated, for merging (per-input values are
     /// not kept).
-    pub fn into_partial(self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Partial> {
+    pub fn into_partial(self, req: &Request<'_>, engine: Engine, adapter: &str) -> Result<Partial> {
         if self.per_input {
             return Err(per_input_refused());
         }
@@ -290,7 +290,7 @@ impl Accumulator {
 
     /// Builds the report: means over inputs (or per-input arrays) of every key available for
     /// the family and labels, derived keys, and the per-tensor bounds if the theory hook ran.
-    pub fn finish(self, req: &Request<'_>, engine: &str, adapter: &str) -> Result<Report> {
+    pub fn finish(self, req: &Request<'_>, engine: Engine, adapter: &str) -> Result<Report> {
         let (partial, per_input) = self.into_parts(req, engine, adapter)?;
         partial.report(per_input.as_deref())
     }

@@ -1,12 +1,14 @@
 //! Per-unit statistics ("bases") and the per-parameter channels built from them.
 //!
-//! For one input x, every diagonal quantity of weight W_l[j,k] is a per-unit scalar of unit j
+//! For one input x, every diagonal quantity of weight `W_l[j,k]` is a per-unit scalar of unit j
 //! times a power of the layer input a_k = a_{l−1,k}(x), optionally times a per-input scalar
 //! (MATH §6.5; a = 1 for biases). Engines compute the bases per input and unit; the sums over
-//! inputs Σ_x a_k(x)^p · s(x) · base_j(x) are then formed per parameter (by a loop on the CPU,
-//! by GEMMs on a GPU), and every output key is such a channel or is derived from them.
+//! inputs Σ_x a_k(x)^p · s(x) · base_j(x) are then formed per parameter as matrix products (on
+//! the CPU by one GEMM per layer and power over fixed chunks of 64 inputs, see
+//! `engine::accumulate`; on a GPU by GEMM kernels), and every output key is such a channel or is
+//! derived from them.
 
-use crate::family::{ExpFamily, FamilyKind};
+use crate::family::FamilyKind;
 use crate::report::Key;
 use crate::theory::Spectrum;
 
@@ -15,7 +17,7 @@ use crate::theory::Spectrum;
 pub enum Base {
     /// q_j = Δ_jᵀ C Δ_j (I = a²·q).
     Q,
-    /// v_j = (K − C⊗C)[Δ_j⁴] (N·Var Î1 = a⁴·v).
+    /// `v_j = (K − C⊗C)[Δ_j⁴]` (`N·Var Î1 = a⁴·v`).
     V,
     /// w_j = Hd_jᵀ C Hd_j (N·Var Î2 = a⁴·w).
     W,
@@ -37,7 +39,7 @@ pub enum Base {
     Ef,
     /// ‖Δ_j‖⁴ (‖J_i‖⁴ = a⁴·‖Δ_j‖⁴), for the Var Î1 bounds of Eqs. 11, 14–16.
     DeltaNorm4,
-    /// ‖Δ_j − (1ᵀΔ_j/O)·1‖² = ‖Δ_j‖² − (Σ_a Δ_j[a])²/O, the centred Jacobian's norm
+    /// `‖Δ_j − (1ᵀΔ_j/O)·1‖² = ‖Δ_j‖² − (Σ_a Δ_j[a])²/O`, the centred Jacobian's norm
     /// (MATH §9a: ‖J̃_i‖² = a²·this).
     DeltaCentredNorm2,
     /// Estimated variance of [`Base::ScoreSqVar`] over the label draws,
@@ -54,7 +56,7 @@ pub const NUM_BASES: usize = 15;
 /// Estimate of Var(s²) = (μ4 − σ⁴(n−3)/(n−1))/n, the variance of the unbiased sample
 /// variance s² of `n` ≥ 2 i.i.d. values, from their central sums M2 = Σ(v − v̄)² and
 /// M4 = Σ(v − v̄)⁴. For n ≥ 4 it is the unbiased estimator
-/// [(n−1)²·M4 − (n²−3)·M2²/n] / [(n−1)²(n−2)(n−3)] (from E[m4] and E[m2²], docs/theory.md §3),
+/// `[(n−1)²·M4 − (n²−3)·M2²/n] / [(n−1)²(n−2)(n−3)]` (from `E[m4]` and `E[m2²]`, docs/theory.md §3),
 /// which can be slightly negative; sums over inputs are clamped at 0 only before the square
 /// root. For n = 2, 3 it falls back to the (downward-biased) plug-in (m4 − s⁴(n−3)/(n−1))/n.
 pub fn sample_var_var(n: f64, m2: f64, m4: f64) -> f64 {
@@ -119,7 +121,7 @@ pub enum InputScalar {
     Cor42Lower,
     /// B²·λ_max(C) − λ_min(C)² with B² = sup_y ‖t(y) − η‖² (Prop. 4.3, Eq. 16; categorical).
     Prop43,
-    /// λ_max(M), M = Cov(s⊗s): certified upper bound on λ_max(K − C⊗C) [X].
+    /// λ_max(M), M = Cov(s⊗s): certified upper bound on λ_max(K − C⊗C) \[X\].
     LamMaxM,
     /// ρ(p) = min{p_max, 1 − ‖p‖²} (Thm 5.2; categorical).
     Rho,
@@ -198,15 +200,6 @@ pub fn constant_scalars() -> [f64; NUM_INPUT_SCALARS] {
 /// The per-input scalars of one input's spectrum, indexed by `InputScalar as usize`.
 pub fn scalars_of(s: &Spectrum) -> [f64; NUM_INPUT_SCALARS] {
     InputScalar::ALL.map(|k| k.value(s))
-}
-
-/// The per-input scalars of an input with output h and η. If the spectral computation fails
-/// (only for non-finite η), the scalars are NaN and the analysis reports a non-finite result.
-pub fn input_scalars(family: &dyn ExpFamily, _h: &[f64], eta: &[f64]) -> [f64; NUM_INPUT_SCALARS] {
-    match Spectrum::new(family, eta) {
-        Ok(s) => scalars_of(&s),
-        Err(_) => [f64::NAN; NUM_INPUT_SCALARS],
-    }
 }
 
 /// A per-parameter channel: Σ_x a^power · scalar(x) · base_j(x).

@@ -4,13 +4,12 @@
 //! input order so results are bit-identical for any thread count or batch size.
 
 use super::accumulate::Accumulator;
-use super::channels::{
-    constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES, NUM_INPUT_SCALARS,
-};
+use super::channels::{constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES};
+pub use super::stats::{InputStats, UnitStats};
 use super::{validate, AnalysisOptions, Request};
 use crate::family::{ExpFamily, Label};
-use crate::model::Mlp;
-use crate::report::Report;
+use crate::model::{ForwardPass, Mlp};
+use crate::report::{Engine, Report};
 use crate::theory::{input_theory_of, InputTheory, Spectrum};
 use crate::{Result, MIN_SAMPLES_FOR_VARIANCE};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
@@ -31,49 +30,18 @@ pub struct Derivatives {
     pub hd: Vec<Array2<f64>>,
 }
 
-/// Per-unit statistics of one input and one layer: row [`Base::index`] of `bases` holds that
-/// base for every unit j of the layer (shape [NUM_BASES, n_l]).
-#[derive(Clone, Debug)]
-pub struct UnitStats {
-    pub bases: Array2<f64>,
-}
-
-/// Everything the accumulation over inputs needs from one input.
-#[derive(Clone, Debug)]
-pub struct InputStats {
-    pub layer_inputs: Vec<Array1<f64>>,
-    pub units: Vec<UnitStats>,
-    pub scalars: [f64; NUM_INPUT_SCALARS],
-}
-
 /// Forward pass, then Δ_l and Hd_l by the exact recursion of MATH §6.2, carrying the full
 /// per-output Hessians H^a_l = ∂²h_a/∂z_l∂z_lᵀ (only the diagonal is formed for layer 1).
 pub fn derivatives(model: &Mlp, family: &dyn ExpFamily, x: ArrayView1<f64>) -> Derivatives {
     let layers = model.layers();
     let nl = layers.len();
-    let mut layer_inputs = Vec::with_capacity(nl);
-    let mut d1 = Vec::with_capacity(nl - 1);
-    let mut d2 = Vec::with_capacity(nl - 1);
-    let mut a = x.to_owned();
-    for (l, layer) in layers.iter().enumerate() {
-        let z = layer.apply(a.view());
-        layer_inputs.push(a);
-        a = match model.activations().get(l) {
-            Some(act) => {
-                let mut out = Array1::zeros(z.len());
-                let mut s1 = Array1::zeros(z.len());
-                let mut s2 = Array1::zeros(z.len());
-                for j in 0..z.len() {
-                    (out[j], s1[j], s2[j]) = act.eval(z[j]);
-                }
-                d1.push(s1);
-                d2.push(s2);
-                out
-            }
-            None => z,
-        };
-    }
-    let h = a.to_vec();
+    let ForwardPass {
+        layer_inputs,
+        d1,
+        d2,
+        h,
+    } = model.forward_with_derivatives(x);
+    let h = h.to_vec();
     let eta = family.eta(&h);
     let o = h.len();
 
@@ -185,18 +153,6 @@ pub fn sampled_residuals(
     (r, labels)
 }
 
-/// Per-unit statistics of one input (MATH §6.5, §6.6).
-pub fn input_stats(
-    model: &Mlp,
-    family: &dyn ExpFamily,
-    x: ArrayView1<f64>,
-    input: u32,
-    label: Option<&Label>,
-    opts: &AnalysisOptions,
-) -> Result<InputStats> {
-    Ok(input_analysis(model, family, x, input, label, opts)?.0)
-}
-
 /// Per-unit statistics of one input, with the spectral scalars if `opts.bounds` asks for the
 /// bound keys, and with [`crate::engine::Bounds::All`] the per-tensor trace bounds of the
 /// theory layer from the same Δ_l, Hd_l and layer inputs (the per-input hook,
@@ -294,7 +250,7 @@ pub(super) fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
     accumulate(req)?.into_partial(req, ENGINE, ADAPTER)
 }
 
-const ENGINE: &str = "cpu";
+const ENGINE: Engine = Engine::Cpu;
 const ADAPTER: &str = "cpu (f64 reference engine)";
 
 /// Accumulates every input of the request, in input order.
@@ -396,7 +352,7 @@ pub fn sample_derivatives(
 }
 
 /// Diagonal of ∂²(rᵀh)/∂z_l² for every layer, by one pass of the MATH §6.2 recursion started
-/// at Δ_L = r, H_L = 0 (MATH §6.6 step 3). Entry j of layer l equals Σ_a Hd_l[j,a] r_a.
+/// at Δ_L = r, H_L = 0 (MATH §6.6 step 3). Entry j of layer l equals `Σ_a Hd_l[j,a] r_a`.
 pub fn weighted_hessian_diag(
     model: &Mlp,
     x: ArrayView1<f64>,
@@ -404,18 +360,7 @@ pub fn weighted_hessian_diag(
 ) -> Vec<Array1<f64>> {
     let layers = model.layers();
     let nl = layers.len();
-    let mut d1 = Vec::new();
-    let mut d2 = Vec::new();
-    let mut a = x.to_owned();
-    for (l, layer) in layers.iter().enumerate() {
-        let z = layer.apply(a.view());
-        if let Some(act) = model.activations().get(l) {
-            let e: Vec<(f64, f64, f64)> = z.iter().map(|&v| act.eval(v)).collect();
-            a = e.iter().map(|t| t.0).collect();
-            d1.push(e.iter().map(|t| t.1).collect::<Array1<f64>>());
-            d2.push(e.iter().map(|t| t.2).collect::<Array1<f64>>());
-        }
-    }
+    let ForwardPass { d1, d2, .. } = model.forward_with_derivatives(x);
     let mut out = vec![Array1::zeros(0); nl];
     out[nl - 1] = Array1::zeros(r.len());
     let mut delta = r.to_owned();

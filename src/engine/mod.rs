@@ -4,7 +4,9 @@
 pub(crate) mod accumulate;
 pub mod channels;
 pub mod cpu;
+#[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod stats;
 
 use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
@@ -208,6 +210,7 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
 /// hardware adapter exists and the CPU engine otherwise (a software rasteriser such as
 /// lavapipe is slower than the CPU engine, so `Auto` skips it; `Gpu` accepts it). With
 /// `DIAGFIM_REQUIRE_GPU=1` a missing adapter is an error for `Auto` too.
+#[cfg(feature = "gpu")]
 fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
     let require = std::env::var(gpu::context::REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
     Ok(match kind {
@@ -221,11 +224,31 @@ fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
     })
 }
 
+/// Without the `gpu` feature: `Auto` is the CPU engine and `Gpu` an error.
+#[cfg(not(feature = "gpu"))]
+fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
+    match kind {
+        EngineKind::Gpu => Err(gpu_not_built()),
+        _ => Ok(EngineKind::Cpu),
+    }
+}
+
+/// The error for the GPU engine or backend in a build without the `gpu` feature.
+#[cfg(not(feature = "gpu"))]
+pub(crate) fn gpu_not_built() -> Error {
+    Error::Gpu(
+        "diagfim was built without the `gpu` feature: rebuild it with `--features gpu` (on by \
+         default) or use the CPU engine (`--engine cpu`)"
+            .into(),
+    )
+}
+
 /// Runs the analysis on the engine the options ask for (see [`EngineKind`]; `Auto` uses the
 /// GPU engine on a hardware adapter and the CPU engine otherwise).
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let started = std::time::Instant::now();
     let mut report = match resolve_engine(req.options.engine)? {
+        #[cfg(feature = "gpu")]
         EngineKind::Gpu => gpu::analyze(req)?,
         _ => cpu::analyze(req)?,
     };
@@ -242,6 +265,7 @@ pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
     }
     let started = std::time::Instant::now();
     let mut partial = match resolve_engine(req.options.engine)? {
+        #[cfg(feature = "gpu")]
         EngineKind::Gpu => gpu::analyze_partial(req)?,
         _ => cpu::analyze_partial(req)?,
     };

@@ -37,6 +37,19 @@ impl Dense {
     }
 }
 
+/// One input's forward pass with derivatives ([`Mlp::forward_with_derivatives`]).
+#[derive(Clone, Debug)]
+pub struct ForwardPass {
+    /// Layer inputs a_{l−1} for every layer l (a_0 = x).
+    pub layer_inputs: Vec<Array1<f64>>,
+    /// σ'(z_l) of every hidden layer.
+    pub d1: Vec<Array1<f64>>,
+    /// σ''(z_l) of every hidden layer.
+    pub d2: Vec<Array1<f64>>,
+    /// The network output h.
+    pub h: Array1<f64>,
+}
+
 /// A validated MLP: shapes chain, one activation per hidden layer, all weights finite.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
@@ -174,6 +187,40 @@ impl Mlp {
     /// Total number of parameters.
     pub fn num_params(&self) -> usize {
         self.params().iter().map(ParamInfo::numel).sum()
+    }
+
+    /// The forward pass of one input with the activations' first and second derivatives
+    /// (MATH §6.1): the layer inputs a_{l−1} of every layer, σ'(z_l) and σ''(z_l) of every
+    /// hidden layer, and the output h.
+    pub fn forward_with_derivatives(&self, x: ArrayView1<f64>) -> ForwardPass {
+        let nl = self.layers.len();
+        let mut pass = ForwardPass {
+            layer_inputs: Vec::with_capacity(nl),
+            d1: Vec::with_capacity(nl - 1),
+            d2: Vec::with_capacity(nl - 1),
+            h: Array1::zeros(0),
+        };
+        let mut a = x.to_owned();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let z = layer.apply(a.view());
+            pass.layer_inputs.push(a);
+            a = match self.activations.get(l) {
+                Some(act) => {
+                    let n = z.len();
+                    let (mut out, mut s1, mut s2) =
+                        (Array1::zeros(n), Array1::zeros(n), Array1::zeros(n));
+                    for j in 0..n {
+                        (out[j], s1[j], s2[j]) = act.eval(z[j]);
+                    }
+                    pass.d1.push(s1);
+                    pass.d2.push(s2);
+                    out
+                }
+                None => z,
+            };
+        }
+        pass.h = a;
+        pass
     }
 
     /// The network output h(x) (MATH §6.1).

@@ -2,8 +2,9 @@
 //! distribution q(y|x) that need not be the model's, the non-central moments
 //! M2 = E_q[(t − η)(t − η)ᵀ] and M4 = E_q[(t − η)^{⊗4}] around the model's η, the DFIM
 //! diagonal Ĩ = M2[J_i, J_i] (Eq. 21), the variance of the empirical Fisher
-//! N·Var Î_e = (M4 − M2⊗M2)[J_i⁴] (Cor. F.1) and its covariances (Lemma 6.1, Eq. 22).
+//! `N·Var Î_e = (M4 − M2⊗M2)[J_i⁴]` (Cor. F.1) and its covariances (Lemma 6.1, Eq. 22).
 
+use super::eigen::dot;
 use crate::family::{ExpFamily, Label};
 use crate::{Error, Result};
 
@@ -12,10 +13,6 @@ use crate::{Error, Result};
 pub struct DataMoments {
     weights: Vec<f64>,
     residuals: Vec<Vec<f64>>,
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
 impl DataMoments {
@@ -77,7 +74,7 @@ impl DataMoments {
             .sum()
     }
 
-    /// N·Cov(Î_e(u), Î_e(v)) = M4[u,u,v,v] − Ĩ(u,u) Ĩ(v,v) (Lemma 6.1, Eq. 22).
+    /// `N·Cov(Î_e(u), Î_e(v)) = M4[u,u,v,v] − Ĩ(u,u) Ĩ(v,v)` (Lemma 6.1, Eq. 22).
     pub fn ef_cov(&self, u: &[f64], v: &[f64]) -> f64 {
         let (iu, iv) = (self.dfim(u, u), self.dfim(v, v));
         self.weights
@@ -87,12 +84,12 @@ impl DataMoments {
             .sum()
     }
 
-    /// N·Var Î_e(u) = (M4 − M2⊗M2)[u⁴] (Cor. F.1), centred before squaring.
+    /// `N·Var Î_e(u) = (M4 − M2⊗M2)[u⁴]` (Cor. F.1), centred before squaring.
     pub fn ef_var(&self, u: &[f64]) -> f64 {
         self.ef_cov(u, u)
     }
 
-    /// The KL gradient direction g = uᵀ(η − η_q) = −E_q[uᵀr], so that Ĩ(u,u) = uᵀ Cov_q u + g²
+    /// The KL gradient direction `g = uᵀ(η − η_q) = −E_q[uᵀr]`, so that Ĩ(u,u) = uᵀ Cov_q u + g²
     /// (MATH §5.10: Ĩ = J Cov_q Jᵀ + g gᵀ with g = ∇_θ KL(q‖p_θ)).
     pub fn kl_gradient(&self, u: &[f64]) -> f64 {
         -self
@@ -105,8 +102,8 @@ impl DataMoments {
 }
 
 /// Gaussian family with data q = N(μ_q, s_q² I), d = μ_q − h (MATH §5.10):
-/// Ĩ(u) = ((uᵀd)² + s_q²‖u‖²)/σ⁴ and N·Var Î_e(u) = M4[u⁴] − Ĩ² with
-/// M4[u⁴] = (m⁴ + 6m²v + 3v²)/σ⁸, m = uᵀd, v = s_q²‖u‖², so N·Var Î_e = (4m²v + 2v²)/σ⁸.
+/// `Ĩ(u) = ((uᵀd)² + s_q²‖u‖²)/σ⁴` and `N·Var Î_e(u) = M4[u⁴] − Ĩ²` with
+/// `M4[u⁴] = (m⁴ + 6m²v + 3v²)/σ⁸`, m = uᵀd, v = s_q²‖u‖², so N·Var Î_e = (4m²v + 2v²)/σ⁸.
 /// Returns (Ĩ, N·Var Î_e).
 pub fn gaussian_ef(u: &[f64], d: &[f64], s_q2: f64, sigma2: f64) -> (f64, f64) {
     let m = dot(u, d);

@@ -1,12 +1,14 @@
-//! Symmetric eigenvalue problems on the host, through faer's self-adjoint eigensolver.
+//! Symmetric eigenvalue problems on the host: faer's self-adjoint eigensolver (eigenvectors, and
+//! the fallback), and Householder tridiagonalisation with implicit QL or Laguerre's method for
+//! the eigenvalues of the theory layer's small matrices (faster for n ≲ 100).
 
 use crate::{Error, Result};
 use faer::{Mat, Side};
 
 fn check(n: usize, a: &[f64]) -> Result<()> {
     if a.len() != n * n {
-        return Err(Error::Input(format!(
-            "internal: a {n}×{n} matrix needs {} entries, got {}",
+        return Err(Error::Internal(format!(
+            "a {n}×{n} matrix needs {} entries, got {}",
             n * n,
             a.len()
         )));

@@ -3,7 +3,7 @@
 //! of the fourth moment K, the bound B² = sup_y ‖s(y)‖² of Prop. 4.3, tr(M) and the spectrum
 //! of M = Cov(s⊗s) (reshaped K − C⊗C, O²×O²) from its O×O Gram matrix.
 
-use super::eigen::sym_eigenvalues;
+use super::eigen::{dot, sym_eigenvalues};
 use crate::family::{ExpFamily, FamilyKind};
 use crate::Result;
 
@@ -55,10 +55,6 @@ impl Runs {
     pub fn scaled(&self, c: f64) -> Runs {
         Runs(self.0.iter().map(|&(v, m)| (v * c, m)).collect())
     }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
 impl<'a> Moments<'a> {

@@ -334,7 +334,7 @@ fn analyse(
             values,
         })
         .collect();
-    let engine = if report.run.adapter.starts_with(&report.run.engine) {
+    let engine = if report.run.adapter.starts_with(report.run.engine.as_str()) {
         report.run.adapter.clone()
     } else {
         format!("{} ({})", report.run.engine, report.run.adapter)

@@ -11,12 +11,12 @@ use super::plan::{choose_batch, sample_chunk, Plan, Sizes, Weights, SAMPLE_CHUNK
 use super::timer::Timer;
 pub use super::timer::{Phase, PhaseTimes};
 use crate::engine::accumulate::Accumulator;
-use crate::engine::cpu::InputStats;
+use crate::engine::stats::InputStats;
 use crate::engine::{validate, Request};
 use crate::family::FamilyKind;
 use crate::family::Label;
 use crate::model::Activation;
-use crate::report::Report;
+use crate::report::{Engine, Report};
 use crate::theory::{InputTheory, Spectrum};
 use crate::Result;
 use rayon::prelude::*;
@@ -203,7 +203,7 @@ pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
     Ok(partial)
 }
 
-const ENGINE: &str = "gpu";
+const ENGINE: Engine = Engine::Gpu;
 
 /// Runs the whole analysis on the GPU and returns the device time of each phase.
 ///
@@ -335,7 +335,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
 
 /// Cost model: floating-point operations per input of each [`Phase`] (GEMMs and the main
 /// elementwise work), for widths [in, …, out] (layers with biases), N sampled labels and
-/// `channels` accumulated channel keys ([`accumulated_channels`]).
+/// `channels` accumulated channel keys ([`super::accumulated_channels`]).
 pub fn phase_flops(widths: &[usize], samples: usize, channels: usize) -> [f64; 6] {
     let layers = widths.len() - 1;
     let o = widths[layers] as f64;
@@ -374,7 +374,7 @@ pub fn phase_flops(widths: &[usize], samples: usize, channels: usize) -> [f64; 6
 }
 
 /// Bytes of device work buffers for a batch of `bb` inputs (weights excluded; the
-/// accumulation's sums, [`accumulated_channels`] of them, included).
+/// accumulation's sums, [`super::accumulated_channels`] of them, included).
 pub fn work_bytes(widths: &[usize], bb: usize, samples: usize, channels: usize) -> u64 {
     let pass = Sizes::new(widths, bb, samples.min(SAMPLE_CHUNK))
         .bytes(bb)

@@ -6,7 +6,7 @@
 use super::plan::Plan;
 use super::shaders::NB;
 use crate::engine::channels::{constant_scalars, scalars_of, NUM_INPUT_SCALARS};
-use crate::engine::cpu::{InputStats, UnitStats};
+use crate::engine::stats::{InputStats, UnitStats};
 use crate::engine::Request;
 use crate::theory::{input_theory_of, InputTheory, Spectrum};
 use crate::{Error, Result};

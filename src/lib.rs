@@ -22,6 +22,9 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
+#[cfg(feature = "study")]
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -34,12 +37,18 @@ pub mod rng;
 pub mod theory;
 pub mod train;
 
-pub use engine::{analyze, AnalysisOptions, Bounds, EngineKind, Request};
+pub use engine::{analyze, analyze_model, AnalysisOptions, Bounds, EngineKind, Request};
 pub use error::{Error, Result};
 pub use family::{Categorical, ExpFamily, Family, Gaussian, Label};
 pub use model::{Activation, Mlp};
+pub use ndarray;
 pub use partial::{analyze_partial, Partial};
-pub use report::{Key, Report};
+pub use report::{Engine, Estimator, Key, ParamKind, Report};
 
 /// Sample variances need at least two sampled labels per input.
 pub const MIN_SAMPLES_FOR_VARIANCE: usize = 2;
+
+/// The README's Rust snippets, compiled by `cargo test` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

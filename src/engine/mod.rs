@@ -18,10 +18,14 @@ use std::str::FromStr;
 /// Which engine runs the analysis.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EngineKind {
-    /// The GPU engine when an adapter exists, else the CPU engine.
+    /// The GPU engine when an adapter exists, else the CPU engine (always the CPU engine in a
+    /// build without the `gpu` feature).
     #[default]
     Auto,
+    /// The f64 CPU reference engine.
     Cpu,
+    /// The f32 wgpu engine (WGSL kernels); an error without an adapter or without the `gpu`
+    /// feature.
     Gpu,
 }
 
@@ -95,6 +99,7 @@ pub struct AnalysisOptions {
     pub batch_size: usize,
     /// Worker threads of the CPU engine (0: rayon's default). Results do not depend on it.
     pub threads: usize,
+    /// Which engine runs the analysis ([`EngineKind`]).
     pub engine: EngineKind,
     /// Which bounds to compute ([`Bounds`]); the other keys do not depend on it.
     pub bounds: Bounds,
@@ -125,13 +130,17 @@ pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
 /// Everything an engine needs.
 pub struct Request<'a> {
+    /// The MLP whose Fisher information is analysed.
     pub model: &'a Mlp,
+    /// The output family p(y|x,θ) (categorical or isotropic Gaussian).
     pub family: &'a dyn ExpFamily,
     /// Inputs, one row per input x: [B, in].
     pub inputs: ArrayView2<'a, f64>,
     /// Data labels for the empirical Fisher, one per input.
     pub labels: Option<&'a [Label]>,
+    /// Options of the analysis.
     pub options: AnalysisOptions,
+    /// Called after each block with (inputs done, inputs in all).
     pub progress: Option<ProgressFn<'a>>,
 }
 
@@ -254,6 +263,34 @@ pub fn analyze(req: &Request<'_>) -> Result<Report> {
     };
     report.run.wall_time_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The short entry point: analyses `inputs` ([B, in]) without data labels or a progress
+/// callback, with the given options.
+///
+/// ```no_run
+/// # fn main() -> diagfim::Result<()> {
+/// let model = diagfim::model::load_safetensors("model.safetensors".as_ref(), None)?;
+/// let x = diagfim::io::read_inputs("x.npy".as_ref())?;
+/// let family = diagfim::Family::from_name("categorical", 1.0)?;
+/// let report = diagfim::analyze_model(&model, &family, x.view(), &Default::default())?;
+/// println!("{}", report.table());
+/// # Ok(()) }
+/// ```
+pub fn analyze_model(
+    model: &Mlp,
+    family: &dyn ExpFamily,
+    inputs: ArrayView2<'_, f64>,
+    options: &AnalysisOptions,
+) -> Result<Report> {
+    analyze(&Request {
+        model,
+        family,
+        inputs,
+        labels: None,
+        options: options.clone(),
+        progress: None,
+    })
 }
 
 /// Runs the analysis and returns its sufficient statistics ([`crate::Partial`]) instead of a

@@ -14,21 +14,31 @@ use std::fmt;
 /// One label y: a class index (categorical) or a real vector (Gaussian).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Label {
+    /// A class index in 0..O (categorical).
     Class(usize),
+    /// A real target vector of length O (Gaussian).
     Target(Vec<f64>),
 }
 
 /// Which concrete family a trait object is (the GPU engine compiles a kernel per family).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum FamilyKind {
+    /// Softmax over the logits h.
     Categorical,
-    Gaussian { sigma2: f64 },
+    /// Isotropic Gaussian N(h, σ²I).
+    Gaussian {
+        /// The fixed noise variance σ².
+        sigma2: f64,
+    },
 }
 
 /// The interface the engines and the theory layer need from an output family.
 ///
 /// `eta` is η = ∇F(h) = E[t(y)]; all moments are of the centred statistic s = t(y) − η.
-pub trait ExpFamily: Send + Sync + fmt::Debug {
+///
+/// The trait is sealed: the GPU engine compiles a kernel per family, so only the families of
+/// this crate ([`Family`]) implement it.
+pub trait ExpFamily: sealed::Sealed + Send + Sync + fmt::Debug {
     /// Short name, as on the command line.
     fn name(&self) -> &'static str;
     /// The concrete family, for engines that specialise on it.
@@ -39,11 +49,11 @@ pub trait ExpFamily: Send + Sync + fmt::Debug {
     fn eta(&self, h: &[f64]) -> Vec<f64>;
     /// C·u, with C = Cov(t) = ∇²F(h).
     fn cov_apply(&self, eta: &[f64], u: &[f64]) -> Vec<f64>;
-    /// C[u,u] = E[(uᵀs)²].
+    /// `C[u,u] = E[(uᵀs)²]`.
     fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64;
-    /// K[u⁴] = E[(uᵀs)⁴].
+    /// `K[u⁴] = E[(uᵀs)⁴]`.
     fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64;
-    /// (K − C⊗C)[u⁴] = Var[(uᵀs)²] ≥ 0, computed without cancellation.
+    /// `(K − C⊗C)[u⁴] = Var[(uᵀs)²] ≥ 0`, computed without cancellation.
     fn kurt_excess_quad(&self, eta: &[f64], u: &[f64]) -> f64;
     /// Third central moment contraction E[(uᵀs)²(vᵀs)].
     fn third_central(&self, eta: &[f64], u: &[f64], v: &[f64]) -> f64;
@@ -64,10 +74,22 @@ pub trait ExpFamily: Send + Sync + fmt::Debug {
     ) -> Label;
 }
 
-/// The families selectable by name (CLI, summaries).
+mod sealed {
+    /// Implemented by the crate's families only.
+    pub trait Sealed {}
+    impl Sealed for super::Categorical {}
+    impl Sealed for super::Gaussian {}
+    impl Sealed for super::Family {}
+}
+
+/// The families selectable by name (CLI, summaries). A `&Family` can be passed wherever a
+/// `&dyn ExpFamily` is expected (it implements the trait by delegating to the family it
+/// holds), so `as_dyn()` is optional.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Family {
+    /// Classification: softmax over the logits.
     Categorical(Categorical),
+    /// Regression: isotropic Gaussian with fixed σ².
     Gaussian(Gaussian),
 }
 
@@ -83,12 +105,59 @@ impl Family {
         }
     }
 
-    /// The family as a trait object.
+    /// The concrete family as a trait object.
     pub fn as_dyn(&self) -> &dyn ExpFamily {
         match self {
             Family::Categorical(c) => c,
             Family::Gaussian(g) => g,
         }
+    }
+}
+
+impl ExpFamily for Family {
+    fn name(&self) -> &'static str {
+        self.as_dyn().name()
+    }
+    fn kind(&self) -> FamilyKind {
+        self.as_dyn().kind()
+    }
+    fn check_outputs(&self, outputs: usize) -> Result<()> {
+        self.as_dyn().check_outputs(outputs)
+    }
+    fn eta(&self, h: &[f64]) -> Vec<f64> {
+        self.as_dyn().eta(h)
+    }
+    fn cov_apply(&self, eta: &[f64], u: &[f64]) -> Vec<f64> {
+        self.as_dyn().cov_apply(eta, u)
+    }
+    fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
+        self.as_dyn().cov_quad(eta, u)
+    }
+    fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
+        self.as_dyn().kurt_quad(eta, u)
+    }
+    fn kurt_excess_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
+        self.as_dyn().kurt_excess_quad(eta, u)
+    }
+    fn third_central(&self, eta: &[f64], u: &[f64], v: &[f64]) -> f64 {
+        self.as_dyn().third_central(eta, u, v)
+    }
+    fn log_lik(&self, h: &[f64], y: &Label) -> Result<f64> {
+        self.as_dyn().log_lik(h, y)
+    }
+    fn residual(&self, h: &[f64], eta: &[f64], y: &Label, r: &mut [f64]) -> Result<()> {
+        self.as_dyn().residual(h, eta, y, r)
+    }
+    fn sample(
+        &self,
+        h: &[f64],
+        eta: &[f64],
+        seed: u64,
+        input: u32,
+        sample: u32,
+        r: &mut [f64],
+    ) -> Label {
+        self.as_dyn().sample(h, eta, seed, input, sample, r)
     }
 }
 

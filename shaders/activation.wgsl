@@ -1,7 +1,8 @@
 // Forward activation with derivatives: a = σ(z), s1 = σ'(z), s2 = σ''(z) (MATH §6.4), in
-// overflow-free forms. ACT: 0 identity, 1 sigmoid, 2 tanh, 3 relu, 4 softplus, 5 logsigmoid.
+// overflow-free forms. ACT is one of the ACT_* constants of the generated prelude (the
+// activation's code in src/engine/gpu/shaders.rs).
 
-override ACT: u32 = 1u;
+override ACT: u32;
 
 struct Params { count: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,28 +34,28 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var d1 = 1.0;
     var d2 = 0.0;
     switch ACT {
-        case 1u: {
+        case ACT_SIGMOID: {
             let s = sigm(x);
             v = s; d1 = s * (1.0 - s); d2 = d1 * (1.0 - 2.0 * s);
         }
-        case 2u: {
+        case ACT_TANH: {
             let t = tanh(x);
             v = t; d1 = 1.0 - t * t; d2 = -2.0 * t * d1;
         }
-        case 3u: {
+        case ACT_RELU: {
             if (x > 0.0) { v = x; d1 = 1.0; } else { v = 0.0; d1 = 0.0; }
             d2 = 0.0;
         }
-        case 4u: {
+        case ACT_SOFTPLUS: {
             let s = sigm(x);
             v = softplus(x); d1 = s; d2 = s * (1.0 - s);
         }
-        case 5u: {
+        case ACT_LOGSIGMOID: {
             let s = sigm(x);
             let sm = sigm(-x);
             v = -softplus(-x); d1 = sm; d2 = -s * sm;
         }
-        default: {}
+        case ACT_IDENTITY, default: {}
     }
     act[i] = v;
     s1[i] = d1;

@@ -1,7 +1,8 @@
 // Exponential-family moments, label sampling and residuals (MATH §2, §6.6 step 1).
-// FAMILY: 0 categorical (η = softmax(h)), 1 Gaussian (η = h/σ²). Needs rng.wgsl.
+// FAMILY: FAMILY_CATEGORICAL (η = softmax(h)) or FAMILY_GAUSSIAN (η = h/σ²), constants of
+// the generated prelude. Needs rng.wgsl.
 
-override FAMILY: u32 = 0u;
+override FAMILY: u32;
 
 struct Params {
     bb: u32, o: u32, ns: u32, sample0: u32,
@@ -21,7 +22,7 @@ fn eta_main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = gid.x;
     if (x >= p.bb) { return; }
     let base = x * p.o;
-    if (FAMILY == 0u) {
+    if (FAMILY == FAMILY_CATEGORICAL) {
         var m = h[base];
         for (var a = 1u; a < p.o; a++) { m = max(m, h[base + a]); }
         var s = 0.0;
@@ -44,7 +45,7 @@ fn sample_main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let sample = p.sample0 + s;
     let out = (x * p.ns + s) * p.o;
     let base = x * p.o;
-    if (FAMILY == 0u) {
+    if (FAMILY == FAMILY_CATEGORICAL) {
         // Inverse CDF on the softmax.
         let u = uniform01(philox(vec4<u32>(input, sample, 0u, STREAM_LABELS), key).x);
         var cum = 0.0;
@@ -81,7 +82,7 @@ fn data_main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (x >= p.bb) { return; }
     let base = x * p.o;
     for (var a = 0u; a < p.o; a++) {
-        if (FAMILY == 0u) {
+        if (FAMILY == FAMILY_CATEGORICAL) {
             let y = u32(labels[x]);
             r_data[base + a] = select(0.0, 1.0, a == y) - eta[base + a];
         } else {

@@ -5,22 +5,24 @@
 // workgroup memory (rows padded by one against bank conflicts), loaded along each operand's
 // contiguous dimension, so every loop is bounded. RM and RN (4×4, 8×8, or 4×1 for N ≤ 16)
 // are set by src/engine/gpu/shaders.rs.
-// TRANS_A / TRANS_B read A (K×M) / B (N×K) stored row-major. EPILOGUE: 0 store, 1 add
-// bias[col], 2 accumulate into C.
+// TRANS_A / TRANS_B read A (K×M) / B (N×K) stored row-major. EPILOGUE: EPILOGUE_STORE,
+// EPILOGUE_ADD_BIAS (bias[col]) or EPILOGUE_ACCUMULATE (into C); the EPILOGUE_* and
+// PROLOGUE_* constants come from the Rust enums (generated prelude).
 // Fused elementwise operand transforms, applied while a tile is loaded:
-// * PROLOGUE 1, one step of the inter-layer Jacobian chain of DESIGN §2 (A not transposed,
-//   rows (x, j) with pro_nl rows per input x, K = width of layer m, σ'_m in s1 as [bb, K]):
+// * PROLOGUE_SCALE_ROWS, one step of the inter-layer Jacobian chain of DESIGN §2 (A not
+//   transposed, rows (x, j) with pro_nl rows per input x, K = width of layer m, σ'_m in s1 as
+//   [bb, K]):
 //   op(A)[(x, j), u] = σ'_m[x, u] · A[(x, j), u].
 // * POW_A ∈ {1, 2}: op(A) squared elementwise (B_{l→m} ⊙ B_{l→m} of DESIGN §2).
 // * POW_B ∈ {1, 2, 4, 8}: op(B) = B^POW_B elementwise (a², a⁴, a⁸ of MATH §6.5); when b_cols > 0,
 //   the columns j ≥ b_cols of op(B) are 1 (the bias entries' "input" a = 1).
 
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override EPILOGUE: u32 = 0u;
-override PROLOGUE: u32 = 0u;
-override POW_A: u32 = 1u;
-override POW_B: u32 = 1u;
+override TRANS_A: bool;
+override TRANS_B: bool;
+override EPILOGUE: u32;
+override PROLOGUE: u32;
+override POW_A: u32;
+override POW_B: u32;
 
 struct Params {
     m: u32, n: u32, k: u32,
@@ -49,7 +51,7 @@ fn load_a(z: u32, i: u32, kk: u32) -> f32 {
     let base = p.off_a + z * p.stride_a;
     var v: f32;
     if (TRANS_A) { v = a[base + kk * p.lda + i]; } else { v = a[base + i * p.lda + kk]; }
-    if (PROLOGUE == 1u) { v *= s1[(i / p.pro_nl) * p.k + kk]; }
+    if (PROLOGUE == PROLOGUE_SCALE_ROWS) { v *= s1[(i / p.pro_nl) * p.k + kk]; }
     if (POW_A == 2u) { return v * v; }
     return v;
 }
@@ -115,8 +117,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if (j >= p.n) { continue; }
             let at = p.off_c + z * p.stride_c + i * p.ldc + j;
             var v = acc[r * RN + s];
-            if (EPILOGUE == 1u) { v += bias[p.off_bias + j]; }
-            if (EPILOGUE == 2u) { v += c[at]; }
+            if (EPILOGUE == EPILOGUE_ADD_BIAS) { v += bias[p.off_bias + j]; }
+            if (EPILOGUE == EPILOGUE_ACCUMULATE) { v += c[at]; }
             c[at] = v;
         }
     }

@@ -17,7 +17,7 @@ struct Params { bb: u32, nl: u32, ns: u32, first: u32, last: u32, o: u32, _p1: u
 
 // LANES invocations (a power of two ≤ 64) share one unit, so a 64-wide workgroup reduces
 // 64 / LANES units at once; with LANES = 1 (many units) there is no tree and no barrier.
-override LANES: u32 = 64u;
+override LANES: u32;
 
 // Per invocation: count, then (mean, M2, M3, M4) of v1 and of v2.
 const W: u32 = 9u;

@@ -1,12 +1,12 @@
 // Philox4x32-10, bit-identical to src/rng.rs: key = (seed lo, seed hi),
 // counter = (input, sample, block, stream). WGSL has no u64, so the 32×32→64-bit
-// products are assembled from 16-bit halves.
+// products are assembled from 16-bit halves. STREAM_LABELS (rng::STREAM_LABELS) comes from the
+// generated prelude.
 
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;
 const PHILOX_W0: u32 = 0x9E3779B9u;
 const PHILOX_W1: u32 = 0xBB67AE85u;
-const STREAM_LABELS: u32 = 0u;
 
 // (hi, lo) of the 64-bit product a·b.
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {

@@ -1,8 +1,8 @@
 // Per-unit statistics of one layer for every input (MATH §6.5): with Δ_j and Hd_j the T and S
 // rows of unit j (length O), writes bases[x, BASE_*, j] (the BASE_* indices and NB are
-// generated from src/engine/channels.rs). FAMILY: 0 categorical, 1 Gaussian.
+// generated from src/engine/channels.rs). FAMILY: FAMILY_CATEGORICAL or FAMILY_GAUSSIAN.
 
-override FAMILY: u32 = 0u;
+override FAMILY: u32;
 
 struct Params { bb: u32, nl: u32, o: u32, has_labels: u32, sigma2: f32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,7 +35,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var v = 0.0;
     var w = 0.0;
     var third = 0.0;
-    if (FAMILY == 0u) {
+    if (FAMILY == FAMILY_CATEGORICAL) {
         // Means under p, then centred contractions (no cancellation).
         var ub = 0.0;
         var hb = 0.0;

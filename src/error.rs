@@ -11,32 +11,58 @@ pub enum Error {
     /// A file could not be opened, read or written.
     #[error("cannot {action} '{path}': {source}")]
     Io {
+        /// What was attempted ("open", "read", "write", ...).
         action: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A model file is not a valid safetensors file or misses what the contract asks for.
     #[error("model file '{path}': {msg}")]
-    ModelFile { path: PathBuf, msg: String },
+    ModelFile {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// The model's layers are inconsistent (shapes that do not chain, missing tensors, ...).
     #[error("invalid model: {0}")]
     Model(String),
     /// An activation name that diagfim does not support.
     #[error("unknown activation '{name}': supported are identity, sigmoid, tanh, relu, softplus, logsigmoid")]
-    UnknownActivation { name: String },
+    UnknownActivation {
+        /// The name as given.
+        name: String,
+    },
     /// A .npy array (inputs or labels) has the wrong dtype, shape or contents.
     #[error("array file '{path}': {msg}")]
-    ArrayFile { path: PathBuf, msg: String },
+    ArrayFile {
+        /// The .npy file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// Inputs, labels or options that do not fit the model or each other.
     #[error("invalid input: {0}")]
     Input(String),
     /// NaN or infinity where finite numbers are required.
     #[error("non-finite value in {what} at index {index}: diagfim needs finite numbers; clean the data or the model")]
-    NonFinite { what: String, index: usize },
+    NonFinite {
+        /// Which data or tensor holds the value.
+        what: String,
+        /// Where in `what` the value is (a flat index, unless `what` says otherwise).
+        index: usize,
+    },
     /// An IDX (MNIST) data file that is missing, corrupt or not what was expected.
     #[error("IDX file '{path}': {msg}")]
-    Idx { path: PathBuf, msg: String },
+    Idx {
+        /// The IDX file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// The GPU engine is unavailable or failed.
     #[error("GPU engine: {0}")]
     Gpu(String),
@@ -48,7 +74,12 @@ pub enum Error {
     Internal(String),
     /// Writing results failed.
     #[error("cannot write results to '{path}': {msg}")]
-    Output { path: PathBuf, msg: String },
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 impl std::fmt::Debug for Error {

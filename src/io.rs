@@ -12,14 +12,19 @@ use std::path::Path;
 /// Floating-point precision of a written safetensors tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreDtype {
+    /// IEEE single precision.
     F32,
+    /// IEEE double precision.
     F64,
 }
 
 /// A tensor to write: name, shape and values (converted to the store dtype on write).
 pub struct NamedTensor<'a> {
+    /// The tensor's name in the file.
     pub name: String,
+    /// Its shape (row-major).
     pub shape: Vec<usize>,
+    /// Its values, row-major; `shape`'s product of them.
     pub values: &'a [f64],
 }
 
@@ -173,8 +178,8 @@ pub fn read_inputs(path: &Path) -> Result<Array2<f64>> {
     Ok(x)
 }
 
-/// Reads data labels for the empirical Fisher: integer classes of shape [B] (categorical)
-/// or float targets of shape [B, O] (Gaussian; [B] when O = 1).
+/// Reads data labels for the empirical Fisher: integer classes of shape `[B]` (categorical)
+/// or float targets of shape `[B, O]` (Gaussian; `[B]` when O = 1).
 pub fn read_labels(
     path: &Path,
     family: &dyn ExpFamily,

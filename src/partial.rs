@@ -118,7 +118,7 @@ pub(crate) struct EntryWelford {
     pub ef: Welford,
 }
 
-/// The sufficient statistics of one layer. Entries are rows j = [W[j, 0..n_in], b[j]] (bias
+/// The sufficient statistics of one layer. Entries are rows `j = [W[j, 0..n_in], b[j]]` (bias
 /// last, if any).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct LayerStats {
@@ -375,6 +375,7 @@ impl Partial {
     }
 
     /// Records the GPU engine's device seconds per phase and host seconds.
+    #[cfg(feature = "gpu")]
     pub(crate) fn set_device_times(
         &mut self,
         device_phase_s: BTreeMap<String, f64>,

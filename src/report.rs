@@ -90,6 +90,7 @@ pub enum Key {
 pub const NUM_KEYS: usize = 33;
 
 impl Key {
+    /// Every key, in discriminant order (the order of SUMMARY.json and RESULT's tensors).
     pub const ALL: [Key; NUM_KEYS] = [
         Key::Fisher,
         Key::Var1,
@@ -217,7 +218,10 @@ impl Key {
 /// All results of one parameter tensor.
 #[derive(Clone, Debug)]
 pub struct ParamReport {
+    /// The tensor: name, layer, kind and shape.
     pub info: ParamInfo,
+    /// One array per reported key, shaped like the tensor (with a leading input axis under
+    /// `per_input`).
     pub values: BTreeMap<Key, ArrayD<f64>>,
     /// Means over inputs of the per-tensor trace bounds (Cor. 4.6, Thm C.1), when the engine
     /// ran the theory layer's per-input hook.
@@ -287,13 +291,22 @@ named_enum!(
 /// How the analysis was run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunInfo {
+    /// The engine that computed the report.
     pub engine: Engine,
+    /// The adapter (GPU name, backend and device type) or the CPU engine's description; merged
+    /// partials join theirs with "; ".
     pub adapter: String,
+    /// The output family's name, `categorical` or `gaussian`.
     pub family: String,
+    /// N, labels sampled per input.
     pub samples: usize,
+    /// Seed of the counter-based RNG.
     pub seed: u64,
+    /// B, the number of inputs analysed.
     pub inputs: usize,
+    /// Whether the tensors keep a leading input axis.
     pub per_input: bool,
+    /// Wall time of the analysis, in seconds.
     pub wall_time_s: f64,
     /// GPU engine: device seconds per phase (forward, family, hessian, unit_stats, samples,
     /// accumulate), summed over batches; empty on the CPU engine or without timestamp queries.
@@ -306,7 +319,9 @@ pub struct RunInfo {
 /// The result of an analysis.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// One entry per parameter tensor, in [`crate::Mlp::params`] order.
     pub params: Vec<ParamReport>,
+    /// How the analysis was run.
     pub run: RunInfo,
 }
 
@@ -314,21 +329,29 @@ pub struct Report {
 /// per-tensor results.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParamSummary {
+    /// Tensor name, `<k>.weight` or `<k>.bias`.
     pub name: String,
+    /// Index of the layer (0-based position).
     pub layer: usize,
+    /// Weight or bias.
     pub kind: ParamKind,
+    /// Number of entries of the tensor.
     pub count: usize,
+    /// Mean over the tensor's entries (and inputs) of each reported key, by key name.
     pub means: BTreeMap<&'static str, f64>,
+    /// The theory layer's per-tensor results.
     pub theory: TensorTheory,
 }
 
 /// SUMMARY.json.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// How the analysis was run (flattened into the top level).
     #[serde(flatten)]
     pub run: RunInfo,
     /// The options of the recommendation and the budget split.
     pub options: SummaryOptions,
+    /// One summary per parameter tensor.
     pub layers: Vec<ParamSummary>,
 }
 
@@ -381,10 +404,15 @@ impl SummaryOptions {
 /// Exact sums over a tensor S of per-parameter keys (means over inputs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct TraceSums {
+    /// Σ I(θ_i|x) over the tensor.
     pub fisher: f64,
+    /// Σ N·Var Î1.
     pub var1: f64,
+    /// Σ N·Var Î2.
     pub var2: f64,
+    /// Σ N·Cov(Î1, Î2).
     pub cov12: f64,
+    /// Σ N·Var of the per-parameter optimal combination.
     pub var_opt: f64,
     /// Σ Var_x I(θ_i|x) (Thm 4.7's input term).
     pub var_x: f64,
@@ -393,16 +421,22 @@ pub struct TraceSums {
 /// One bound of Cor. 4.6: its two terms and their min (means over inputs of per-input values).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct MinBound {
+    /// The Frobenius-norm term.
     pub frob: f64,
+    /// The spectral-norm term.
     pub spec: f64,
+    /// The bound: mean over inputs of min(frob, spec) per input.
     pub bound: f64,
 }
 
 /// Cor. 4.6 (Eqs. 17–19) for a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Cor46 {
+    /// Upper bound on Σ I (Eq. 17).
     pub fisher: MinBound,
+    /// Upper bound on Σ N·Var Î1 (Eq. 18).
     pub var1: MinBound,
+    /// Upper bound on Σ N·Var Î2 (Eq. 19).
     pub var2: MinBound,
     /// Whether λ_max(G_S) in `var1.spec` is exact (else Schur's bound).
     pub var1_spec_exact: bool,
@@ -411,8 +445,11 @@ pub struct Cor46 {
 /// Thm C.1 (Eqs. 29–31) for a tensor: [lower, upper] for each sum.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct ThmC1 {
+    /// Bracket of Σ I (Eq. 29).
     pub fisher: [f64; 2],
+    /// Bracket of Σ N·Var Î1 (Eq. 30).
     pub var1: [f64; 2],
+    /// Bracket of Σ N·Var Î2 (Eq. 31).
     pub var2: [f64; 2],
 }
 
@@ -421,8 +458,11 @@ pub struct ThmC1 {
 /// keys (`--bounds none`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Lemma48 {
+    /// Σ Var_x I(θ_i|x), exact.
     pub var_x: f64,
+    /// `Σ E_x[‖J_i‖⁴ λ_max(C)²]`.
     pub bound: Option<f64>,
+    /// The tighter \[X\] form.
     pub bound_tight: Option<f64>,
 }
 
@@ -430,8 +470,11 @@ pub struct Lemma48 {
 /// sum is 0.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct LogRatio {
+    /// For Σ I (Eq. 10).
     pub fisher: Option<f64>,
+    /// For Σ N·Var Î1 (Eq. 11).
     pub var1: Option<f64>,
+    /// For Σ N·Var Î2 (Eq. 12).
     pub var2: Option<f64>,
 }
 
@@ -444,29 +487,39 @@ pub struct Recommendation {
     /// Chebyshev labels per input for relative error ε with probability 1 − δ (None: the
     /// tensor's Fisher is 0).
     pub n_i1: Option<f64>,
+    /// The same for Î2.
     pub n_i2: Option<f64>,
+    /// The same for the optimal combination.
     pub n_combination: Option<f64>,
 }
 
 /// N_x/N_y budget splits of the data-set estimator (Thm 4.7), per estimator.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Budget {
+    /// The split for Î1.
     pub i1: BudgetSplit,
+    /// The split for Î2.
     pub i2: BudgetSplit,
 }
 
 /// The theory layer's per-tensor results in SUMMARY.json.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TensorTheory {
+    /// Exact sums over the tensor.
     pub exact: TraceSums,
     /// None if the engine did not run the per-input hook.
     pub cor46: Option<Cor46>,
+    /// Thm C.1 brackets; None if the engine did not run the hook or skipped them.
     pub thm_c1: Option<ThmC1>,
     /// Why Thm C.1 is missing, if it is.
     pub thm_c1_skipped: Option<String>,
+    /// Lemma 4.8's input-variance bound.
     pub lemma48: Lemma48,
+    /// Tightness of the Thm 4.1 upper bounds.
     pub log_ratio: LogRatio,
+    /// The recommended estimator and its sample sizes.
     pub recommendation: Recommendation,
+    /// The N_x/N_y budget splits.
     pub budget: Budget,
 }
 

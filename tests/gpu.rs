@@ -194,17 +194,8 @@ fn gemm_fused_chain_step_and_squared_contraction() {
     assert!(err < 1e-5, "contraction: {err:e}");
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RngParams {
-    count: u32,
-    sample: u32,
-    block: u32,
-    stream: u32,
-    key_lo: u32,
-    key_hi: u32,
-    _p: [u32; 2],
-}
+// The uniform of rng_test.wgsl (its layout is checked against the WGSL in the crate).
+use diagfim::engine::gpu::shaders::RngTestParams as RngParams;
 
 #[test]
 fn wgsl_philox_is_bit_identical_to_rust() {

@@ -1,6 +1,8 @@
 //! Model and array file formats: safetensors round trips, the Python-written fixtures of
 //! tests/fixtures (make_fixtures.py), .npy labels, and the `diagfim` CLI end to end
-//! (RESULT.safetensors layout, SUMMARY.json, `diagfim info`).
+//! (RESULT.safetensors layout, SUMMARY.json, `diagfim info`). The CLI tests need the `cli`
+//! feature (the binary); their helpers are unused without it.
+#![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
 
 use diagfim::engine::{analyze, AnalysisOptions, Request};
 use diagfim::family::FamilyKind;
@@ -12,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[cfg(feature = "cli")]
 const BIN: &str = env!("CARGO_BIN_EXE_diagfim");
 
 /// The result keys every analysis writes (ef only with labels).
@@ -238,6 +241,7 @@ fn read_result(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
         .collect()
 }
 
+#[cfg(feature = "cli")]
 fn run_cli(args: &[&str]) -> std::process::Output {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
@@ -331,6 +335,7 @@ fn check_fisher_equals_library(
     }
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_categorical_per_input_with_labels() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,6 +401,7 @@ fn cli_categorical_per_input_with_labels() {
     }
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_gaussian_averaged_without_metadata() {
     let dir = tempfile::tempdir().unwrap();
@@ -453,6 +459,7 @@ fn cli_gaussian_averaged_without_metadata() {
     }
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_gaussian_with_targets_per_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,6 +499,7 @@ fn cli_gaussian_with_targets_per_input() {
     check_fisher_equals_library(&result, &report, &model);
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_info_prints_parameter_count() {
     let model_path = fixture("mlp_f32.safetensors");

@@ -116,8 +116,12 @@ fn bad_flags_are_errors_that_say_what_to_fix() {
     c.progress = false;
     let err = run(&c, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("only 60000"), "{err}");
-    // Without an adapter, --engine gpu is a clear error.
-    if diagfim::engine::gpu::GpuContext::shared().is_err() {
+    // Without an adapter (or the `gpu` feature), --engine gpu is a clear error.
+    #[cfg(feature = "gpu")]
+    let no_adapter = diagfim::engine::gpu::GpuContext::shared().is_err();
+    #[cfg(not(feature = "gpu"))]
+    let no_adapter = true;
+    if no_adapter {
         c.engine = EngineKind::Gpu;
         assert!(matches!(run(&c, &mut |_| {}), Err(Error::Gpu(_))));
     }

@@ -430,6 +430,7 @@ fn per_input_partials_and_bad_files_are_refused() {
 }
 
 /// The GPU engine's shards merge to its full run (≤ 2e-3) and to the CPU engine's.
+#[cfg(feature = "gpu")]
 #[test]
 fn gpu_shards_merge_to_the_full_run() {
     if diagfim::engine::gpu::GpuContext::shared().is_err() {

@@ -6,13 +6,16 @@
 
 mod common;
 use common::*;
+#[cfg(feature = "cli")]
 use diagfim::model::{save_safetensors, StoreDtype};
 use diagfim::theory::moments::Moments;
 use diagfim::theory::pair::{lambda_tilde_max, pair, ParamRef};
 use diagfim::{Activation, Family, Key, Mlp};
+#[cfg(feature = "cli")]
 use std::process::Command;
 use Activation::*;
 
+#[cfg(feature = "cli")]
 const BIN: &str = env!("CARGO_BIN_EXE_diagfim");
 
 fn cases() -> Vec<(Mlp, Option<f64>)> {
@@ -215,6 +218,7 @@ fn parameters_parse_by_name_or_flat_index() {
     assert!(pair(&model, f.as_dyn(), x.slice(ndarray::s![.., ..2]), &p, &p).is_err());
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn cli_pair_prints_json() {
     let dir = tempfile::tempdir().unwrap();

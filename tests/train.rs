@@ -305,6 +305,7 @@ fn bad_input_is_an_error_not_a_panic() {
         assert!(matches!(with(cfg), Err(Error::Input(_))), "{bad:?}");
     }
     // GPU training needs an adapter (a clear error otherwise); auto skips software adapters.
+    #[cfg(feature = "gpu")]
     match diagfim::engine::gpu::GpuContext::shared() {
         Ok(ctx) => {
             let name = select_backend(EngineKind::Gpu).unwrap().name();
@@ -322,6 +323,18 @@ fn bad_input_is_an_error_not_a_panic() {
                 .name()
                 .starts_with("cpu"));
         }
+    }
+    // Without the `gpu` feature: GPU training is an error that names the feature; auto is
+    // the CPU.
+    #[cfg(not(feature = "gpu"))]
+    {
+        let err = select_backend(EngineKind::Gpu).err().unwrap();
+        assert!(matches!(err, Error::Gpu(_)), "{err}");
+        assert!(err.to_string().contains("`gpu` feature"), "{err}");
+        assert!(select_backend(EngineKind::Auto)
+            .unwrap()
+            .name()
+            .starts_with("cpu"));
     }
 
     let mut t = with(TrainConfig::default()).unwrap();
@@ -355,6 +368,7 @@ fn diverging_training_is_reported() {
 
 /// The brief's accuracy check: 6 epochs on the first 1,000 MNIST training images give ≥ 85%
 /// on the 10,000 test images (784-128-10 sigmoid, Adam 1e-2, batches of 32: ≈ 88%).
+#[cfg(feature = "study")]
 #[test]
 fn mnist_subset_of_1000_reaches_85_percent() {
     let mnist = diagfim::data::Mnist::load(diagfim::data::default_dir()).unwrap();

@@ -1,6 +1,6 @@
 //! Expansion of per-unit statistics to parameters (MATH §6.5) and their accumulation over
 //! inputs. For channel c with power p, the sum over inputs is a matrix product:
-//! S_c[j,k] = Σ_x (s_c(x)·base_j(x)) · a_k(x)^p. Inputs are grouped into fixed chunks of
+//! `S_c[j,k] = Σ_x (s_c(x)·base_j(x)) · a_k(x)^p`. Inputs are grouped into fixed chunks of
 //! [`CHUNK`] consecutive indices (independent of the engine's batches and threads) and each
 //! chunk is added with one GEMM per layer and power, in input order; the Fisher and the
 //! empirical Fisher also get a per-entry Welford update in input order (their variance over
@@ -39,9 +39,10 @@ fn values(stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
 }
 
 /// Sums over a block of consecutive inputs of one layer, computed elsewhere (the GPU engine's
-/// accumulation GEMMs, MATH §6.5): per channel key, Σ_x a^p·s(x)·base_j(x) as [n_out, row]
-/// (row = [W[j, ·], b[j]]); and per entry the block's Welford statistics
+/// accumulation GEMMs, MATH §6.5): per channel key, Σ_x a^p·s(x)·base_j(x) as `[n_out, row]`
+/// (`row = [W[j, ·], b[j]]`); and per entry the block's Welford statistics
 /// (Fisher mean, Fisher M2, empirical-Fisher mean, empirical-Fisher M2).
+#[cfg(feature = "gpu")]
 pub(crate) struct LayerBlock<'a> {
     pub channels: Vec<(Key, &'a [f32])>,
     pub welford: &'a [f32],
@@ -181,6 +182,7 @@ impl Accumulator {
     /// Adds a block of `count` inputs (the next ones in order) whose sums were formed
     /// elsewhere, one [`LayerBlock`] per layer; the block's Welford statistics are merged by
     /// Chan's formula. Not available with per-input results.
+    #[cfg(feature = "gpu")]
     pub fn merge_block(&mut self, count: usize, blocks: &[LayerBlock<'_>]) -> Result<()> {
         if self.per_input || count == 0 || blocks.len() != self.layers.len() {
             return Err(Error::Internal(format!(

@@ -205,8 +205,11 @@ pub fn scalars_of(s: &Spectrum) -> [f64; NUM_INPUT_SCALARS] {
 /// A per-parameter channel: Σ_x a^power · scalar(x) · base_j(x).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Channel {
+    /// The per-unit statistic base_j(x).
     pub base: Base,
+    /// The power p of the layer input a_k (a = 1 for biases).
     pub power: u32,
+    /// The per-input scalar factor s(x).
     pub scalar: InputScalar,
 }
 

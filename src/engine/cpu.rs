@@ -306,7 +306,9 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
 /// backpropagation of r, the exact negative diagonal Hessian as GGN_ii − (D r)_i with D r from
 /// the weighted Hessian pass of MATH §6.6 (independent of the per-output Hd_l).
 pub struct SampleDerivatives {
+    /// The score ∂ℓ/∂θ_i, one flat vector per parameter tensor.
     pub score: Vec<Vec<f64>>,
+    /// The negative diagonal Hessian −∂²ℓ/∂θ_i², one flat vector per parameter tensor.
     pub neg_hess: Vec<Vec<f64>>,
 }
 

@@ -11,13 +11,17 @@ use super::channels::NUM_INPUT_SCALARS;
 /// base for every unit j of the layer (shape [NUM_BASES, n_l]).
 #[derive(Clone, Debug)]
 pub struct UnitStats {
+    /// The bases of every unit, `[NUM_BASES, n_l]`.
     pub bases: Array2<f64>,
 }
 
 /// Everything the accumulation over inputs needs from one input.
 #[derive(Clone, Debug)]
 pub struct InputStats {
+    /// The input a_{l−1}(x) of every layer l (the input x for the first).
     pub layer_inputs: Vec<Array1<f64>>,
+    /// The per-unit statistics of every layer.
     pub units: Vec<UnitStats>,
+    /// The per-input scalars, indexed by `InputScalar as usize`.
     pub scalars: [f64; NUM_INPUT_SCALARS],
 }

@@ -7,11 +7,17 @@ use std::str::FromStr;
 /// An elementwise activation σ. Hidden layers apply one each; the head is linear.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Activation {
+    /// σ(z) = z.
     Identity,
+    /// The logistic function σ(z) = 1/(1 + e^{−z}).
     Sigmoid,
+    /// σ(z) = tanh z.
     Tanh,
+    /// σ(z) = max(z, 0) (σ'' = 0; σ'(0) = 0, as in PyTorch).
     Relu,
+    /// σ(z) = log(1 + e^z).
     Softplus,
+    /// σ(z) = log(1/(1 + e^{−z})) = −softplus(−z).
     LogSigmoid,
 }
 

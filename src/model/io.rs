@@ -1,6 +1,6 @@
 //! Loading and saving models as PyTorch's `safetensors.torch.save_file` writes the
-//! state_dict of an `nn.Sequential` of `nn.Linear` layers: `<k>.weight` [out, in] and
-//! optional `<k>.bias` [out], f32 or f64, hidden activations in the metadata key
+//! state_dict of an `nn.Sequential` of `nn.Linear` layers: `<k>.weight` `[out, in]` and
+//! optional `<k>.bias` `[out]`, f32 or f64, hidden activations in the metadata key
 //! `activations`.
 
 use super::{Activation, Dense, Mlp};

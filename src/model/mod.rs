@@ -14,16 +14,20 @@ use ndarray::{Array1, Array2, ArrayView1};
 /// One dense layer. `key` is the integer k of the `<k>.weight` / `<k>.bias` tensor names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
+    /// The integer k of the layer's tensor names.
     pub key: usize,
     /// Shape [out, in], as PyTorch stores it.
     pub weight: Array2<f64>,
+    /// Shape `[out]`, when the layer has a bias.
     pub bias: Option<Array1<f64>>,
 }
 
 impl Dense {
+    /// Input width (columns of the weight).
     pub fn inputs(&self) -> usize {
         self.weight.ncols()
     }
+    /// Output width (rows of the weight).
     pub fn outputs(&self) -> usize {
         self.weight.nrows()
     }
@@ -60,13 +64,18 @@ pub struct Mlp {
 /// One model parameter tensor (a weight or a bias), as named in the model file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamInfo {
+    /// Tensor name, `<k>.weight` or `<k>.bias`.
     pub name: String,
+    /// Index of the layer (0-based position, not the key k).
     pub layer: usize,
+    /// Whether the tensor is a bias.
     pub is_bias: bool,
+    /// Shape: `[out, in]` for a weight, `[out]` for a bias.
     pub shape: Vec<usize>,
 }
 
 impl ParamInfo {
+    /// Number of entries.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -138,12 +147,15 @@ impl Mlp {
         init::pytorch_default(widths, activations, seed)
     }
 
+    /// The dense layers, input to output.
     pub fn layers(&self) -> &[Dense] {
         &self.layers
     }
+    /// Mutable layers (for training updates); callers must keep the shapes and finite values.
     pub fn layers_mut(&mut self) -> &mut [Dense] {
         &mut self.layers
     }
+    /// The hidden activations, one per hidden layer (the head is linear).
     pub fn activations(&self) -> &[Activation] {
         &self.activations
     }
@@ -151,9 +163,11 @@ impl Mlp {
     pub fn with_activations(self, activations: Vec<Activation>) -> Result<Mlp> {
         Mlp::new(self.layers, activations)
     }
+    /// Input width of the network.
     pub fn input_dim(&self) -> usize {
         self.layers[0].inputs()
     }
+    /// Output width O of the network (the length of h).
     pub fn output_dim(&self) -> usize {
         self.layers[self.layers.len() - 1].outputs()
     }

@@ -1,4 +1,4 @@
-//! Beyond the paper [X]: the variance-optimal unbiased combination of Î1 and Î2, the
+//! Beyond the paper \[X\]: the variance-optimal unbiased combination of Î1 and Î2, the
 //! Chebyshev sample size for a relative error, and the split of a budget between inputs and
 //! labels for the data-set estimator of Thm 4.7 (derivations in docs/theory.md).
 

@@ -48,20 +48,25 @@ pub struct TensorBounds {
     pub var1_frob: f64,
     /// tr(M)·λ_max(G_S) (Eq. 18, second term; with the Schur bound when `!gram_exact`).
     pub var1_spec: f64,
+    /// min of the two (Eq. 18).
     pub var1_min: f64,
     /// λ_max(C)·‖D_S‖_F² (Eq. 19, first term).
     pub var2_frob: f64,
     /// tr(C)·‖D_S‖_2² (Eq. 19, second term).
     pub var2_spec: f64,
+    /// min of the two (Eq. 19).
     pub var2_min: f64,
     /// Thm C.1 (Eq. 29): Σ_k λ_k(C) λ_{O+1−k}(A_S) ≤ Σ I ≤ Σ_k λ_k(C) λ_k(A_S).
     pub ruhe_fisher_lo: f64,
+    /// Upper end of the Eq. 29 bracket on Σ I.
     pub ruhe_fisher_hi: f64,
     /// Eq. 30, with M and G_S (n = O²).
     pub ruhe_var1_lo: f64,
+    /// Upper end of the Eq. 30 bracket on Σ N·Var Î1.
     pub ruhe_var1_hi: f64,
     /// Eq. 31, with C and B_S.
     pub ruhe_var2_lo: f64,
+    /// Upper end of the Eq. 31 bracket on Σ N·Var Î2.
     pub ruhe_var2_hi: f64,
     /// Whether the Thm C.1 fields were computed (they are 0 otherwise).
     pub ruhe: bool,
@@ -131,6 +136,7 @@ impl TensorBounds {
 /// The bounds of a layer's weight and bias tensors for one input.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LayerBounds {
+    /// The weight tensor (s₂ = Σ_k a_k², s₄ = Σ_k a_k⁴ of the layer input a).
     pub weight: TensorBounds,
     /// The bias tensor (s₂ = s₄ = 1); meaningless if the layer has no bias.
     pub bias: TensorBounds,
@@ -139,6 +145,7 @@ pub struct LayerBounds {
 /// Per-layer bounds of one input, in layer order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InputTheory {
+    /// One entry per layer.
     pub layers: Vec<LayerBounds>,
 }
 

@@ -1,7 +1,8 @@
 //! Theory layer: spectral quantities and the bounds of Soen & Sun (2024) (MATH §5, §7), and
 //! what the paper stops short of (docs/theory.md).
 //!
-//! * [`eigen`]: symmetric eigenvalues (faer).
+//! * [`eigen`]: symmetric eigenvalues (Householder + implicit QL or Laguerre; faer for
+//!   eigenvectors and as the fallback).
 //! * [`moments`]: C, K x³, K x², B², tr M and the spectrum of M per family.
 //! * [`zeig`]: extreme Z-eigenvalues of symmetric 4-tensors (GEAP, multi-start).
 //! * [`closed`]: Prop. 5.1 and Thm 5.2 closed forms.

@@ -10,7 +10,9 @@ use crate::Result;
 /// The moments of one input: the family and its η (for the categorical family η = p).
 #[derive(Clone, Copy, Debug)]
 pub struct Moments<'a> {
+    /// The family (and σ² for the Gaussian).
     pub kind: FamilyKind,
+    /// η = E[t(y)] at the input: the class probabilities p (categorical) or h/σ² (Gaussian).
     pub eta: &'a [f64],
 }
 
@@ -30,6 +32,7 @@ impl Runs {
     pub fn len(&self) -> usize {
         self.0.iter().map(|r| r.1).sum()
     }
+    /// Whether no positive eigenvalue is listed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -58,6 +61,7 @@ impl Runs {
 }
 
 impl<'a> Moments<'a> {
+    /// The moments of `family` at η = `eta`.
     pub fn new(family: &dyn ExpFamily, eta: &'a [f64]) -> Moments<'a> {
         Moments {
             kind: family.kind(),

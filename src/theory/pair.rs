@@ -1,6 +1,6 @@
 //! Off-diagonal FIM entries and the variances of their two estimators (App. B; MATH §4,
 //! §5.9) for chosen parameter pairs, averaged over inputs:
-//! I(θ_ij|x) = J_iᵀ C J_j, N·Var Î1(θ_ij|x) = K[J_i,J_j,J_i,J_j] − I(θ_ij|x)²,
+//! `I(θ_ij|x) = J_iᵀ C J_j`, `N·Var Î1(θ_ij|x) = K[J_i,J_j,J_i,J_j] − I(θ_ij|x)²`,
 //! N·Var Î2(θ_ij|x) = D^{(ij)ᵀ} C D^{(ij)}, with the bounds of Thm B.1 / Cor. B.3.
 //! J_i, J_j and the mixed second derivative D^{(ij)} = ∂²h/∂θ_i∂θ_j come from one forward
 //! pass in second-order forward mode (hyper-dual numbers) seeded on θ_i and θ_j.
@@ -19,8 +19,11 @@ use serde::Serialize;
 pub struct ParamRef {
     /// `<tensor>[i,j]` or `<tensor>[i]`, e.g. `0.weight[3,5]`.
     pub spec: String,
+    /// The tensor's name, e.g. `0.weight`.
     pub tensor: String,
+    /// The index within the tensor (two entries for a weight, one for a bias).
     pub index: Vec<usize>,
+    /// The flat index over all the model's parameters.
     pub flat: usize,
     #[serde(skip)]
     layer: usize,
@@ -217,7 +220,7 @@ pub fn mixed_derivatives(
     )
 }
 
-/// λ̃_max(K − C⊗C) = max_{‖u‖=‖v‖=1} (K − C⊗C)[u,v,u,v] (Thm B.1) by alternating
+/// λ̃_max(K − C⊗C) = max_{‖u‖=‖v‖=1} `(K − C⊗C)[u,v,u,v]` (Thm B.1) by alternating
 /// maximisation: for fixed v the form is uᵀQ(v)u with the PSD Q(v) = K v² − (Cv)(Cv)ᵀ, so u
 /// is Q(v)'s top eigenvector, and symmetrically. Local: a lower estimate of λ̃_max.
 pub fn lambda_tilde_max(m: &Moments<'_>) -> Result<f64> {
@@ -268,13 +271,17 @@ pub fn lambda_tilde_max(m: &Moments<'_>) -> Result<f64> {
 /// The off-diagonal results of one pair, as means over the inputs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PairReport {
+    /// The first parameter θ_i.
     pub i: ParamRef,
+    /// The second parameter θ_j.
     pub j: ParamRef,
+    /// The output family, as a summary names it.
     pub family: String,
+    /// Number of inputs the means are over.
     pub inputs: usize,
     /// I(θ_ij|x) (mean over inputs).
     pub fisher: f64,
-    /// N·Var Î1(θ_ij|x) = K[J_i,J_j,J_i,J_j] − I(θ_ij|x)².
+    /// `N·Var Î1(θ_ij|x) = K[J_i,J_j,J_i,J_j] − I(θ_ij|x)²`.
     pub var1: f64,
     /// N·Var Î2(θ_ij|x) = D^{(ij)ᵀ} C D^{(ij)}.
     pub var2: f64,
@@ -284,7 +291,7 @@ pub struct PairReport {
     pub ub_abs_fisher: f64,
     /// ‖J_i‖²‖J_j‖² λ̃_max(K − C⊗C) (Thm B.1, Eq. 27; λ̃ by alternating maximisation).
     pub ub_var1: f64,
-    /// ‖J_i‖²‖J_j‖² λ_max(M), certified [X].
+    /// ‖J_i‖²‖J_j‖² λ_max(M), certified \[X\].
     pub ub_var1_cert: f64,
     /// ‖D^{(ij)}‖² λ_max(C) (Thm B.1).
     pub ub_var2: f64,

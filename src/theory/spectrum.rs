@@ -18,29 +18,35 @@ pub const PAIR_TOP: usize = 4;
 /// Spectral quantities of one input. Lower-bound eigenvalues are ≥ 0 (MATH §9a).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spectrum {
+    /// The family (and σ² for the Gaussian).
     pub kind: FamilyKind,
     /// Eigenvalues of C, descending, clamped at 0 (categorical: the smallest is exactly 0).
     pub eig_c: Vec<f64>,
+    /// λ_max(C).
     pub lam_max_c: f64,
     /// λ_min(C): 0 for the categorical family (C·1 = 0), 1/σ² for the Gaussian.
     pub lam_min_c: f64,
     /// λ_min of C on 1⊥ (categorical: the second-smallest eigenvalue; MATH §9a).
     pub lam_min_c_perp: f64,
+    /// tr(C).
     pub trace_c: f64,
     /// Extreme Z-eigenvalues of K: max by GEAP (categorical) or closed form; min is 0
     /// (categorical, u ∝ 1) or 3/σ⁴.
     pub lam_max_k: f64,
+    /// Minimum Z-eigenvalue of K (see `lam_max_k`).
     pub lam_min_k: f64,
     /// Extreme Z-eigenvalues of sym(K − C⊗C): max by GEAP (categorical) or 2/σ⁴; min is 0
     /// (categorical) or 2/σ⁴.
     pub lam_max_v: f64,
+    /// Minimum Z-eigenvalue of sym(K − C⊗C) (see `lam_max_v`).
     pub lam_min_v: f64,
     /// Whether `lam_max_k` / `lam_max_v` are exact (closed form) rather than GEAP estimates.
     pub exact_max: bool,
     /// Positive eigenvalues of M = Cov(s⊗s) (O²×O²), descending.
     pub eig_m: Runs,
-    /// λ_max(M): a certified upper bound on λ_max(K − C⊗C) [X].
+    /// λ_max(M): a certified upper bound on λ_max(K − C⊗C) \[X\].
     pub lam_max_m: f64,
+    /// tr(M).
     pub trace_m: f64,
     /// B² = sup_y ‖t(y) − η‖² (Prop. 4.3); None if unbounded (Gaussian).
     pub stat_bound2: Option<f64>,
@@ -54,6 +60,7 @@ impl Spectrum {
         Spectrum::with_options(family, eta, &GeapOptions::default())
     }
 
+    /// As [`Spectrum::new`], with the GEAP options of the Z-eigenvalue searches.
     pub fn with_options(
         family: &dyn ExpFamily,
         eta: &[f64],

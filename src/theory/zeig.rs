@@ -1,4 +1,4 @@
-//! Extreme Z-eigenvalues λ = max/min_{‖u‖=1} T[u⁴] of symmetric 4-tensors by the adaptive
+//! Extreme Z-eigenvalues λ = `max/min_{‖u‖=1} T[u⁴]` of symmetric 4-tensors by the adaptive
 //! shifted symmetric higher-order power method (GEAP, Kolda & Mayo 2014) with B = I and
 //! order m = 4 (MATH §5.1, §7), matrix-free through the oracles T x³ and T x².
 //!
@@ -18,7 +18,7 @@ pub trait SymTensor4 {
     fn apply3(&self, x: &[f64], g: &mut [f64]);
     /// G = T x² (O×O, row-major), G_ab = Σ_cd T_abcd x_c x_d.
     fn apply2(&self, x: &[f64], gm: &mut [f64]);
-    /// T[x⁴].
+    /// `T[x⁴]`.
     fn value(&self, x: &[f64]) -> f64 {
         let mut g = vec![0.0; self.dim()];
         self.apply3(x, &mut g);
@@ -34,6 +34,7 @@ pub struct Dense4 {
 }
 
 impl Dense4 {
+    /// The O×O×O×O tensor `data` (row-major, O⁴ entries), symmetrised.
     pub fn new(o: usize, data: &[f64]) -> Result<Dense4> {
         if data.len() != o * o * o * o {
             return Err(Error::Input(format!(
@@ -125,7 +126,7 @@ impl SymTensor4 for FourthMoment<'_> {
 }
 
 /// sym(K − C⊗C)_abcd = K_abcd − (C_ab C_cd + C_ac C_bd + C_ad C_bc)/3, whose quartic form is
-/// that of K − C⊗C: (K − C⊗C)[u⁴] = Var[(uᵀs)²] (MATH §5.1).
+/// that of K − C⊗C: `(K − C⊗C)[u⁴] = Var[(uᵀs)²]` (MATH §5.1).
 #[derive(Clone, Debug)]
 pub struct ExcessMoment<'a> {
     m: Moments<'a>,
@@ -133,6 +134,7 @@ pub struct ExcessMoment<'a> {
 }
 
 impl<'a> ExcessMoment<'a> {
+    /// sym(K − C⊗C) of the moments `m` (C is formed densely once).
     pub fn new(m: Moments<'a>) -> Self {
         ExcessMoment {
             c: m.cov_matrix(),
@@ -183,6 +185,7 @@ pub struct GeapOptions {
     /// Multi-start: every start first runs `probe_iter` iterations, then the `keep` best
     /// (distinct) ones run to convergence.
     pub probe_iter: usize,
+    /// Number of probed starts run to convergence.
     pub keep: usize,
 }
 
@@ -202,9 +205,13 @@ impl Default for GeapOptions {
 /// A Z-eigenpair T x³ = λ x, ‖x‖ = 1, from one run of the method.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ZEigenpair {
+    /// The Z-eigenvalue λ = `T[x⁴]`.
     pub value: f64,
+    /// The unit Z-eigenvector x.
     pub vector: Vec<f64>,
+    /// Iterations run.
     pub iterations: usize,
+    /// Whether the tolerance was met within the iteration cap.
     pub converged: bool,
 }
 
@@ -217,7 +224,7 @@ fn normalise(x: &mut [f64]) -> bool {
     true
 }
 
-/// GEAP from `x0` (normalised here): β = +1 ascends to a local maximum of T[x⁴] on the
+/// GEAP from `x0` (normalised here): β = +1 ascends to a local maximum of `T[x⁴]` on the
 /// sphere, β = −1 descends to a local minimum. At most `max_iter` iterations.
 pub fn geap(
     t: &dyn SymTensor4,

@@ -1,7 +1,10 @@
-//! The engine interface of training: the loss, gradient and logits of a mini-batch. The CPU
-//! backend implements it now; the GPU backend comes with the GPU engine (see the module docs).
+//! The engine interface of training: the loss, gradient and logits of a mini-batch, implemented
+//! by the CPU backend (f64 ndarray GEMMs) and the GPU backend (f32 WGSL kernels shared with the
+//! GPU analysis engine); see the module docs of `train`.
 
-use super::{CpuBackend, GpuBackend};
+use super::CpuBackend;
+#[cfg(feature = "gpu")]
+use super::GpuBackend;
 use crate::model::Mlp;
 use crate::{EngineKind, Error, Result};
 use ndarray::{Array1, Array2, ArrayView2, Zip};
@@ -10,7 +13,9 @@ use ndarray::{Array1, Array2, ArrayView2, Zip};
 /// layers (weight `[out, in]`, optional bias `[out]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gradients {
+    /// ∂/∂W_l per layer, `[out, in]`.
     pub weight: Vec<Array2<f64>>,
+    /// ∂/∂b_l per layer, `[out]`, when the layer has a bias.
     pub bias: Vec<Option<Array1<f64>>>,
 }
 
@@ -131,7 +136,14 @@ pub trait Backend: Send + Sync {
 /// The training backend for an engine choice: `Cpu` gives the CPU backend, `Gpu` the GPU
 /// backend (an error without an adapter), `Auto` the GPU backend on a hardware adapter and
 /// the CPU backend otherwise (a software rasteriser such as lavapipe is slower than the CPU).
+/// Without the `gpu` feature, `Gpu` is an [`Error::Gpu`] and `Auto` the CPU backend.
 pub fn select_backend(kind: EngineKind) -> Result<Box<dyn Backend>> {
+    #[cfg(not(feature = "gpu"))]
+    return match kind {
+        EngineKind::Gpu => Err(crate::engine::gpu_not_built()),
+        _ => Ok(Box::new(CpuBackend::default())),
+    };
+    #[cfg(feature = "gpu")]
     match kind {
         EngineKind::Cpu => Ok(Box::new(CpuBackend::default())),
         EngineKind::Gpu => Ok(Box::new(GpuBackend::new()?)),

@@ -10,6 +10,7 @@ use std::path::Path;
 /// Report key names of the Theorem 4.1 upper bounds (Eqs. 11–12) of `N·Var[Î1]` and `N·Var[Î2]`.
 /// They are looked up by name so that this code works with and without them in the report.
 pub const UB_VAR1_KEY: &str = "ub_var1";
+/// Report key name of the Theorem 4.1 upper bound (Eq. 12) of `N·Var[Î2]`.
 pub const UB_VAR2_KEY: &str = "ub_var2";
 
 /// Which inputs a row describes.
@@ -22,6 +23,7 @@ pub enum InputKind {
 }
 
 impl InputKind {
+    /// The `input` column's value: `fixed` or `mean`.
     pub fn name(self) -> &'static str {
         match self {
             InputKind::Fixed => "fixed",
@@ -119,13 +121,17 @@ pub fn group_values(report: &Report, samples: usize) -> Vec<GroupValues> {
 pub struct CurveRow {
     /// 0 = initialisation, e = after epoch e.
     pub epoch: usize,
+    /// Which inputs the row describes.
     pub input: InputKind,
     /// Number of test inputs analysed (1 for `fixed`).
     pub inputs: usize,
     /// N, labels sampled per input.
     pub samples: usize,
+    /// Test-set accuracy of the model at this epoch.
     pub test_accuracy: f64,
+    /// Test-set mean cross-entropy of the model at this epoch.
     pub test_loss: f64,
+    /// The layer's group means.
     pub values: GroupValues,
 }
 

@@ -1,5 +1,6 @@
 //! A validated classification data set: inputs [n, d] (f64) and one class per row.
 
+#[cfg(feature = "study")]
 use crate::data::{Images, Mnist};
 use crate::{Error, Result};
 use ndarray::{Array2, ArrayView2, Axis};
@@ -50,6 +51,7 @@ impl Dataset {
     /// The first `count` images of an IDX image set (pixels / 255, as PyTorch's `ToTensor`
     /// gives them in f32, widened to f64) with their labels, as a 10-class data set (MNIST);
     /// `None` takes all of them.
+    #[cfg(feature = "study")]
     pub fn from_images(images: &Images, labels: &[u8], count: Option<usize>) -> Result<Dataset> {
         let available = images.count.min(labels.len());
         let n = match count {
@@ -72,11 +74,13 @@ impl Dataset {
     }
 
     /// The first `subset` MNIST training images (all 60,000 for `None`).
+    #[cfg(feature = "study")]
     pub fn mnist_train(mnist: &Mnist, subset: Option<usize>) -> Result<Dataset> {
         Dataset::from_images(&mnist.train_images, &mnist.train_labels, subset)
     }
 
     /// The 10,000 MNIST test images.
+    #[cfg(feature = "study")]
     pub fn mnist_test(mnist: &Mnist) -> Result<Dataset> {
         Dataset::from_images(&mnist.test_images, &mnist.test_labels, None)
     }

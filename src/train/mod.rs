@@ -38,19 +38,24 @@
 
 mod backend;
 mod cpu;
+#[cfg(feature = "study")]
 pub mod curves;
 mod dataset;
+#[cfg(feature = "gpu")]
 mod gpu;
 mod optim;
+#[cfg(feature = "study")]
 pub mod plot;
 mod progress;
 mod shuffle;
+#[cfg(feature = "study")]
 pub mod study;
 mod trainer;
 
 pub use backend::{select_backend, Backend, BatchStats, Gradients};
 pub use cpu::CpuBackend;
 pub use dataset::Dataset;
+#[cfg(feature = "gpu")]
 pub use gpu::GpuBackend;
 pub use optim::Optimizer;
 pub use shuffle::{permutation, STREAM_SHUFFLE};

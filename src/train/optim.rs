@@ -9,12 +9,21 @@ use ndarray::Zip;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     /// `torch.optim.SGD(lr, momentum)`: b ← μ b + g (b = g at the first step), θ ← θ − lr b.
-    Sgd { lr: f64, momentum: f64 },
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// Momentum μ (0: plain SGD).
+        momentum: f64,
+    },
     /// `torch.optim.Adam(lr, betas, eps)` without weight decay.
     Adam {
+        /// Learning rate.
         lr: f64,
+        /// Decay β₁ of the first-moment average.
         beta1: f64,
+        /// Decay β₂ of the second-moment average.
         beta2: f64,
+        /// ε added to the denominator's square root.
         eps: f64,
     },
 }

@@ -1,10 +1,12 @@
 //! Progress bars on stderr: drawn only when stderr is a terminal (indicatif hides them
-//! otherwise) and when enabled.
+//! otherwise) and when enabled. Without the `cli` feature (no indicatif) they are never drawn.
 
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bar of `len` steps with `template` (indicatif syntax), hidden unless `enabled` and
 /// stderr is a terminal.
+#[cfg(feature = "cli")]
 pub(crate) fn bar(len: usize, enabled: bool, template: &str) -> ProgressBar {
     let target = if enabled {
         ProgressDrawTarget::stderr()
@@ -18,4 +20,21 @@ pub(crate) fn bar(len: usize, enabled: bool, template: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar
+}
+
+/// A progress bar that draws nothing (built without the `cli` feature).
+#[cfg(not(feature = "cli"))]
+pub(crate) struct ProgressBar;
+
+#[cfg(not(feature = "cli"))]
+impl ProgressBar {
+    pub(crate) fn set_message(&self, _message: String) {}
+    pub(crate) fn inc(&self, _delta: u64) {}
+    pub(crate) fn finish_and_clear(&self) {}
+}
+
+/// Without the `cli` feature: a bar that draws nothing.
+#[cfg(not(feature = "cli"))]
+pub(crate) fn bar(_len: usize, _enabled: bool, _template: &str) -> ProgressBar {
+    ProgressBar
 }

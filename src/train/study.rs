@@ -45,6 +45,7 @@ x_fixed.npy, x_mean.npy (the analysed test images) and run.json (settings and ti
 /// Settings of the study. [`StudyConfig::default`] is the short default of the example.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudyConfig {
+    /// Training epochs (the curves have epochs 0 = initialisation to `epochs`).
     pub epochs: usize,
     /// [784, hidden…, 10].
     pub widths: Vec<usize>,
@@ -52,14 +53,20 @@ pub struct StudyConfig {
     pub activations: Vec<Activation>,
     /// N, labels sampled per input.
     pub samples: usize,
+    /// Seed of the initialisation, the mini-batch order, the analysed test inputs and the
+    /// sampled labels.
     pub seed: u64,
+    /// Engine of the training and of the analyses.
     pub engine: EngineKind,
     /// First K training images; `None` for all.
     pub train_subset: Option<usize>,
+    /// Output folder (created if missing).
     pub out: PathBuf,
     /// Size of the fixed set of test inputs averaged in the `mean` rows.
     pub mean_inputs: usize,
+    /// Training mini-batch size.
     pub batch_size: usize,
+    /// Training optimiser (default Adam(1e-3)).
     pub optimizer: Optimizer,
     /// Progress bars on stderr (drawn only on a terminal).
     pub progress: bool,
@@ -264,11 +271,15 @@ fn expand_activations(text: &str, hidden: usize) -> Result<Vec<Activation>> {
 /// Timings and scores of one epoch (epoch 0 is the initialisation).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpochRecord {
+    /// 0 = initialisation, e = after epoch e.
     pub epoch: usize,
     /// Mean training loss over the epoch's mini-batches (NaN at epoch 0).
     pub train_loss: f64,
+    /// Test-set accuracy after the epoch.
     pub test_accuracy: f64,
+    /// Test-set mean cross-entropy after the epoch.
     pub test_loss: f64,
+    /// Wall time of the epoch's optimisation steps (0 at epoch 0).
     pub train_seconds: f64,
     /// Wall time of the two analyses (fixed input and mean) of this epoch.
     pub analysis_seconds: f64,
@@ -277,16 +288,21 @@ pub struct EpochRecord {
 /// What the study produced (the files are in `config.out`).
 #[derive(Clone, Debug)]
 pub struct StudyResult {
+    /// The rows of `curves.csv`.
     pub rows: Vec<CurveRow>,
+    /// One record per epoch, from 0.
     pub epochs: Vec<EpochRecord>,
     /// Whether the reports held the Theorem 4.1 bound keys (`ub_var1`, `ub_var2`).
     pub bounds_available: bool,
     /// Test-set index of the fixed input and of the inputs of the mean.
     pub fixed_index: usize,
+    /// Test-set indices of the inputs of the mean.
     pub mean_indices: Vec<usize>,
     /// Engine and adapter reported by the analysis, and the training backend.
     pub analysis_engine: String,
+    /// The training backend's description.
     pub training_backend: String,
+    /// Wall time of the whole study, in seconds.
     pub total_seconds: f64,
 }
 

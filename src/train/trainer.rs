@@ -15,10 +15,12 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Mini-batch size (the last batch of an epoch may be smaller).
     pub batch_size: usize,
+    /// The optimiser and its hyper-parameters.
     pub optimizer: Optimizer,
     /// Seed of the mini-batch order (epoch e uses `permutation(n, seed, e)`).
     pub seed: u64,
-    /// Training engine: `Cpu`/`Auto` train on the CPU; `Gpu` is an error until the GPU engine.
+    /// Training engine: `Gpu` needs an adapter, `Auto` uses a hardware GPU when there is one
+    /// and the CPU otherwise (see `select_backend`).
     pub engine: EngineKind,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,
@@ -27,7 +29,8 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// 20 epochs of Adam(1e-3) on mini-batches of 64, seed 0, CPU, with a progress bar.
+    /// 20 epochs of Adam(1e-3) on mini-batches of 64, seed 0, engine `Auto`, with a progress
+    /// bar.
     fn default() -> Self {
         TrainConfig {
             epochs: 20,
@@ -48,6 +51,7 @@ pub struct Evaluation {
     pub loss: f64,
     /// Fraction of inputs whose arg-max logit is the label.
     pub accuracy: f64,
+    /// Number of inputs evaluated.
     pub count: usize,
 }
 
@@ -68,9 +72,11 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Mean loss and accuracy over the epoch's mini-batches (with the parameters of each step).
     pub train_loss: f64,
+    /// See `train_loss`.
     pub train_accuracy: f64,
     /// Test loss and accuracy after the epoch (NaN when no test set is given).
     pub test_loss: f64,
+    /// See `test_loss`.
     pub test_accuracy: f64,
     /// Wall time of the epoch's optimisation steps (without evaluation), in seconds.
     pub train_seconds: f64,
@@ -128,10 +134,12 @@ impl Trainer {
         self.epoch
     }
 
+    /// The training configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
 
+    /// The optimiser (its hyper-parameters, without the state).
     pub fn optimizer(&self) -> Optimizer {
         self.state.optimizer()
     }

@@ -21,14 +21,14 @@ pub const FLUSH_INPUTS: usize = 2048;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct AccParams {
-    bb: u32,
-    nl: u32,
-    nch: u32,
-    n_in: u32,
-    row: u32,
-    merged: u32,
-    _p: [u32; 2],
+pub(super) struct AccParams {
+    pub(super) bb: u32,
+    pub(super) nl: u32,
+    pub(super) nch: u32,
+    pub(super) n_in: u32,
+    pub(super) row: u32,
+    pub(super) merged: u32,
+    pub(super) _p: [u32; 2],
 }
 
 /// The channel keys accumulated on the device for a family, labels and whether the bound keys

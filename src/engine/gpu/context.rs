@@ -25,9 +25,13 @@ type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
 
 /// One device with its queue and pipeline cache.
 pub struct GpuContext {
+    /// The logical device.
     pub device: wgpu::Device,
+    /// Its command queue.
     pub queue: wgpu::Queue,
+    /// The adapter's name, backend and device type.
     pub info: wgpu::AdapterInfo,
+    /// The limits the device was created with.
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Shader, Compiled>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,

@@ -4,28 +4,34 @@
 
 use super::context::GpuContext;
 use super::kernels::{self, groups_1d, Dispatch, Epilogue, Gemm};
-use super::shaders::Shader;
+use super::shaders::{Shader, WgslEnum};
 use crate::model::Mlp;
 use crate::Result;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Count {
-    count: u32,
-    _p: [u32; 3],
+pub(super) struct Count {
+    pub(super) count: u32,
+    pub(super) _p: [u32; 3],
 }
 
 /// Work buffers of a forward pass over `bb` inputs: z_l for every layer (the last is h), and
 /// a_l, σ'_l, σ''_l for the hidden layers.
 pub struct Forward {
+    /// Inputs per batch the buffers hold.
     pub bb: usize,
+    /// Pre-activations z_l, `[bb, n_l]` per layer (the last is h).
     pub z: Vec<wgpu::Buffer>,
+    /// Activations a_l = σ(z_l), `[bb, n_l]` per hidden layer.
     pub act: Vec<wgpu::Buffer>,
+    /// σ'(z_l), `[bb, n_l]` per hidden layer.
     pub s1: Vec<wgpu::Buffer>,
+    /// σ''(z_l), `[bb, n_l]` per hidden layer.
     pub s2: Vec<wgpu::Buffer>,
 }
 
 impl Forward {
+    /// Allocates the buffers for `model` and `bb` inputs.
     pub fn new(ctx: &GpuContext, model: &Mlp, bb: usize) -> Result<Forward> {
         let nl = model.layers().len();
         let mut f = Forward {
@@ -88,7 +94,7 @@ impl Forward {
                     ctx,
                     Shader::Activation,
                     "main",
-                    &[("ACT", f64::from(model.activations()[l] as u8))],
+                    &[model.activations()[l].constant()],
                     &Count {
                         count: count as u32,
                         ..Default::default()

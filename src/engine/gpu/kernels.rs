@@ -2,15 +2,18 @@
 //! and replayed for every batch.
 
 use super::context::GpuContext;
-use super::shaders::{GemmTile, Shader};
+use super::shaders::{GemmTile, Shader, WgslEnum};
 use crate::{Error, Result};
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 /// One recorded kernel launch.
 pub struct Dispatch {
+    /// The compiled kernel.
     pub pipeline: Arc<wgpu::ComputePipeline>,
+    /// Its buffers (uniform parameters first).
     pub bind_group: wgpu::BindGroup,
+    /// Workgroup counts (x, y, z).
     pub groups: [u32; 3],
     /// Kept alive with the bind group.
     _uniform: wgpu::Buffer,
@@ -73,6 +76,23 @@ pub fn dispatch<P: bytemuck::Pod>(
     buffers: &[&wgpu::Buffer],
     groups: [u32; 3],
 ) -> Result<Dispatch> {
+    // The Rust side of the shader interface (shaders.rs): entry point, every override, and a
+    // buffer for every storage binding.
+    let mut names: Vec<&str> = constants.iter().map(|(n, _)| *n).collect();
+    let mut want = shader.overrides().to_vec();
+    names.sort_unstable();
+    want.sort_unstable();
+    if !shader.entry_points().contains(&entry)
+        || names != want
+        || buffers.len() + 1 != shader.bindings().len()
+    {
+        return Err(Error::Internal(format!(
+            "{} {entry}: overrides {names:?} (want {want:?}), {} buffers (want {})",
+            shader.name(),
+            buffers.len(),
+            shader.bindings().len() - 1
+        )));
+    }
     let pipeline = ctx.pipeline(shader, entry, constants)?;
     let layout = ctx.bind_group_layout(shader)?;
     let uniform = ctx
@@ -109,37 +129,55 @@ pub fn dispatch<P: bytemuck::Pod>(
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GemmParams {
+    /// Rows of op(A) and C.
     pub m: u32,
+    /// Columns of op(B) and C.
     pub n: u32,
+    /// Columns of op(A), rows of op(B).
     pub k: u32,
+    /// Row stride of A as stored.
     pub lda: u32,
+    /// Row stride of B as stored.
     pub ldb: u32,
+    /// Row stride of C.
     pub ldc: u32,
+    /// Offset of A in its buffer.
     pub off_a: u32,
+    /// Offset of B in its buffer.
     pub off_b: u32,
+    /// Offset of C in its buffer.
     pub off_c: u32,
+    /// Offset of A between consecutive problems of the batch.
     pub stride_a: u32,
+    /// Offset of B between consecutive problems of the batch.
     pub stride_b: u32,
+    /// Offset of C between consecutive problems of the batch.
     pub stride_c: u32,
+    /// Offset of the bias in its buffer ([`Epilogue::AddBias`]).
     pub off_bias: u32,
     /// Columns of B actually stored; when > 0, columns j ≥ b_cols of op(B) read as 1.
     pub b_cols: u32,
     /// Rows per input with [`Prologue::ScaleRows`] (n_l).
     pub pro_nl: u32,
+    /// Padding to a multiple of 16 bytes.
     pub _pad: u32,
 }
 
-/// What the GEMM does with its result.
+/// What the GEMM does with its result (`EPILOGUE`, named in WGSL by [`WgslEnum`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {
+    /// C = op(A)·op(B).
     Store,
+    /// C = op(A)·op(B) + 1·biasᵀ (bias per column).
     AddBias,
+    /// C += op(A)·op(B).
     Accumulate,
 }
 
-/// What the GEMM does to A while loading it.
+/// What the GEMM does to A while loading it (`PROLOGUE`, named in WGSL by [`WgslEnum`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prologue {
+    /// A is read as stored.
     None,
     /// One step of the inter-layer Jacobian chain (DESIGN §2): row (x, j) of A (`pro_nl`
     /// rows per input x, not batched, not transposed) is scaled by σ'[x, ·] of shape [bb, K].
@@ -151,13 +189,21 @@ pub enum Prologue {
 /// may be raised elementwise to `pow_b` ∈ {1, 2, 4, 8} and padded with columns of ones
 /// (`params.b_cols`); all fused into the tile loads.
 pub struct Gemm {
+    /// Sizes, strides and offsets (the uniform buffer).
     pub params: GemmParams,
+    /// A is stored K×M (op(A) = Aᵀ).
     pub trans_a: bool,
+    /// B is stored N×K (op(B) = Bᵀ).
     pub trans_b: bool,
+    /// What is done with the product.
     pub epilogue: Epilogue,
+    /// What is done to A while loading it.
     pub prologue: Prologue,
+    /// Elementwise power of op(A), in [`Gemm::POWS_A`].
     pub pow_a: u32,
+    /// Elementwise power of op(B), in [`Gemm::POWS_B`].
     pub pow_b: u32,
+    /// Number of problems (workgroups' z).
     pub batch: u32,
     /// Register blocking; None: [`GemmTile::Narrow`] for N ≤ 16, else the context's choice
     /// ([`GpuContext::gemm_tile`]).
@@ -165,6 +211,23 @@ pub struct Gemm {
 }
 
 impl Gemm {
+    /// The supported powers of A (`pow_a`) and of B (`pow_b`).
+    pub const POWS_A: [u32; 2] = [1, 2];
+    /// See [`Gemm::POWS_A`].
+    pub const POWS_B: [u32; 4] = [1, 2, 4, 8];
+
+    /// The override constants of gemm.wgsl for this product.
+    pub fn constants(&self) -> [(&'static str, f64); 6] {
+        [
+            ("TRANS_A", f64::from(u8::from(self.trans_a))),
+            ("TRANS_B", f64::from(u8::from(self.trans_b))),
+            self.epilogue.constant(),
+            self.prologue.constant(),
+            ("POW_A", f64::from(self.pow_a)),
+            ("POW_B", f64::from(self.pow_b)),
+        ]
+    }
+
     /// Plain row-major C[m×n] = op(A)·op(B) with natural leading dimensions.
     pub fn new(m: u32, n: u32, k: u32, trans_a: bool, trans_b: bool) -> Gemm {
         Gemm {
@@ -219,21 +282,21 @@ impl Gemm {
         if self.prologue == Prologue::ScaleRows
             && (self.trans_a || self.batch > 1 || p.pro_nl == 0 || !p.m.is_multiple_of(p.pro_nl))
         {
-            return Err(Error::Gpu(format!(
-                "internal error: the row-scaling prologue needs {} rows in blocks of {}, \
+            return Err(Error::Internal(format!(
+                "the row-scaling prologue needs {} rows in blocks of {}, \
                  untransposed and unbatched",
                 p.m, p.pro_nl
             )));
         }
-        if !matches!(self.pow_a, 1 | 2) {
-            return Err(Error::Gpu(format!(
-                "internal error: GEMM power {} of A is not 1 or 2",
+        if !Gemm::POWS_A.contains(&self.pow_a) {
+            return Err(Error::Internal(format!(
+                "GEMM power {} of A is not 1 or 2",
                 self.pow_a
             )));
         }
-        if !matches!(self.pow_b, 1 | 2 | 4 | 8) {
-            return Err(Error::Gpu(format!(
-                "internal error: GEMM power {} of B is not 1, 2, 4 or 8",
+        if !Gemm::POWS_B.contains(&self.pow_b) {
+            return Err(Error::Internal(format!(
+                "GEMM power {} of B is not 1, 2, 4 or 8",
                 self.pow_b
             )));
         }
@@ -273,26 +336,11 @@ impl Gemm {
                 p.m, p.n, p.k, self.batch
             )));
         }
-        let epi = match self.epilogue {
-            Epilogue::Store => 0.0,
-            Epilogue::AddBias => 1.0,
-            Epilogue::Accumulate => 2.0,
-        };
         dispatch(
             ctx,
             Shader::Gemm(tile),
             "main",
-            &[
-                ("TRANS_A", f64::from(u8::from(self.trans_a))),
-                ("TRANS_B", f64::from(u8::from(self.trans_b))),
-                ("EPILOGUE", epi),
-                (
-                    "PROLOGUE",
-                    f64::from(u8::from(self.prologue == Prologue::ScaleRows)),
-                ),
-                ("POW_A", f64::from(self.pow_a)),
-                ("POW_B", f64::from(self.pow_b)),
-            ],
+            &self.constants(),
             p,
             &buffers,
             groups,
@@ -395,7 +443,7 @@ impl Staging {
         let staging = self
             .buffer
             .as_ref()
-            .ok_or_else(|| Error::Gpu("internal error: nothing was copied for read-back".into()))?;
+            .ok_or_else(|| Error::Internal("nothing was copied for read-back".into()))?;
         let total: usize = regions.iter().map(|(_, n)| n * 4).sum();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

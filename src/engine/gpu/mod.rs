@@ -6,6 +6,8 @@ mod analysis;
 pub mod context;
 pub mod forward;
 mod host;
+#[cfg(test)]
+mod interface_tests;
 pub mod kernels;
 mod plan;
 pub mod shaders;

@@ -8,7 +8,7 @@
 use super::context::GpuContext;
 use super::forward::Forward;
 use super::kernels::{self, groups_1d, groups_per_item, Dispatch, Epilogue, Gemm, Prologue};
-use super::shaders::{Shader, NB};
+use super::shaders::{GpuFamily, Shader, WgslEnum, NB};
 use super::timer::Phase;
 use crate::engine::Request;
 use crate::family::FamilyKind;
@@ -52,49 +52,49 @@ const MEMORY_BUDGET: u64 = 1 << 30;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct FamilyParams {
-    bb: u32,
-    o: u32,
-    ns: u32,
-    sample0: u32,
-    input0: u32,
-    key_lo: u32,
-    key_hi: u32,
-    _p0: u32,
-    sigma2: f32,
-    _p1: [u32; 3],
+pub(super) struct FamilyParams {
+    pub(super) bb: u32,
+    pub(super) o: u32,
+    pub(super) ns: u32,
+    pub(super) sample0: u32,
+    pub(super) input0: u32,
+    pub(super) key_lo: u32,
+    pub(super) key_hi: u32,
+    pub(super) _p0: u32,
+    pub(super) sigma2: f32,
+    pub(super) _p1: [u32; 3],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct HessParams {
-    bb: u32,
-    nl: u32,
-    cols: u32,
-    _p: u32,
+pub(super) struct HessParams {
+    pub(super) bb: u32,
+    pub(super) nl: u32,
+    pub(super) cols: u32,
+    pub(super) _p: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct UnitParams {
-    bb: u32,
-    nl: u32,
-    o: u32,
-    has_labels: u32,
-    sigma2: f32,
-    _p: [u32; 3],
+pub(super) struct UnitParams {
+    pub(super) bb: u32,
+    pub(super) nl: u32,
+    pub(super) o: u32,
+    pub(super) has_labels: u32,
+    pub(super) sigma2: f32,
+    pub(super) _p: [u32; 3],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ReduceParams {
-    bb: u32,
-    nl: u32,
-    ns: u32,
-    first: u32,
-    last: u32,
-    o: u32,
-    _p: [u32; 2],
+pub(super) struct ReduceParams {
+    pub(super) bb: u32,
+    pub(super) nl: u32,
+    pub(super) ns: u32,
+    pub(super) first: u32,
+    pub(super) last: u32,
+    pub(super) o: u32,
+    pub(super) _p: [u32; 2],
 }
 
 /// Model weights on the device, uploaded once per analysis.
@@ -230,9 +230,10 @@ impl Plan {
         let sizes = Sizes::new(&widths, bb, ns);
         let o = sizes.o;
         let n = req.options.samples;
-        let (fam_code, sigma2) = match req.family.kind() {
-            FamilyKind::Categorical => (0.0, 1.0f32),
-            FamilyKind::Gaussian { sigma2 } => (1.0, sigma2 as f32),
+        let kind = req.family.kind();
+        let sigma2 = match kind {
+            FamilyKind::Categorical => 1.0f32,
+            FamilyKind::Gaussian { sigma2 } => sigma2 as f32,
         };
         let has_labels = req.labels.is_some();
         let u = |v: usize| v as u32;
@@ -267,7 +268,7 @@ impl Plan {
 
         let mut ds: Vec<Dispatch> = Vec::new();
         let mut family_uniforms = Vec::new();
-        let fam_consts = [("FAMILY", fam_code)];
+        let fam_consts = [GpuFamily::from(kind).constant()];
         let fam_params = |ns_c: usize, sample0: usize| FamilyParams {
             bb: u(bb),
             o: u(o),

@@ -9,15 +9,22 @@ use crate::Result;
 /// Phases of the analysis pass, timed separately when the adapter has timestamp queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// The forward pass: GEMMs and activations.
     Forward,
+    /// η, label sampling and residuals.
     Family,
+    /// Output Jacobians and Hessian diagonals (DESIGN §2).
     Hessian,
+    /// Per-unit bases.
     UnitStats,
+    /// Reduction of the per-sample scores and negative Hessians over the labels.
     Samples,
+    /// Accumulation over the inputs (DESIGN §1).
     Accumulate,
 }
 
 impl Phase {
+    /// Every phase, in pass order (the index of `PhaseTimes::seconds`).
     pub const ALL: [Phase; 6] = [
         Phase::Forward,
         Phase::Family,
@@ -26,6 +33,7 @@ impl Phase {
         Phase::Samples,
         Phase::Accumulate,
     ];
+    /// The phase's key in SUMMARY.json's `device_phase_s`.
     pub fn name(self) -> &'static str {
         match self {
             Phase::Forward => "forward",
@@ -41,6 +49,7 @@ impl Phase {
 /// Seconds of device time per phase, summed over batches (zero without timestamp queries).
 #[derive(Clone, Debug, Default)]
 pub struct PhaseTimes {
+    /// Device seconds per phase, in [`Phase::ALL`] order.
     pub seconds: [f64; 6],
     /// Whether the adapter measured them.
     pub measured: bool,

@@ -12,21 +12,24 @@ use std::sync::Arc;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct BpParams {
-    bb: u32,
-    o: u32,
-    count: u32,
-    _p0: u32,
-    scale: f32,
-    _p1: [u32; 3],
+pub(super) struct BpParams {
+    pub(super) bb: u32,
+    pub(super) o: u32,
+    pub(super) count: u32,
+    pub(super) _p0: u32,
+    pub(super) scale: f32,
+    pub(super) _p1: [u32; 3],
 }
 
 /// Gradient of the mean loss of one batch, with the batch's loss sum and correct count.
 pub struct BatchGradient {
+    /// Σ_x −log p(y_x|x) over the batch.
     pub loss_sum: f64,
+    /// Number of inputs whose arg-max logit is the label.
     pub correct: usize,
-    /// Per layer: ∂L/∂W_l ([out, in], row-major) and ∂L/∂b_l ([out], when the layer has a bias).
+    /// Per layer: ∂L/∂W_l (`[out, in]`, row-major) and ∂L/∂b_l (`[out]`, when the layer has a bias).
     pub weight: Vec<Vec<f32>>,
+    /// See `weight`.
     pub bias: Vec<Option<Vec<f32>>>,
 }
 

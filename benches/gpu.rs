@@ -1,14 +1,15 @@
-//! GPU engine benchmarks (criterion): the tiled GEMM, the output-Hessian pass and the full
+//! GPU engine benchmarks (criterion): the tiled GEMM (through `engine::gpu::gemm_benchmark`,
+//! wall time per GEMM from submission to completion), the output-Hessian pass and the full
 //! analysis. Throughput "elem/s" is FLOP/s for the GEMM and inputs/s for the analyses. Sizes are
 //! small so that the benchmarks also run on lavapipe; use `examples/bench_analysis.rs` for the
 //! paper-sized model on a real GPU. Without an adapter the benchmarks are skipped.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use diagfim::engine::gpu::kernels::{self, Gemm};
-use diagfim::engine::gpu::GpuContext;
+use diagfim::engine::gpu::{gemm_benchmark, GpuContext};
 use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
 use diagfim::{Activation, Family, Mlp};
 use ndarray::Array2;
+use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
     let ctx = match GpuContext::shared() {
@@ -20,26 +21,13 @@ fn bench(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("gpu_gemm");
     g.sample_size(10);
-    for size in [128u32, 512] {
-        let n = (size * size) as usize;
-        let a = kernels::upload(&ctx, "a", &vec![0.5; n]).expect("upload");
-        let b = kernels::upload(&ctx, "b", &vec![0.25; n]).expect("upload");
-        let out = kernels::storage(&ctx, "c", n).expect("buffer");
-        let d = Gemm::new(size, size, size, false, false)
-            .dispatch(&ctx, &a, &b, &out, &a)
-            .expect("dispatch");
-        g.throughput(Throughput::Elements(2 * u64::from(size).pow(3)));
-        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |bch, _| {
-            bch.iter(|| {
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    d.record(&mut pass);
-                }
-                ctx.queue.submit([enc.finish()]);
-                ctx.device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .expect("poll");
+    for size in [128usize, 512] {
+        g.throughput(Throughput::Elements(2 * (size as u64).pow(3)));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |bch, &s| {
+            // Each call uploads the operands and warms up untimed, then times `iters` GEMMs.
+            bch.iter_custom(|iters| {
+                let t = gemm_benchmark(&ctx, s, s, s, iters as usize).expect("GEMM benchmark");
+                Duration::from_secs_f64(t.total_wall_seconds)
             })
         });
     }

@@ -7,8 +7,8 @@
 //!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]
 //!  [--bounds all|keys|none] [--peak-gflops P] [--save-model PATH]`
 //!
-//! `--gemm N` instead times the WGSL GEMM on N×N×N (device time from timestamp queries when
-//! available, else wall time) and prints its TFLOP/s.
+//! `--gemm N` instead times the WGSL GEMM on N×N×N with `engine::gpu::gemm_benchmark` (device
+//! time from timestamp queries when available, else wall time) and prints its GFLOP/s.
 
 use diagfim::engine::gpu::{self, GpuContext, Phase};
 use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
@@ -50,7 +50,7 @@ fn main() -> diagfim::Result<()> {
         .parse()
         .map_err(|_| bad("--gemm"))?;
     if gemm > 0 {
-        return bench_gemm(gemm as u32, reps.max(1));
+        return bench_gemm(gemm, reps.max(1));
     }
     let bounds: diagfim::Bounds = arg(&args, "--bounds", "all").parse()?;
 
@@ -174,78 +174,21 @@ fn main() -> diagfim::Result<()> {
     Ok(())
 }
 
-/// Median time of an N×N×N GEMM over `reps` runs after a warm-up, and its TFLOP/s.
-fn bench_gemm(size: u32, reps: usize) -> diagfim::Result<()> {
-    use diagfim::engine::gpu::kernels::{self, Gemm};
+/// Median time of an N×N×N GEMM over `reps` runs after a warm-up, and its GFLOP/s
+/// (`engine::gpu::gemm_benchmark`).
+fn bench_gemm(size: usize, reps: usize) -> diagfim::Result<()> {
     let ctx = GpuContext::shared()?;
-    let n = (size as usize).pow(2);
-    let fill = |seed: usize| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7 + seed) % 13) as f32 / 13.0 - 0.5)
-            .collect()
-    };
-    let a = kernels::upload(&ctx, "a", &fill(1))?;
-    let b = kernels::upload(&ctx, "b", &fill(2))?;
-    let c = kernels::storage(&ctx, "c", n)?;
-    let d = Gemm::new(size, size, size, false, false).dispatch(&ctx, &a, &b, &c, &a)?;
-    let stamps = ctx.has_timestamps();
-    let mut times = Vec::new();
-    for rep in 0..=reps {
-        let queries = stamps.then(|| {
-            ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("gemm"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            })
-        });
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("stamps"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let t = Instant::now();
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: queries.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
-                    query_set: q,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                }),
-            });
-            d.record(&mut pass);
-        }
-        if let Some(q) = &queries {
-            enc.resolve_query_set(q, 0..2, &resolve, 0);
-        }
-        ctx.queue.submit([enc.finish()]);
-        let secs = if stamps {
-            let w = kernels::read_back(&ctx, &[(&resolve, 4)])?.remove(0);
-            let tick = |i: usize| u64::from(w[i].to_bits()) | (u64::from(w[i + 1].to_bits()) << 32);
-            tick(2).saturating_sub(tick(0)) as f64
-                * f64::from(ctx.queue.get_timestamp_period())
-                * 1e-9
-        } else {
-            ctx.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| diagfim::Error::Gpu(e.to_string()))?;
-            t.elapsed().as_secs_f64()
-        };
-        if rep > 0 {
-            times.push(secs);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let flops = 2.0 * f64::from(size).powi(3);
+    let t = gpu::gemm_benchmark(&ctx, size, size, size, reps)?;
     println!(
         "GEMM {size}³ on {}: median {:.3} ms ({}), {:.1} GFLOP/s",
         ctx.describe(),
-        median * 1e3,
-        if stamps { "device time" } else { "wall time" },
-        flops / median * 1e-9
+        t.device_seconds.unwrap_or(t.wall_seconds) * 1e3,
+        if t.device_seconds.is_some() {
+            "device time"
+        } else {
+            "wall time"
+        },
+        t.gflops
     );
     Ok(())
 }

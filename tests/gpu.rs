@@ -1,10 +1,9 @@
-//! GPU engine tests (run on lavapipe in CI): GEMM and RNG kernels against Rust, and the whole
-//! analysis against the CPU reference engine.
+//! GPU engine tests (run on lavapipe in CI): the whole analysis against the CPU reference
+//! engine, the CLI and training. The GEMM and RNG kernels are tested against Rust inside the
+//! crate (`src/engine/gpu/kernel_tests.rs`).
 
 mod common;
 use common::*;
-use diagfim::engine::gpu::kernels::{self, Epilogue, Gemm, Prologue};
-use diagfim::engine::gpu::shaders::{GemmTile, Shader};
 use diagfim::engine::gpu::GpuContext;
 use std::sync::Arc;
 
@@ -20,221 +19,6 @@ pub fn gpu() -> Option<Arc<GpuContext>> {
             eprintln!("skipping GPU test: {e}");
             None
         }
-    }
-}
-
-fn det(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            (2.0 * diagfim::rng::uniform(diagfim::rng::block(7, 5, seed, i as u32, 0)[0]) - 1.0)
-                as f32
-        })
-        .collect()
-}
-
-#[test]
-fn gemm_matches_ndarray_on_odd_sizes() {
-    let Some(ctx) = gpu() else { return };
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (7, 65, 257),
-        (65, 7, 1),
-        (257, 65, 7),
-        (65, 257, 65),
-    ] {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let a = det(m * k, 1);
-            let b = det(k * n, 2);
-            let am = if ta {
-                ndarray::Array2::from_shape_vec((k, m), a.clone())
-                    .unwrap()
-                    .t()
-                    .to_owned()
-            } else {
-                ndarray::Array2::from_shape_vec((m, k), a.clone()).unwrap()
-            };
-            let bm = if tb {
-                ndarray::Array2::from_shape_vec((n, k), b.clone())
-                    .unwrap()
-                    .t()
-                    .to_owned()
-            } else {
-                ndarray::Array2::from_shape_vec((k, n), b.clone()).unwrap()
-            };
-            let want = am.mapv(f64::from).dot(&bm.mapv(f64::from));
-            let ba = kernels::upload(&ctx, "a", &a).unwrap();
-            let bb = kernels::upload(&ctx, "b", &b).unwrap();
-            let bc = kernels::storage(&ctx, "c", m * n).unwrap();
-            let want: Vec<f64> = want.iter().copied().collect();
-            for tile in [GemmTile::R4, GemmTile::R8, GemmTile::Narrow] {
-                let mut g = Gemm::new(m as u32, n as u32, k as u32, ta, tb);
-                g.tile = Some(tile);
-                let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
-                let got = run_one(&ctx, &d, &bc, m * n);
-                let err = rel_err(&got, &want);
-                assert!(err < 1e-5, "{m}x{n}x{k} ta={ta} tb={tb} {tile:?}: {err:e}");
-            }
-        }
-    }
-}
-
-/// Runs one recorded dispatch and reads `len` values of `out` back (as f64).
-fn run_one(ctx: &GpuContext, d: &kernels::Dispatch, out: &wgpu::Buffer, len: usize) -> Vec<f64> {
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        d.record(&mut pass);
-    }
-    ctx.queue.submit([enc.finish()]);
-    let got = kernels::read_back(ctx, &[(out, len)]).unwrap().remove(0);
-    got.iter().map(|v| f64::from(*v)).collect()
-}
-
-/// The fused operand transforms of the accumulation GEMMs: C += Aᵀ·[B^p | 1] (powers 2, 4
-/// and 8, one padded column of ones), against ndarray in f64, with both register blockings.
-#[test]
-fn gemm_fused_powers_and_ones_column() {
-    let Some(ctx) = gpu() else { return };
-    let (m, k, n_in) = (67, 9, 65);
-    for power in [2u32, 4, 8] {
-        let a = det(k * m, 3);
-        let b = det(k * n_in, 4);
-        let c0 = det(m * (n_in + 1), 5);
-        let am = ndarray::Array2::from_shape_vec((k, m), a.clone())
-            .unwrap()
-            .mapv(f64::from);
-        let bm = ndarray::Array2::from_shape_fn((k, n_in + 1), |(x, j)| {
-            if j < n_in {
-                f64::from(b[x * n_in + j]).powi(power as i32)
-            } else {
-                1.0
-            }
-        });
-        let want = am.t().dot(&bm)
-            + ndarray::Array2::from_shape_vec((m, n_in + 1), c0.clone())
-                .unwrap()
-                .mapv(f64::from);
-        let ba = kernels::upload(&ctx, "a", &a).unwrap();
-        let bb = kernels::upload(&ctx, "b", &b).unwrap();
-        let want: Vec<f64> = want.iter().copied().collect();
-        for tile in [GemmTile::R4, GemmTile::R8, GemmTile::Narrow] {
-            let bc = kernels::upload(&ctx, "c", &c0).unwrap();
-            let mut g = Gemm::new(m as u32, (n_in + 1) as u32, k as u32, true, false);
-            g.params.ldb = n_in as u32;
-            g.params.b_cols = n_in as u32;
-            g.pow_b = power;
-            g.epilogue = Epilogue::Accumulate;
-            g.tile = Some(tile);
-            let d = g.dispatch(&ctx, &ba, &bb, &bc, &ba).unwrap();
-            let got = run_one(&ctx, &d, &bc, m * (n_in + 1));
-            let err = rel_err(&got, &want);
-            assert!(err < 1e-5, "power {power} {tile:?}: {err:e}");
-        }
-    }
-}
-
-/// The fused operand transforms of the Jacobian chain (DESIGN §2): one chain step
-/// (σ' ⊙ B)·Wᵀ with σ' broadcast over each input's rows, and the batched contraction
-/// Hd[x] += (B[x] ⊙ B[x])·C[x] accumulated at an offset, against ndarray in f64.
-#[test]
-fn gemm_fused_chain_step_and_squared_contraction() {
-    let Some(ctx) = gpu() else { return };
-    let (bb, nl, width, next, o) = (3, 5, 70, 6, 4);
-    let rows = bb * nl;
-    let t = det(rows * width, 6);
-    let s1 = det(bb * width, 7);
-    let w = det(next * width, 9);
-    let up = |v: &[f32]| kernels::upload(&ctx, "operand", v).unwrap();
-    let f = |v: f32| f64::from(v);
-
-    // Chain step.
-    let scaled = ndarray::Array2::from_shape_fn((rows, width), |(r, u)| {
-        f(s1[(r / nl) * width + u]) * f(t[r * width + u])
-    });
-    let wm = ndarray::Array2::from_shape_vec((next, width), w.clone())
-        .unwrap()
-        .mapv(f64::from);
-    let want: Vec<f64> = scaled.dot(&wm.t()).iter().copied().collect();
-    let (bt, bs1, bw) = (up(&t), up(&s1), up(&w));
-    let out = kernels::storage(&ctx, "out", rows * next).unwrap();
-    let mut g = Gemm::new(rows as u32, next as u32, width as u32, false, true);
-    g.prologue = Prologue::ScaleRows;
-    g.params.pro_nl = nl as u32;
-    let d = g.dispatch_scaled(&ctx, &bt, &bw, &out, &bs1).unwrap();
-    let got = run_one(&ctx, &d, &out, rows * next);
-    let err = rel_err(&got, &want);
-    assert!(err < 1e-5, "chain step: {err:e}");
-
-    // Squared, batched contraction into the second half of an output buffer.
-    let c = det(bb * width * o, 10);
-    let hd0 = det(2 * rows * o, 11);
-    let mut want = hd0.iter().map(|v| f(*v)).collect::<Vec<f64>>();
-    for x in 0..bb {
-        for j in 0..nl {
-            for a in 0..o {
-                let sum: f64 = (0..width)
-                    .map(|u| f(t[(x * nl + j) * width + u]).powi(2) * f(c[(x * width + u) * o + a]))
-                    .sum();
-                want[(rows + x * nl + j) * o + a] += sum;
-            }
-        }
-    }
-    let (bc, bhd) = (up(&c), up(&hd0));
-    let mut g = Gemm::new(nl as u32, o as u32, width as u32, false, false);
-    g.batch = bb as u32;
-    g.pow_a = 2;
-    g.epilogue = Epilogue::Accumulate;
-    g.params.stride_a = (nl * width) as u32;
-    g.params.stride_b = (width * o) as u32;
-    g.params.off_c = (rows * o) as u32;
-    g.params.stride_c = (nl * o) as u32;
-    let d = g.dispatch(&ctx, &bt, &bc, &bhd, &bt).unwrap();
-    let got = run_one(&ctx, &d, &bhd, 2 * rows * o);
-    let err = rel_err(&got, &want);
-    assert!(err < 1e-5, "contraction: {err:e}");
-}
-
-// The uniform of rng_test.wgsl (its layout is checked against the WGSL in the crate).
-use diagfim::engine::gpu::shaders::RngTestParams as RngParams;
-
-#[test]
-fn wgsl_philox_is_bit_identical_to_rust() {
-    let Some(ctx) = gpu() else { return };
-    let seed: u64 = 0x1234_5678_9abc_def0;
-    let count = 1000u32;
-    let out = kernels::storage(&ctx, "out", 4 * count as usize).unwrap();
-    let p = RngParams {
-        count,
-        sample: 17,
-        block: 3,
-        stream: 0,
-        key_lo: seed as u32,
-        key_hi: (seed >> 32) as u32,
-        _p: [0; 2],
-    };
-    let d = kernels::dispatch(
-        &ctx,
-        Shader::RngTest,
-        "main",
-        &[],
-        &p,
-        &[&out],
-        kernels::groups_1d(count as u64).unwrap(),
-    )
-    .unwrap();
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        d.record(&mut pass);
-    }
-    ctx.queue.submit([enc.finish()]);
-    let got = kernels::read_back(&ctx, &[(&out, 4 * count as usize)])
-        .unwrap()
-        .remove(0);
-    for i in 0..count {
-        let want = diagfim::rng::block(seed, 0, i, 17, 3);
-        let g: [u32; 4] = std::array::from_fn(|q| got[(4 * i) as usize + q].to_bits());
-        assert_eq!(g, want, "draw {i}");
     }
 }
 
@@ -344,6 +128,7 @@ fn run_with(
             engine,
             bounds,
             input_offset: 0,
+            gpu: None,
         },
         progress: None,
     })
@@ -582,7 +367,7 @@ fn gpu_training_gradient_matches_cpu_scores() {
     let x = random_inputs(b, 5, 92);
     let labels: Vec<usize> = (0..b).map(|i| (i * 2) % 3).collect();
     let family = Family::from_name("categorical", 1.0).unwrap();
-    let trainer = GpuTrainer::new(&model, b, true).unwrap();
+    let trainer = GpuTrainer::new(gpu().unwrap(), &model, b, true).unwrap();
     let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
     let lf: Vec<f32> = labels.iter().map(|&c| c as f32).collect();
     let got = trainer.run(&model, &xf, &lf).unwrap();
@@ -735,7 +520,7 @@ fn gpu_training_backend_matches_cpu_backend() {
     let (sc, gc) = CpuBackend::default()
         .loss_and_gradient(&model, x.view(), &labels)
         .unwrap();
-    let gpu = GpuBackend::new().unwrap();
+    let gpu = GpuBackend::new(gpu().unwrap());
     let (sg, gg) = gpu.loss_and_gradient(&model, x.view(), &labels).unwrap();
     assert_eq!((sg.count, sg.correct), (sc.count, sc.correct));
     assert!((sg.loss_sum - sc.loss_sum).abs() < 1e-5 * sc.loss_sum);

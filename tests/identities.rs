@@ -357,6 +357,7 @@ fn results_do_not_depend_on_batch_size_or_threads() {
                 engine: diagfim::EngineKind::Cpu,
                 bounds: diagfim::Bounds::All,
                 input_offset: 0,
+                gpu: None,
             },
             progress: None,
         })

@@ -566,6 +566,7 @@ fn chunked_accumulation_is_deterministic_and_consistent() {
                 engine: EngineKind::Cpu,
                 bounds: diagfim::Bounds::All,
                 input_offset: 0,
+                gpu: None,
             },
             progress: None,
         })

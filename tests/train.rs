@@ -308,17 +308,22 @@ fn bad_input_is_an_error_not_a_panic() {
     #[cfg(feature = "gpu")]
     match diagfim::engine::gpu::GpuContext::shared() {
         Ok(ctx) => {
-            let name = select_backend(EngineKind::Gpu).unwrap().name();
+            let name = select_backend(EngineKind::Gpu, None).unwrap().name();
             assert!(name.starts_with("gpu"), "{name}");
-            let auto = select_backend(EngineKind::Auto).unwrap().name();
+            let auto = select_backend(EngineKind::Auto, None).unwrap().name();
+            assert_eq!(auto.starts_with("cpu"), ctx.is_software(), "{auto}");
+            // An explicit device: Gpu trains on it; Auto uses it only if it is hardware.
+            let name = select_backend(EngineKind::Gpu, Some(&ctx)).unwrap().name();
+            assert_eq!(name, format!("gpu: {}", ctx.describe()));
+            let auto = select_backend(EngineKind::Auto, Some(&ctx)).unwrap().name();
             assert_eq!(auto.starts_with("cpu"), ctx.is_software(), "{auto}");
         }
         Err(_) => {
             assert!(matches!(
-                select_backend(EngineKind::Gpu),
+                select_backend(EngineKind::Gpu, None),
                 Err(Error::Gpu(_))
             ));
-            assert!(select_backend(EngineKind::Auto)
+            assert!(select_backend(EngineKind::Auto, None)
                 .unwrap()
                 .name()
                 .starts_with("cpu"));
@@ -328,10 +333,10 @@ fn bad_input_is_an_error_not_a_panic() {
     // the CPU.
     #[cfg(not(feature = "gpu"))]
     {
-        let err = select_backend(EngineKind::Gpu).err().unwrap();
+        let err = select_backend(EngineKind::Gpu, None).err().unwrap();
         assert!(matches!(err, Error::Gpu(_)), "{err}");
         assert!(err.to_string().contains("`gpu` feature"), "{err}");
-        assert!(select_backend(EngineKind::Auto)
+        assert!(select_backend(EngineKind::Auto, None)
             .unwrap()
             .name()
             .starts_with("cpu"));

@@ -2,6 +2,7 @@
 //! error (bad files, shapes, options), with a message that says how to fix it.
 
 use clap::{Args, Parser, Subcommand};
+use diagfim::engine::GpuContext;
 use diagfim::engine::{analyze, analyze_partial, AnalysisOptions, Bounds, EngineKind, Request};
 use diagfim::report::SummaryOptions;
 use diagfim::theory::pair::{pair, ParamRef};
@@ -9,6 +10,82 @@ use diagfim::{io, model, Activation, Family, Partial};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Environment variable: substring (case-insensitive) of the GPU adapter's name to use.
+const ADAPTER_ENV: &str = "DIAGFIM_ADAPTER";
+/// Environment variable: `1` makes a missing GPU adapter an error even for `--engine auto`.
+const REQUIRE_GPU_ENV: &str = "DIAGFIM_REQUIRE_GPU";
+/// Environment variable: the GEMM's register blocking, `4` (the default) or `8`.
+const GEMM_R_ENV: &str = "DIAGFIM_GEMM_R";
+
+/// A set, non-empty environment variable.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Whether `DIAGFIM_REQUIRE_GPU` asks for a GPU (`1`; `0` or unset: no).
+fn require_gpu() -> diagfim::Result<bool> {
+    match env_value(REQUIRE_GPU_ENV).as_deref().map(str::trim) {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(diagfim::Error::Input(format!(
+            "{REQUIRE_GPU_ENV}='{v}': use 1 (a missing GPU adapter is an error) or 0"
+        ))),
+    }
+}
+
+/// The GPU device the environment asks for (the library reads no environment variable; the
+/// CLI maps them to a [`GpuContext`]): `DIAGFIM_ADAPTER` picks an adapter by name,
+/// `DIAGFIM_GEMM_R=8` the wide GEMM blocking, and `DIAGFIM_REQUIRE_GPU=1` makes a missing
+/// adapter an error for `--engine auto` too. `None`: the engine's default device.
+#[cfg(feature = "gpu")]
+fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> {
+    use diagfim::engine::gpu::{AdapterChoice, GpuOptions};
+    let wide_gemm = match env_value(GEMM_R_ENV).as_deref().map(str::trim) {
+        None | Some("4") => false,
+        Some("8") => true,
+        Some(v) => {
+            return Err(diagfim::Error::Input(format!(
+                "{GEMM_R_ENV}='{v}': use 4 (64×64 tiles, the default) or 8 (128×128 tiles)"
+            )))
+        }
+    };
+    let named = env_value(ADAPTER_ENV);
+    let require = require_gpu()?;
+    if engine == EngineKind::Cpu {
+        return Ok(None);
+    }
+    if named.is_none() && !wide_gemm && !require && engine == EngineKind::Auto {
+        return Ok(None);
+    }
+    let options = GpuOptions {
+        adapter: named
+            .clone()
+            .map_or(AdapterChoice::Best, AdapterChoice::Named),
+        wide_gemm,
+    };
+    match GpuContext::with_options(&options) {
+        Ok(ctx) => Ok(Some(Arc::new(ctx))),
+        Err(e) if engine == EngineKind::Gpu || require || named.is_some() => Err(match named {
+            Some(n) => diagfim::Error::Gpu(format!("{e} (from {ADAPTER_ENV}='{n}')")),
+            None => e,
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Without the `gpu` feature: no device; `DIAGFIM_REQUIRE_GPU=1` is an error.
+#[cfg(not(feature = "gpu"))]
+fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> {
+    let _ = (ADAPTER_ENV, GEMM_R_ENV);
+    if require_gpu()? && engine != EngineKind::Cpu {
+        return Err(diagfim::Error::Gpu(format!(
+            "{REQUIRE_GPU_ENV}=1 but this diagfim was built without the `gpu` feature"
+        )));
+    }
+    Ok(None)
+}
 
 #[derive(Parser)]
 #[command(
@@ -288,6 +365,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
     }
     let started = std::time::Instant::now();
     let engine: EngineKind = a.engine.parse()?;
+    let gpu = gpu_from_env(engine)?;
     let bounds: Bounds = a.bounds.parse()?;
     let (family, mlp, inputs) = a.data.load()?;
     let labels = a
@@ -328,6 +406,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             engine,
             bounds,
             input_offset,
+            gpu,
         },
         progress: Some(&progress),
     };

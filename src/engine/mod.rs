@@ -14,6 +14,16 @@ use crate::report::Report;
 use crate::{Error, Result, MIN_SAMPLES_FOR_VARIANCE};
 use ndarray::ArrayView2;
 use std::str::FromStr;
+use std::sync::Arc;
+
+#[cfg(feature = "gpu")]
+pub use gpu::GpuContext;
+
+/// Without the `gpu` feature there is no GPU device: this type has no values, so
+/// [`AnalysisOptions::gpu`] is always `None`.
+#[cfg(not(feature = "gpu"))]
+#[derive(Debug)]
+pub enum GpuContext {}
 
 /// Which engine runs the analysis.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +118,9 @@ pub struct AnalysisOptions {
     /// labels that an analysis of the whole data set draws for those inputs
     /// (docs/scale-out.md).
     pub input_offset: u64,
+    /// The GPU device to run on ([`GpuContext::new`]); `None` uses the default one
+    /// ([`GpuContext::shared`]) when the engine is the GPU's.
+    pub gpu: Option<Arc<GpuContext>>,
 }
 
 impl Default for AnalysisOptions {
@@ -121,6 +134,7 @@ impl Default for AnalysisOptions {
             engine: EngineKind::Auto,
             bounds: Bounds::All,
             input_offset: 0,
+            gpu: None,
         }
     }
 }
@@ -215,19 +229,20 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The engine an analysis runs on: [`EngineKind::Auto`] becomes the GPU engine when a
-/// hardware adapter exists and the CPU engine otherwise (a software rasteriser such as
-/// lavapipe is slower than the CPU engine, so `Auto` skips it; `Gpu` accepts it). With
-/// `DIAGFIM_REQUIRE_GPU=1` a missing adapter is an error for `Auto` too.
+/// The engine an analysis or a training run uses: the one policy behind [`EngineKind`].
+/// `Cpu` is the CPU engine; `Gpu` the GPU engine on the given device or the default one (an
+/// error without an adapter); `Auto` the GPU engine when the given device, or else the default
+/// one, is a hardware adapter, and the CPU engine otherwise (a software rasteriser such as
+/// lavapipe is slower than the CPU engine, so `Auto` skips it; `Gpu` accepts it).
 #[cfg(feature = "gpu")]
-fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
-    let require = std::env::var(gpu::context::REQUIRE_GPU_ENV).is_ok_and(|v| v == "1");
+pub(crate) fn resolve_engine(
+    kind: EngineKind,
+    given: Option<&Arc<GpuContext>>,
+) -> Result<EngineKind> {
     Ok(match kind {
-        EngineKind::Auto => match gpu::GpuContext::shared() {
+        EngineKind::Auto => match GpuContext::given_or_shared(given) {
             Ok(ctx) if !ctx.is_software() => EngineKind::Gpu,
-            Ok(_) => EngineKind::Cpu,
-            Err(e) if require => return Err(e),
-            Err(_) => EngineKind::Cpu,
+            _ => EngineKind::Cpu,
         },
         other => other,
     })
@@ -235,7 +250,10 @@ fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
 
 /// Without the `gpu` feature: `Auto` is the CPU engine and `Gpu` an error.
 #[cfg(not(feature = "gpu"))]
-fn resolve_engine(kind: EngineKind) -> Result<EngineKind> {
+pub(crate) fn resolve_engine(
+    kind: EngineKind,
+    _given: Option<&Arc<GpuContext>>,
+) -> Result<EngineKind> {
     match kind {
         EngineKind::Gpu => Err(gpu_not_built()),
         _ => Ok(EngineKind::Cpu),
@@ -256,7 +274,7 @@ pub(crate) fn gpu_not_built() -> Error {
 /// GPU engine on a hardware adapter and the CPU engine otherwise).
 pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let started = std::time::Instant::now();
-    let mut report = match resolve_engine(req.options.engine)? {
+    let mut report = match resolve_engine(req.options.engine, req.options.gpu.as_ref())? {
         #[cfg(feature = "gpu")]
         EngineKind::Gpu => gpu::analyze(req)?,
         _ => cpu::analyze(req)?,
@@ -301,7 +319,7 @@ pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
         return Err(accumulate::per_input_refused());
     }
     let started = std::time::Instant::now();
-    let mut partial = match resolve_engine(req.options.engine)? {
+    let mut partial = match resolve_engine(req.options.engine, req.options.gpu.as_ref())? {
         #[cfg(feature = "gpu")]
         EngineKind::Gpu => gpu::analyze_partial(req)?,
         _ => cpu::analyze_partial(req)?,

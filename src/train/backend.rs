@@ -5,9 +5,11 @@
 use super::CpuBackend;
 #[cfg(feature = "gpu")]
 use super::GpuBackend;
+use crate::engine::GpuContext;
 use crate::model::Mlp;
 use crate::{EngineKind, Error, Result};
 use ndarray::{Array1, Array2, ArrayView2, Zip};
+use std::sync::Arc;
 
 /// Gradients of a scalar with respect to every parameter of an [`Mlp`], laid out like its
 /// layers (weight `[out, in]`, optional bias `[out]`).
@@ -133,24 +135,17 @@ pub trait Backend: Send + Sync {
     fn evaluate(&self, model: &Mlp, x: ArrayView2<f64>, labels: &[usize]) -> Result<BatchStats>;
 }
 
-/// The training backend for an engine choice: `Cpu` gives the CPU backend, `Gpu` the GPU
-/// backend (an error without an adapter), `Auto` the GPU backend on a hardware adapter and
-/// the CPU backend otherwise (a software rasteriser such as lavapipe is slower than the CPU).
-/// Without the `gpu` feature, `Gpu` is an [`Error::Gpu`] and `Auto` the CPU backend.
-pub fn select_backend(kind: EngineKind) -> Result<Box<dyn Backend>> {
-    #[cfg(not(feature = "gpu"))]
-    return match kind {
-        EngineKind::Gpu => Err(crate::engine::gpu_not_built()),
+/// The training backend for an engine choice and an optional GPU device, by the same policy
+/// as the analysis (`crate::engine::resolve_engine`): `Cpu` gives the CPU backend, `Gpu` the
+/// GPU backend on the given or the default device (an error without an adapter), `Auto` the
+/// GPU backend on a hardware adapter and the CPU backend otherwise (a software rasteriser such
+/// as lavapipe is slower than the CPU). Without the `gpu` feature, `Gpu` is an [`Error::Gpu`]
+/// and `Auto` the CPU backend.
+pub fn select_backend(kind: EngineKind, gpu: Option<&Arc<GpuContext>>) -> Result<Box<dyn Backend>> {
+    match crate::engine::resolve_engine(kind, gpu)? {
+        #[cfg(feature = "gpu")]
+        EngineKind::Gpu => Ok(Box::new(GpuBackend::new(GpuContext::given_or_shared(gpu)?))),
         _ => Ok(Box::new(CpuBackend::default())),
-    };
-    #[cfg(feature = "gpu")]
-    match kind {
-        EngineKind::Cpu => Ok(Box::new(CpuBackend::default())),
-        EngineKind::Gpu => Ok(Box::new(GpuBackend::new()?)),
-        EngineKind::Auto => match crate::engine::gpu::GpuContext::shared() {
-            Ok(ctx) if !ctx.is_software() => Ok(Box::new(GpuBackend::new()?)),
-            _ => Ok(Box::new(CpuBackend::default())),
-        },
     }
 }
 

@@ -9,7 +9,7 @@ use crate::model::Mlp;
 use crate::{Error, Result};
 use ndarray::{Array1, Array2, ArrayView2};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Rows per evaluation pass (forward only).
 const EVAL_ROWS: usize = 1024;
@@ -17,18 +17,20 @@ const EVAL_ROWS: usize = 1024;
 /// Trainers by (widths, batch size, with gradient).
 type TrainerCache = HashMap<(Vec<usize>, usize, bool), GpuTrainer>;
 
-/// Training on the GPU adapter of [`GpuContext::shared`]. Kernels are built once per
-/// (architecture, batch size, with gradient) and reused.
-#[derive(Default)]
+/// Training on a GPU device. Kernels are built once per (architecture, batch size, with
+/// gradient) and reused.
 pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
     trainers: Mutex<TrainerCache>,
 }
 
 impl GpuBackend {
-    /// Opens the shared GPU context (an error when no adapter exists).
-    pub fn new() -> Result<GpuBackend> {
-        GpuContext::shared()?;
-        Ok(GpuBackend::default())
+    /// Training on the device of `ctx` ([`GpuContext::new`] or [`GpuContext::shared`]).
+    pub fn new(ctx: Arc<GpuContext>) -> GpuBackend {
+        GpuBackend {
+            ctx,
+            trainers: Mutex::new(HashMap::new()),
+        }
     }
 
     fn run(
@@ -45,7 +47,7 @@ impl GpuBackend {
             .lock()
             .map_err(|_| Error::Gpu("trainer cache poisoned".into()))?;
         if !cache.contains_key(&key) {
-            let t = GpuTrainer::new(model, x.nrows(), grad)?;
+            let t = GpuTrainer::new(self.ctx.clone(), model, x.nrows(), grad)?;
             cache.insert(key.clone(), t);
         }
         let trainer = &cache[&key];
@@ -81,7 +83,7 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     fn name(&self) -> String {
-        GpuContext::shared().map_or_else(|_| "gpu".into(), |c| format!("gpu: {}", c.describe()))
+        format!("gpu: {}", self.ctx.describe())
     }
 
     fn loss_and_gradient(

@@ -382,6 +382,8 @@ pub fn run(config: &StudyConfig, log: &mut dyn FnMut(&str)) -> Result<StudyResul
             optimizer: config.optimizer,
             seed: config.seed,
             engine: config.engine,
+            // The default device, shared with the analyses below.
+            gpu: None,
             progress: config.progress,
             checkpoint_dir: None,
         },

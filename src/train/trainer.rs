@@ -3,13 +3,15 @@
 use super::optim::OptimState;
 use super::progress::bar;
 use super::{permutation, select_backend, Backend, BatchStats, Dataset, Optimizer};
+use crate::engine::GpuContext;
 use crate::model::{save_safetensors, Mlp, StoreDtype};
 use crate::{EngineKind, Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How to train.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct TrainConfig {
     /// Epochs run by [`Trainer::fit`].
     pub epochs: usize,
@@ -22,6 +24,9 @@ pub struct TrainConfig {
     /// Training engine: `Gpu` needs an adapter, `Auto` uses a hardware GPU when there is one
     /// and the CPU otherwise (see `select_backend`).
     pub engine: EngineKind,
+    /// The GPU device to train on ([`crate::engine::GpuContext::new`]); `None` uses the
+    /// default one when the engine is the GPU's.
+    pub gpu: Option<Arc<GpuContext>>,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,
     /// With `Some(dir)`, [`Trainer::fit`] writes `dir/epoch-XXX.safetensors` after each epoch.
@@ -38,9 +43,29 @@ impl Default for TrainConfig {
             optimizer: Optimizer::default(),
             seed: 0,
             engine: EngineKind::Auto,
+            gpu: None,
             progress: true,
             checkpoint_dir: None,
         }
+    }
+}
+
+impl PartialEq for TrainConfig {
+    /// Equal options on the same GPU device (the same context, or none).
+    fn eq(&self, o: &Self) -> bool {
+        let same_gpu = match (&self.gpu, &o.gpu) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.epochs == o.epochs
+            && self.batch_size == o.batch_size
+            && self.optimizer == o.optimizer
+            && self.seed == o.seed
+            && self.engine == o.engine
+            && same_gpu
+            && self.progress == o.progress
+            && self.checkpoint_dir == o.checkpoint_dir
     }
 }
 
@@ -94,7 +119,7 @@ pub struct Trainer {
 impl Trainer {
     /// A trainer on the backend `config.engine` selects (see [`select_backend`]).
     pub fn new(model: Mlp, config: TrainConfig) -> Result<Trainer> {
-        let backend = select_backend(config.engine)?;
+        let backend = select_backend(config.engine, config.gpu.as_ref())?;
         Trainer::with_backend(model, config, backend)
     }
 

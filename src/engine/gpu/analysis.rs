@@ -5,7 +5,7 @@
 
 use super::accumulate::{AccumPlan, DeviceSums, FLUSH_INPUTS};
 use super::context::GpuContext;
-use super::host::{batch_regions, host_input, input_scalars, input_spectrum, BatchData, Readback};
+use super::host::{host_input, input_scalars, input_spectrum, Readback, ReadbackLayout};
 use super::kernels::Staging;
 use super::plan::{choose_batch, sample_chunk, Plan, Sizes, Weights, SAMPLE_CHUNK};
 use super::timer::Timer;
@@ -21,8 +21,7 @@ use crate::theory::{InputTheory, Spectrum};
 use crate::Result;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 /// Uploads batch (`start`, `count`) and submits its analysis pass followed by the copies of
 /// its results into `staging`.
@@ -53,7 +52,8 @@ fn submit_batch(
     let segments = plan.prepare(ctx, &xf, lf.as_deref(), global);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     timer.record(ctx, &mut enc, &segments);
-    staging.copy(ctx, &mut enc, &batch_regions(plan, req.model, count, what))?;
+    let layout = ReadbackLayout::new(plan, req.model, count, what);
+    staging.copy(ctx, &mut enc, layout.regions())?;
     ctx.queue.submit([enc.finish()]);
     Ok(())
 }
@@ -96,7 +96,7 @@ impl ShapeKey {
 /// size (with its accumulation) and the device sums. Kept after a successful run, so that
 /// the next analysis of the same shape (a training loop, repeated benchmarks) only uploads
 /// the new weights instead of rebuilding buffers, bind groups and uniforms.
-struct Prepared {
+pub(crate) struct Prepared {
     key: ShapeKey,
     weights: Weights,
     plans: Vec<(Plan, Option<AccumPlan>)>,
@@ -155,25 +155,6 @@ impl Prepared {
     }
 }
 
-/// The most recent analysis shape's device state ([`Prepared`]); taken out while in use, so
-/// concurrent analyses never share buffers.
-static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
-/// Analyses that reused [`PREPARED`] (diagnostics and tests).
-static REUSED: AtomicUsize = AtomicUsize::new(0);
-
-/// How many analyses so far reused the previous analysis's device state.
-pub fn cache_reuses() -> usize {
-    REUSED.load(Ordering::Relaxed)
-}
-
-/// Frees the device memory kept for the most recent analysis shape (it is otherwise kept
-/// until an analysis of another shape replaces it).
-pub fn release_cache() {
-    if let Ok(mut slot) = PREPARED.lock() {
-        *slot = None;
-    }
-}
-
 /// The phase timings as SUMMARY.json records them (empty without timestamp queries).
 fn phase_seconds(times: &PhaseTimes) -> BTreeMap<String, f64> {
     if !times.measured {
@@ -220,7 +201,7 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
 /// phase timings and the adapter's description.
 fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, String)> {
     validate(req)?;
-    let ctx = GpuContext::shared()?;
+    let ctx = GpuContext::given_or_shared(req.options.gpu.as_ref())?;
     let model = req.model;
     let widths = model.widths();
     let b = req.inputs.nrows();
@@ -230,14 +211,15 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     let what = Readback::of(&req.options);
     let batches: Vec<(usize, usize)> = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
     let key = ShapeKey::new(req, bb, ns, batches.last().map_or(bb, |l| l.1));
-    let cached = PREPARED
+    let cached = ctx
+        .prepared
         .lock()
         .ok()
         .and_then(|mut slot| slot.take_if(|p| p.key == key));
     let mut prepared = match cached {
         Some(p) => {
             p.weights.write(&ctx, model);
-            REUSED.fetch_add(1, Ordering::Relaxed);
+            ctx.reused.fetch_add(1, Ordering::Relaxed);
             p
         }
         None => Prepared::new(&ctx, req, key, &batches, what)?,
@@ -269,8 +251,8 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     )?;
     for (k, &(start, count)) in batches.iter().enumerate() {
         let (plan, accum) = plan_for(count);
-        let data = staging[k % 2].read(&ctx, &batch_regions(plan, model, count, what))?;
-        let data = BatchData::new(model, count, what, data);
+        let layout = ReadbackLayout::new(plan, model, count, what);
+        let data = layout.unpack(staging[k % 2].read(&ctx, layout.regions())?)?;
         let host_started = std::time::Instant::now();
         let spectra: Vec<Option<Spectrum>> = (0..count)
             .into_par_iter()
@@ -326,7 +308,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         s.flush(&ctx, &mut acc)?;
     }
     let mut times = timer.finish(&ctx)?;
-    if let Ok(mut slot) = PREPARED.lock() {
+    if let Ok(mut slot) = ctx.prepared.lock() {
         *slot = Some(prepared);
     }
     times.host_seconds = host_seconds;

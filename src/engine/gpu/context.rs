@@ -4,15 +4,29 @@
 use super::shaders::{Binding, GemmTile, Shader};
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 
-/// Environment variable: substring (case-insensitive) of the adapter name to use.
-pub const ADAPTER_ENV: &str = "DIAGFIM_ADAPTER";
-/// Environment variable: when `1`, a missing adapter is an error even for `--engine auto`.
-pub const REQUIRE_GPU_ENV: &str = "DIAGFIM_REQUIRE_GPU";
-/// Environment variable: the GEMM's register blocking, `4` (64×64 tiles, the default) or `8`
-/// (128×128 tiles, when the adapter's workgroup memory allows).
-pub const GEMM_R_ENV: &str = "DIAGFIM_GEMM_R";
+/// Which adapter a [`GpuContext`] opens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// The best adapter: a discrete GPU first, then an integrated one, software rasterisers
+    /// such as Mesa's lavapipe last.
+    #[default]
+    Best,
+    /// The best adapter whose name contains this text (case-insensitive), e.g. "H200".
+    Named(String),
+}
+
+/// Options of a [`GpuContext`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// The adapter to open.
+    pub adapter: AdapterChoice,
+    /// Use the GEMM's 8×8 register blocking (128×128 tiles) where the adapter's workgroup
+    /// memory allows it, instead of the portable 4×4 (64×64 tiles).
+    pub wide_gemm: bool,
+}
 
 /// A compiled shader module with its group-0 layout and pipeline layout.
 type Compiled = (
@@ -23,16 +37,26 @@ type Compiled = (
 
 type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
 
-/// One device with its queue and pipeline cache.
+/// One GPU device with its queue, pipeline cache and the analysis cache. Create it once with
+/// [`GpuContext::new`] and pass it to analyses ([`crate::AnalysisOptions::gpu`]) and
+/// training ([`crate::train::TrainConfig::gpu`]); [`GpuContext::shared`] is the default one
+/// that `EngineKind::Auto`/`Gpu` open when none is given.
 pub struct GpuContext {
     /// The logical device.
-    pub device: wgpu::Device,
+    pub(crate) device: wgpu::Device,
     /// Its command queue.
-    pub queue: wgpu::Queue,
+    pub(crate) queue: wgpu::Queue,
     /// The adapter's name, backend and device type.
-    pub info: wgpu::AdapterInfo,
+    pub(crate) info: wgpu::AdapterInfo,
     /// The limits the device was created with.
-    pub limits: wgpu::Limits,
+    pub(crate) limits: wgpu::Limits,
+    /// The GEMM blocking asked for ([`GpuOptions::wide_gemm`]).
+    wide_gemm: bool,
+    /// The most recent analysis shape's device state, kept for the next analysis of that
+    /// shape; taken out while in use, so concurrent analyses never share buffers.
+    pub(super) prepared: Mutex<Option<super::analysis::Prepared>>,
+    /// Analyses that reused `prepared` (diagnostics and tests).
+    pub(super) reused: AtomicUsize,
     modules: Mutex<HashMap<Shader, Compiled>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// The first uncaptured device error (validation, out of memory, device lost).
@@ -54,13 +78,33 @@ fn rank(info: &wgpu::AdapterInfo) -> u8 {
     }
 }
 
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuContext({})", self.describe())
+    }
+}
+
+/// The default context of [`GpuContext::shared`]; only a success is kept.
+static DEFAULT: Mutex<Option<Arc<GpuContext>>> = Mutex::new(None);
+
 impl GpuContext {
-    /// Opens the best adapter (or the one `DIAGFIM_ADAPTER` names).
-    pub fn new() -> Result<GpuContext> {
+    /// Opens the chosen adapter with the portable GEMM blocking.
+    pub fn new(adapter: AdapterChoice) -> Result<GpuContext> {
+        GpuContext::with_options(&GpuOptions {
+            adapter,
+            ..Default::default()
+        })
+    }
+
+    /// Opens an adapter with the given options.
+    pub fn with_options(options: &GpuOptions) -> Result<GpuContext> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let wanted = std::env::var(ADAPTER_ENV).ok().map(|s| s.to_lowercase());
+        let wanted = match &options.adapter {
+            AdapterChoice::Best => None,
+            AdapterChoice::Named(name) => Some(name.to_lowercase()),
+        };
         if let Some(w) = &wanted {
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(w.as_str()));
         }
@@ -68,7 +112,7 @@ impl GpuContext {
         let adapter = adapters.into_iter().next().ok_or_else(|| {
             gpu_err(match &wanted {
                 Some(w) => format!(
-                    "no GPU adapter matches {ADAPTER_ENV}='{w}'; unset it or pick another name"
+                    "no GPU adapter's name contains '{w}'; pick another name or the best adapter"
                 ),
                 None => "no GPU adapter found (install a Vulkan, Metal or DX12 driver; on Linux \
                          without a GPU, Mesa's lavapipe: apt-get install mesa-vulkan-drivers)"
@@ -96,18 +140,54 @@ impl GpuContext {
             queue,
             info,
             limits,
+            wide_gemm: options.wide_gemm,
+            prepared: Mutex::new(None),
+            reused: AtomicUsize::new(0),
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             error,
         })
     }
 
-    /// The process-wide context, opened on first use (tests share it).
+    /// The default context (the best adapter, default options), opened on first use and
+    /// shared by the analyses and training runs that are given no context. An error is not
+    /// kept: the next call tries again (a driver installed meanwhile is found).
     pub fn shared() -> Result<Arc<GpuContext>> {
-        static CTX: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
-        CTX.get_or_init(|| GpuContext::new().map(Arc::new).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(|e| gpu_err(e.trim_start_matches("GPU engine: ").to_string()))
+        let mut slot = DEFAULT
+            .lock()
+            .map_err(|_| Error::Internal("the default GPU context's lock is poisoned".into()))?;
+        if let Some(ctx) = slot.as_ref() {
+            return Ok(ctx.clone());
+        }
+        let ctx = Arc::new(GpuContext::new(AdapterChoice::Best)?);
+        *slot = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// The context an analysis or training run uses: the one given, else [`Self::shared`].
+    pub(crate) fn given_or_shared(given: Option<&Arc<GpuContext>>) -> Result<Arc<GpuContext>> {
+        match given {
+            Some(ctx) => Ok(ctx.clone()),
+            None => GpuContext::shared(),
+        }
+    }
+
+    /// The adapter's name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// How many analyses so far reused the previous analysis's device state.
+    pub fn cache_reuses(&self) -> usize {
+        self.reused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Frees the device memory kept for the most recent analysis shape (it is otherwise kept
+    /// until an analysis of another shape replaces it, or the context is dropped).
+    pub fn release_cache(&self) {
+        if let Ok(mut slot) = self.prepared.lock() {
+            *slot = None;
+        }
     }
 
     /// "name (backend, device type)".
@@ -130,11 +210,11 @@ impl GpuContext {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// The GEMM register blocking: [`GEMM_R_ENV`] if set to 8 and the adapter has the
-    /// workgroup memory, else the portable 4×4.
-    pub fn gemm_tile(&self) -> GemmTile {
-        let wide = std::env::var(GEMM_R_ENV).is_ok_and(|v| v.trim() == "8");
-        if wide && GemmTile::R8.workgroup_bytes() <= self.limits.max_compute_workgroup_storage_size
+    /// The GEMM register blocking: 8×8 if [`GpuOptions::wide_gemm`] asked for it and the
+    /// adapter has the workgroup memory, else the portable 4×4.
+    pub(crate) fn gemm_tile(&self) -> GemmTile {
+        if self.wide_gemm
+            && GemmTile::R8.workgroup_bytes() <= self.limits.max_compute_workgroup_storage_size
         {
             GemmTile::R8
         } else {
@@ -150,7 +230,7 @@ impl GpuContext {
     }
 
     /// A cached compute pipeline with the given override constants.
-    pub fn pipeline(
+    pub(crate) fn pipeline(
         &self,
         shader: Shader,
         entry: &'static str,
@@ -244,7 +324,7 @@ impl GpuContext {
     }
 
     /// The bind group layout of a shader's group 0.
-    pub fn bind_group_layout(&self, shader: Shader) -> Result<Arc<wgpu::BindGroupLayout>> {
+    pub(crate) fn bind_group_layout(&self, shader: Shader) -> Result<Arc<wgpu::BindGroupLayout>> {
         let mut modules = self
             .modules
             .lock()

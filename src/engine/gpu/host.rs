@@ -36,65 +36,96 @@ impl Readback {
     }
 }
 
-/// The read-back regions of a batch: h, then per layer those `what` asks for.
-pub fn batch_regions<'a>(
-    plan: &'a Plan,
-    model: &crate::Mlp,
+/// The read-back of a batch: which regions of which buffers are copied into the staging
+/// buffer, in which order, and where each named quantity (h; per layer Δ/Hd, activations,
+/// bases) lies among them. Both the copies ([`ReadbackLayout::regions`]) and the slicing of
+/// the values read back ([`ReadbackLayout::unpack`]) go through it, so they cannot disagree.
+pub struct ReadbackLayout<'a> {
+    /// (buffer, f32 count) in staging order.
+    regions: Vec<(&'a wgpu::Buffer, usize)>,
     count: usize,
-    what: Readback,
-) -> Vec<(&'a wgpu::Buffer, usize)> {
-    let o = model.output_dim();
-    let layers = model.layers();
-    let mut regions = vec![(plan.fwd.h(), count * o)];
-    for (l, d) in layers.iter().enumerate() {
-        if what.dh {
-            regions.push((&plan.dh[l], 2 * count * d.outputs() * o));
-        }
-        if what.act && l + 1 < layers.len() {
-            regions.push((&plan.fwd.act[l], count * d.outputs()));
-        }
-        if what.bases {
-            regions.push((&plan.bases[l], count * NB * d.outputs()));
-        }
-    }
-    regions
+    /// Index of h's region.
+    h: usize,
+    /// Per layer (when read): index of Δ_l/Hd_l's region.
+    dh: Vec<usize>,
+    /// Per hidden layer (when read): index of the activations' region.
+    act: Vec<usize>,
+    /// Per layer (when read): index of the bases' region.
+    bases: Vec<usize>,
 }
 
-/// The read-back regions of [`batch_regions`], by name (empty vectors where not read).
+impl<'a> ReadbackLayout<'a> {
+    /// The layout of a batch of `count` inputs run with `plan`: h, then per layer those
+    /// `what` asks for.
+    pub fn new(plan: &'a Plan, model: &crate::Mlp, count: usize, what: Readback) -> Self {
+        let o = model.output_dim();
+        let layers = model.layers();
+        let mut layout = ReadbackLayout {
+            regions: Vec::new(),
+            count,
+            h: 0,
+            dh: Vec::new(),
+            act: Vec::new(),
+            bases: Vec::new(),
+        };
+        layout.h = layout.push(plan.fwd.h(), count * o);
+        for (l, d) in layers.iter().enumerate() {
+            if what.dh {
+                let i = layout.push(&plan.dh[l], 2 * count * d.outputs() * o);
+                layout.dh.push(i);
+            }
+            if what.act && l + 1 < layers.len() {
+                let i = layout.push(&plan.fwd.act[l], count * d.outputs());
+                layout.act.push(i);
+            }
+            if what.bases {
+                let i = layout.push(&plan.bases[l], count * NB * d.outputs());
+                layout.bases.push(i);
+            }
+        }
+        layout
+    }
+
+    /// Appends a region; returns its index.
+    fn push(&mut self, buffer: &'a wgpu::Buffer, len: usize) -> usize {
+        self.regions.push((buffer, len));
+        self.regions.len() - 1
+    }
+
+    /// The regions to copy and read back, in staging order.
+    pub fn regions(&self) -> &[(&'a wgpu::Buffer, usize)] {
+        &self.regions
+    }
+
+    /// Names the values read back from [`ReadbackLayout::regions`] (one vector per region).
+    pub fn unpack(&self, data: Vec<Vec<f32>>) -> Result<BatchData> {
+        let lens: Vec<usize> = data.iter().map(Vec::len).collect();
+        let want: Vec<usize> = self.regions.iter().map(|(_, n)| *n).collect();
+        if lens != want {
+            return Err(Error::Internal(format!(
+                "read back regions of {lens:?} values, the layout has {want:?}"
+            )));
+        }
+        let mut data: Vec<Option<Vec<f32>>> = data.into_iter().map(Some).collect();
+        let mut take = |i: usize| data[i].take().expect("each region is named once");
+        Ok(BatchData {
+            count: self.count,
+            h: take(self.h),
+            dh: self.dh.iter().map(|&i| take(i)).collect(),
+            act: self.act.iter().map(|&i| take(i)).collect(),
+            bases: self.bases.iter().map(|&i| take(i)).collect(),
+        })
+    }
+}
+
+/// The values of a batch's read-back, by name ([`ReadbackLayout::unpack`]; empty vectors
+/// where not read).
 pub struct BatchData {
     count: usize,
     h: Vec<f32>,
     dh: Vec<Vec<f32>>,
     act: Vec<Vec<f32>>,
     bases: Vec<Vec<f32>>,
-}
-
-impl BatchData {
-    pub fn new(model: &crate::Mlp, count: usize, what: Readback, data: Vec<Vec<f32>>) -> BatchData {
-        let layers = model.layers().len();
-        let mut it = data.into_iter();
-        let mut next = || it.next().expect("one vector per read-back region");
-        let h = next();
-        let (mut dh, mut act, mut bases) = (Vec::new(), Vec::new(), Vec::new());
-        for l in 0..layers {
-            if what.dh {
-                dh.push(next());
-            }
-            if what.act && l + 1 < layers {
-                act.push(next());
-            }
-            if what.bases {
-                bases.push(next());
-            }
-        }
-        BatchData {
-            count,
-            h,
-            dh,
-            act,
-            bases,
-        }
-    }
 }
 
 /// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7), when the

@@ -3,20 +3,23 @@
 
 mod accumulate;
 mod analysis;
+mod bench;
 pub mod context;
-pub mod forward;
+pub(crate) mod forward;
 mod host;
 #[cfg(test)]
 mod interface_tests;
-pub mod kernels;
+#[cfg(test)]
+mod kernel_tests;
+pub(crate) mod kernels;
 mod plan;
-pub mod shaders;
+pub(crate) mod shaders;
 mod timer;
 pub mod train;
 
 pub use accumulate::accumulated_channels;
 pub use analysis::{
-    analyze, analyze_partial, analyze_timed, batch_size, cache_reuses, phase_flops, release_cache,
-    work_bytes, Phase, PhaseTimes,
+    analyze, analyze_partial, analyze_timed, batch_size, phase_flops, work_bytes, Phase, PhaseTimes,
 };
-pub use context::GpuContext;
+pub use bench::{gemm_benchmark, GemmTiming};
+pub use context::{AdapterChoice, GpuContext, GpuOptions};

@@ -214,35 +214,47 @@ pub struct Plan {
     family_uniforms: Vec<(usize, FamilyParams)>,
 }
 
-impl Plan {
-    #[allow(clippy::too_many_lines)]
-    pub fn new(
+/// The work buffers of a plan (those the bind groups alone keep alive are dropped with it
+/// after recording).
+struct Buffers {
+    x: wgpu::Buffer,
+    /// Fills unused read-only bindings.
+    dummy: wgpu::Buffer,
+    /// Fills unused read-write bindings.
+    dummy_rw: wgpu::Buffer,
+    fwd: Forward,
+    eta: wgpu::Buffer,
+    /// Per-sample residuals of one chunk ([bb, ns, O]).
+    r: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    r_data: wgpu::Buffer,
+    /// The two Jacobian-chain buffers B_{l→m}ᵀ, alternating along the chain.
+    ts: [wgpu::Buffer; 2],
+    /// G_l[x] = W_{l+1}ᵀ Δ_{l+1}[x] of the backward pass.
+    g: wgpu::Buffer,
+    /// Per layer: the per-unit bases ([bb, NB, n_l]).
+    bases: Vec<wgpu::Buffer>,
+    /// Per layer and unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
+    running: Vec<wgpu::Buffer>,
+    /// Δ_l and Hd_l of every layer ([2·bb·n_l, O], Δ rows first), kept for read-back.
+    dh: Vec<wgpu::Buffer>,
+    /// C_l = σ''_l ⊙ W_{l+1}ᵀΔ_{l+1} of every layer.
+    cm: Vec<wgpu::Buffer>,
+}
+
+impl Buffers {
+    fn new(
         ctx: &GpuContext,
-        req: &Request<'_>,
-        weights: &Weights,
+        model: &crate::Mlp,
+        sizes: &Sizes,
         bb: usize,
         ns: usize,
-    ) -> Result<Plan> {
-        let model = req.model;
-        let widths = model.widths();
-        let layers = model.layers();
-        let nl_count = layers.len();
-        let sizes = Sizes::new(&widths, bb, ns);
-        let o = sizes.o;
-        let n = req.options.samples;
-        let kind = req.family.kind();
-        let sigma2 = match kind {
-            FamilyKind::Categorical => 1.0f32,
-            FamilyKind::Gaussian { sigma2 } => sigma2 as f32,
-        };
-        let has_labels = req.labels.is_some();
-        let u = |v: usize| v as u32;
-
+    ) -> Result<Buffers> {
+        let (widths, o) = (&sizes.widths, sizes.o);
         let x = kernels::storage(ctx, "x", bb * widths[0])?;
         let dummy = kernels::storage(ctx, "dummy", 1)?;
         let dummy_rw = kernels::storage(ctx, "dummy", 1)?;
         let fwd = Forward::new(ctx, model, bb)?;
-        let (s1, s2) = (&fwd.s1, &fwd.s2);
         let eta = kernels::storage(ctx, "eta", bb * o)?;
         let r = kernels::storage(ctx, "residuals", bb * ns * o)?;
         let labels = kernels::storage(ctx, "labels", bb * o)?;
@@ -252,92 +264,185 @@ impl Plan {
             kernels::storage(ctx, "chain", sizes.ts)?,
         ];
         let g = kernels::storage(ctx, "g", bb * sizes.n_max * o)?;
-        let mut bases = Vec::new();
-        // Per unit: count, then mean, M2, M3, M4 of β² and of g (reduce_samples.wgsl).
-        let mut running = Vec::new();
-        // Δ_l and Hd_l of every layer ([2·bb·n_l, O], Δ rows first), kept for read-back, and
-        // C_l = σ''_l ⊙ W_{l+1}ᵀΔ_{l+1} of the hidden layers.
-        let mut dh = Vec::new();
-        let mut cm = Vec::new();
-        for d in layers {
+        let (mut bases, mut running, mut dh, mut cm) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for d in model.layers() {
             bases.push(kernels::storage(ctx, "bases", bb * NB * d.outputs())?);
             dh.push(kernels::storage(ctx, "delta_hd", 2 * bb * d.outputs() * o)?);
             cm.push(kernels::storage(ctx, "c_m", bb * d.outputs() * o)?);
             running.push(kernels::storage(ctx, "running", bb * d.outputs() * 9)?);
         }
+        Ok(Buffers {
+            x,
+            dummy,
+            dummy_rw,
+            fwd,
+            eta,
+            r,
+            labels,
+            r_data,
+            ts,
+            g,
+            bases,
+            running,
+            dh,
+            cm,
+        })
+    }
+}
 
-        let mut ds: Vec<Dispatch> = Vec::new();
-        let mut family_uniforms = Vec::new();
-        let fam_consts = [GpuFamily::from(kind).constant()];
-        let fam_params = |ns_c: usize, sample0: usize| FamilyParams {
-            bb: u(bb),
-            o: u(o),
+/// The dispatches of one phase, in order.
+struct Recorded {
+    phase: Phase,
+    dispatches: Vec<Dispatch>,
+    /// Family dispatches (index in `dispatches`) whose uniform is rewritten per batch.
+    family_uniforms: Vec<(usize, FamilyParams)>,
+}
+
+impl Recorded {
+    fn new(phase: Phase, dispatches: Vec<Dispatch>) -> Recorded {
+        Recorded {
+            phase,
+            dispatches,
+            family_uniforms: Vec::new(),
+        }
+    }
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+/// Records the phases of the analysis pass on a plan's buffers, one method per phase.
+struct Recorder<'a> {
+    ctx: &'a GpuContext,
+    model: &'a crate::Mlp,
+    weights: &'a Weights,
+    b: &'a Buffers,
+    bb: usize,
+    /// Samples per chunk.
+    ns: usize,
+    /// Samples in all.
+    n: usize,
+    o: usize,
+    seed: u64,
+    sigma2: f32,
+    has_labels: bool,
+    fam_consts: [(&'static str, f64); 1],
+}
+
+impl Recorder<'_> {
+    /// The family kernel's uniform for a chunk of `ns_c` samples from `sample0` (the first
+    /// input index is written per batch, [`Plan::prepare`]).
+    fn family_params(&self, ns_c: usize, sample0: usize) -> FamilyParams {
+        FamilyParams {
+            bb: u(self.bb),
+            o: u(self.o),
             ns: u(ns_c),
             sample0: u(sample0),
             input0: 0,
-            key_lo: req.options.seed as u32,
-            key_hi: (req.options.seed >> 32) as u32,
-            sigma2,
+            key_lo: self.seed as u32,
+            key_hi: (self.seed >> 32) as u32,
+            sigma2: self.sigma2,
             ..Default::default()
-        };
-
-        // 1. Forward pass.
-        let biases: Vec<Option<&wgpu::Buffer>> = weights.b.iter().map(Option::as_ref).collect();
-        ds.extend(fwd.record(ctx, model, &x, &weights.w, &biases, &dummy)?);
-        let mut segments = vec![(Phase::Forward, ds.len())];
-        let h = fwd.h();
-        let fam_buffers = [h, &eta, &r, &labels, &r_data];
-        // 2. η and the data residuals.
-        let fp = fam_params(ns, 0);
-        family_uniforms.push((ds.len(), fp));
-        ds.push(kernels::dispatch(
-            ctx,
-            Shader::Family,
-            "eta_main",
-            &fam_consts,
-            &fp,
-            &fam_buffers,
-            groups_1d(bb as u64)?,
-        )?);
-        if has_labels {
-            family_uniforms.push((ds.len(), fp));
-            ds.push(kernels::dispatch(
-                ctx,
-                Shader::Family,
-                "data_main",
-                &fam_consts,
-                &fp,
-                &fam_buffers,
-                groups_1d(bb as u64)?,
-            )?);
         }
+    }
 
-        segments.push((Phase::Family, ds.len()));
-        // 3. Δ_l and Hd_l by the reverse form of DESIGN §2 (hessian.wgsl): backward from
-        // the head, then for each layer the Jacobian chain through the hidden layers above it.
-        let head = nl_count - 1;
-        let hp = |nl: usize, cols: usize| HessParams {
-            bb: u(bb),
+    /// Records entry point `entry` of family.wgsl into `rec` as a family dispatch.
+    fn push_family(
+        &self,
+        rec: &mut Recorded,
+        entry: &'static str,
+        fp: FamilyParams,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let b = self.b;
+        let buffers = [b.fwd.h(), &b.eta, &b.r, &b.labels, &b.r_data];
+        rec.family_uniforms.push((rec.dispatches.len(), fp));
+        rec.dispatches.push(kernels::dispatch(
+            self.ctx,
+            Shader::Family,
+            entry,
+            &self.fam_consts,
+            &fp,
+            &buffers,
+            groups,
+        )?);
+        Ok(())
+    }
+
+    /// Phase 1: the forward pass: GEMMs and activations.
+    fn forward(&self) -> Result<Recorded> {
+        let b = self.b;
+        let biases: Vec<Option<&wgpu::Buffer>> =
+            self.weights.b.iter().map(Option::as_ref).collect();
+        let ds = b.fwd.record(
+            self.ctx,
+            self.model,
+            &b.x,
+            &self.weights.w,
+            &biases,
+            &b.dummy,
+        )?;
+        Ok(Recorded::new(Phase::Forward, ds))
+    }
+
+    /// Phase 2: η and, with data labels, the data residuals.
+    fn family(&self) -> Result<Recorded> {
+        let mut rec = Recorded::new(Phase::Family, Vec::new());
+        let fp = self.family_params(self.ns, 0);
+        self.push_family(&mut rec, "eta_main", fp, groups_1d(self.bb as u64)?)?;
+        if self.has_labels {
+            self.push_family(&mut rec, "data_main", fp, groups_1d(self.bb as u64)?)?;
+        }
+        Ok(rec)
+    }
+
+    /// A dispatch of hessian.wgsl over bb·nl·cols invocations.
+    fn hessian_dispatch(
+        &self,
+        entry: &'static str,
+        nl: usize,
+        cols: usize,
+        bufs: [&wgpu::Buffer; 6],
+    ) -> Result<Dispatch> {
+        let p = HessParams {
+            bb: u(self.bb),
             nl: u(nl),
             cols: u(cols),
             ..Default::default()
         };
-        let hessian = |entry: &'static str, p: HessParams, bufs: [&wgpu::Buffer; 6]| {
-            kernels::dispatch(
-                ctx,
-                Shader::Hessian,
-                entry,
-                &[],
-                &p,
-                &bufs,
-                groups_1d(u64::from(p.bb) * u64::from(p.nl) * u64::from(p.cols))?,
-            )
-        };
-        ds.push(hessian(
+        kernels::dispatch(
+            self.ctx,
+            Shader::Hessian,
+            entry,
+            &[],
+            &p,
+            &bufs,
+            groups_1d(u64::from(p.bb) * u64::from(p.nl) * u64::from(p.cols))?,
+        )
+    }
+
+    /// Phase 3: Δ_l and Hd_l by the reverse form of DESIGN §2 (hessian.wgsl): backward from
+    /// the head, then for each layer the Jacobian chain through the hidden layers above it.
+    fn hessian(&self) -> Result<Recorded> {
+        let mut ds = self.backward()?;
+        ds.extend(self.chains()?);
+        Ok(Recorded::new(Phase::Hessian, ds))
+    }
+
+    /// The backward pass: Δ_l, C_l and the first term of Hd_l of every layer.
+    fn backward(&self) -> Result<Vec<Dispatch>> {
+        let (b, w, o, bb) = (self.b, &self.weights.w, self.o, self.bb);
+        let layers = self.model.layers();
+        let head = layers.len() - 1;
+        let dummy = &b.dummy;
+        let mut ds = vec![self.hessian_dispatch(
             "head_main",
-            hp(o, o),
-            [&dummy, &dummy, &dummy, &dummy, &dh[head], &cm[head]],
-        )?);
+            o,
+            o,
+            [dummy, dummy, dummy, dummy, &b.dh[head], &b.cm[head]],
+        )?];
         for l in (0..head).rev() {
             let (nl, next) = (layers[l].outputs(), layers[l + 1].outputs());
             // G_l[x] = W_{l+1}ᵀ Δ_{l+1}[x], batched over the inputs.
@@ -345,26 +450,39 @@ impl Plan {
             gemm.batch = u(bb);
             gemm.params.stride_b = u(next * o);
             gemm.params.stride_c = u(nl * o);
-            ds.push(gemm.dispatch(ctx, &weights.w[l + 1], &dh[l + 1], &g, &dummy)?);
-            ds.push(hessian(
+            ds.push(gemm.dispatch(self.ctx, &w[l + 1], &b.dh[l + 1], &b.g, dummy)?);
+            ds.push(self.hessian_dispatch(
                 "backward_main",
-                hp(nl, o),
-                [&dummy, &s1[l], &s2[l], &g, &dh[l], &cm[l]],
+                nl,
+                o,
+                [dummy, &b.fwd.s1[l], &b.fwd.s2[l], &b.g, &b.dh[l], &b.cm[l]],
             )?);
         }
+        Ok(ds)
+    }
+
+    /// Per layer below the last hidden one: Hd_l += Σ_m (B_{l→m} ⊙ B_{l→m})ᵀ C_m along the
+    /// Jacobian chain B_{l→m} through the hidden layers m above it.
+    fn chains(&self) -> Result<Vec<Dispatch>> {
+        let (b, w, o, bb) = (self.b, &self.weights.w, self.o, self.bb);
+        let (s1, ts) = (&b.fwd.s1, &b.ts);
+        let layers = self.model.layers();
+        let head = layers.len() - 1;
+        let mut ds = Vec::new();
         for l in 0..head.saturating_sub(1) {
             let nl = layers[l].outputs();
             let chain_in = |m: usize| if (m - l) % 2 == 1 { &ts[0] } else { &ts[1] };
-            ds.push(hessian(
+            ds.push(self.hessian_dispatch(
                 "chain_init_main",
-                hp(nl, layers[l + 1].outputs()),
+                nl,
+                layers[l + 1].outputs(),
                 [
-                    &weights.w[l + 1],
+                    &w[l + 1],
                     &s1[l],
-                    &dummy,
-                    &dummy,
+                    &b.dummy,
+                    &b.dummy,
                     chain_in(l + 1),
-                    &dummy_rw,
+                    &b.dummy_rw,
                 ],
             )?);
             for m in l + 1..head {
@@ -378,7 +496,7 @@ impl Plan {
                 gemm.params.stride_b = u(nm * o);
                 gemm.params.off_c = u(bb * nl * o);
                 gemm.params.stride_c = u(nl * o);
-                ds.push(gemm.dispatch(ctx, chain_in(m), &cm[m], &dh[l], &dummy)?);
+                ds.push(gemm.dispatch(self.ctx, chain_in(m), &b.cm[m], &b.dh[l], &b.dummy)?);
                 if m + 1 < head {
                     // B_{l→m+1}ᵀ = (σ'_m ⊙ B_{l→m}ᵀ) W_{m+1}ᵀ.
                     let next = layers[m + 1].outputs();
@@ -386,53 +504,59 @@ impl Plan {
                     gemm.prologue = Prologue::ScaleRows;
                     gemm.params.pro_nl = u(nl);
                     ds.push(gemm.dispatch_scaled(
-                        ctx,
+                        self.ctx,
                         chain_in(m),
-                        &weights.w[m + 1],
+                        &w[m + 1],
                         chain_in(m + 1),
                         &s1[m],
                     )?);
                 }
             }
         }
-        segments.push((Phase::Hessian, ds.len()));
-        // 4. Unit statistics of every layer.
-        for (l, d) in layers.iter().enumerate() {
+        Ok(ds)
+    }
+
+    /// Phase 4: unit statistics (the per-unit bases) of every layer.
+    fn unit_stats(&self) -> Result<Recorded> {
+        let b = self.b;
+        let mut ds = Vec::new();
+        for (l, d) in self.model.layers().iter().enumerate() {
             let up = UnitParams {
-                bb: u(bb),
+                bb: u(self.bb),
                 nl: u(d.outputs()),
-                o: u(o),
-                has_labels: u32::from(has_labels),
-                sigma2,
+                o: u(self.o),
+                has_labels: u32::from(self.has_labels),
+                sigma2: self.sigma2,
                 ..Default::default()
             };
             ds.push(kernels::dispatch(
-                ctx,
+                self.ctx,
                 Shader::UnitStats,
                 "main",
-                &fam_consts,
+                &self.fam_consts,
                 &up,
-                &[&dh[l], &eta, &r_data, &bases[l]],
-                groups_1d((bb * d.outputs()) as u64)?,
+                &[&b.dh[l], &b.eta, &b.r_data, &b.bases[l]],
+                groups_1d((self.bb * d.outputs()) as u64)?,
             )?);
         }
-        segments.push((Phase::UnitStats, ds.len()));
-        // 5. Per chunk of samples: labels and residuals once, then every layer's reduction.
+        Ok(Recorded::new(Phase::UnitStats, ds))
+    }
+
+    /// Phase 5: per chunk of samples: labels and residuals once, then every layer's reduction.
+    fn samples(&self) -> Result<Recorded> {
+        let (b, bb, ns, n, o) = (self.b, self.bb, self.ns, self.n, self.o);
+        let mut rec = Recorded::new(Phase::Samples, Vec::new());
         let chunks = n.div_ceil(ns);
         for c in 0..chunks {
             let ns_c = ns.min(n - c * ns);
-            let fp = fam_params(ns_c, c * ns);
-            family_uniforms.push((ds.len(), fp));
-            ds.push(kernels::dispatch(
-                ctx,
-                Shader::Family,
+            let fp = self.family_params(ns_c, c * ns);
+            self.push_family(
+                &mut rec,
                 "sample_main",
-                &fam_consts,
-                &fp,
-                &fam_buffers,
+                fp,
                 [u(ns_c.div_ceil(64)), u(bb), 1],
-            )?);
-            for (l, d) in layers.iter().enumerate() {
+            )?;
+            for (l, d) in self.model.layers().iter().enumerate() {
                 let nl = d.outputs();
                 let lanes = reduce_lanes(bb * nl, ns_c, o);
                 let rp = ReduceParams {
@@ -444,28 +568,85 @@ impl Plan {
                     o: u(o),
                     ..Default::default()
                 };
-                ds.push(kernels::dispatch(
-                    ctx,
+                rec.dispatches.push(kernels::dispatch(
+                    self.ctx,
                     Shader::ReduceSamples,
                     "main",
                     &[("LANES", lanes as f64)],
                     &rp,
-                    &[&dh[l], &r, &running[l], &bases[l]],
+                    &[&b.dh[l], &b.r, &b.running[l], &b.bases[l]],
                     groups_per_item((bb * nl).div_ceil(64 / lanes) as u64)?,
                 )?);
             }
         }
-        segments.push((Phase::Samples, ds.len()));
+        Ok(rec)
+    }
+}
+
+impl Plan {
+    /// Allocates the buffers for batches of `bb` inputs and chunks of `ns` samples and
+    /// records the analysis pass, phase by phase.
+    pub fn new(
+        ctx: &GpuContext,
+        req: &Request<'_>,
+        weights: &Weights,
+        bb: usize,
+        ns: usize,
+    ) -> Result<Plan> {
+        let model = req.model;
+        let sizes = Sizes::new(&model.widths(), bb, ns);
+        let kind = req.family.kind();
+        let buffers = Buffers::new(ctx, model, &sizes, bb, ns)?;
+        let rec = Recorder {
+            ctx,
+            model,
+            weights,
+            b: &buffers,
+            bb,
+            ns,
+            n: req.options.samples,
+            o: sizes.o,
+            seed: req.options.seed,
+            sigma2: match kind {
+                FamilyKind::Categorical => 1.0,
+                FamilyKind::Gaussian { sigma2 } => sigma2 as f32,
+            },
+            has_labels: req.labels.is_some(),
+            fam_consts: [GpuFamily::from(kind).constant()],
+        };
+        let phases = [
+            rec.forward()?,
+            rec.family()?,
+            rec.hessian()?,
+            rec.unit_stats()?,
+            rec.samples()?,
+        ];
+        let (mut dispatches, mut segments, mut family_uniforms) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for p in phases {
+            let start = dispatches.len();
+            family_uniforms.extend(p.family_uniforms.into_iter().map(|(i, fp)| (start + i, fp)));
+            dispatches.extend(p.dispatches);
+            segments.push((p.phase, dispatches.len()));
+        }
         ctx.check()?;
+        let Buffers {
+            x,
+            labels,
+            fwd,
+            bases,
+            dh,
+            ..
+        } = buffers;
         Ok(Plan {
             segments,
-            dh,
             bb,
             x,
             labels,
             fwd,
             bases,
-            dispatches: ds,
+            dh,
+            dispatches,
             family_uniforms,
         })
     }

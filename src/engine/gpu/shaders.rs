@@ -68,7 +68,8 @@ pub enum Shader {
     Backprop,
     /// accumulate.wgsl: the left operands of the accumulation GEMMs (DESIGN §1).
     Accumulate,
-    /// rng_test.wgsl: the Philox test kernel.
+    /// rng_test.wgsl: the Philox test kernel (used by the unit tests only).
+    #[cfg_attr(not(test), allow(dead_code))]
     RngTest,
 }
 
@@ -338,7 +339,9 @@ impl Shader {
 }
 
 impl Shader {
-    /// Every shader module the engine compiles (each GEMM blocking is one).
+    /// Every shader module the engine compiles (each GEMM blocking is one); the unit tests
+    /// check them all.
+    #[cfg(test)]
     pub const ALL: [Shader; 11] = [
         Shader::Gemm(GemmTile::R4),
         Shader::Gemm(GemmTile::R8),
@@ -354,7 +357,8 @@ impl Shader {
     ];
 }
 
-/// Uniform parameters of rng_test.wgsl, the Philox test kernel (`tests/gpu.rs`).
+/// Uniform parameters of rng_test.wgsl, the Philox test kernel (`kernel_tests.rs`).
+#[cfg(test)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RngTestParams {

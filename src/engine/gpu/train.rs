@@ -52,8 +52,12 @@ pub struct GpuTrainer {
 
 impl GpuTrainer {
     /// Builds the kernels for `model`'s architecture and batches of exactly `bb` inputs.
-    pub fn new(model: &Mlp, bb: usize, with_gradient: bool) -> Result<GpuTrainer> {
-        let ctx = GpuContext::shared()?;
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        model: &Mlp,
+        bb: usize,
+        with_gradient: bool,
+    ) -> Result<GpuTrainer> {
         let widths = model.widths();
         let layers = model.layers();
         let nl = layers.len();

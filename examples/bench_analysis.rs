@@ -24,6 +24,32 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// The GPU device this benchmark uses: `DIAGFIM_ADAPTER` (a substring of the adapter's
+/// name) and `DIAGFIM_GEMM_R=8` (the wide GEMM blocking), as the CLI maps them; the library
+/// itself reads no environment variable.
+fn device() -> diagfim::Result<std::sync::Arc<GpuContext>> {
+    let wide_gemm = match std::env::var("DIAGFIM_GEMM_R")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("") | Some("4") => false,
+        Some("8") => true,
+        Some(v) => {
+            return Err(diagfim::Error::Input(format!(
+                "DIAGFIM_GEMM_R='{v}': use 4 or 8"
+            )))
+        }
+    };
+    let adapter = match std::env::var("DIAGFIM_ADAPTER") {
+        Ok(name) if !name.trim().is_empty() => gpu::AdapterChoice::Named(name),
+        _ => gpu::AdapterChoice::Best,
+    };
+    Ok(std::sync::Arc::new(GpuContext::with_options(
+        &gpu::GpuOptions { adapter, wide_gemm },
+    )?))
+}
+
 fn main() -> diagfim::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let bad = |what: &str| diagfim::Error::Input(format!("bad value for {what}"));
@@ -80,6 +106,10 @@ fn main() -> diagfim::Result<()> {
             engine,
             batch_size: b,
             bounds,
+            gpu: match engine {
+                EngineKind::Cpu => None,
+                _ => Some(device()?),
+            },
             ..Default::default()
         },
         progress: None,
@@ -121,7 +151,7 @@ fn main() -> diagfim::Result<()> {
         total_flops / median * 1e-9
     );
     if engine != EngineKind::Cpu {
-        let ctx = GpuContext::shared()?;
+        let ctx = req.options.gpu.clone().map_or_else(device, Ok)?;
         let bb = gpu::batch_size(&ctx, &widths, n, b)?;
         println!(
             "batch {bb} inputs, work buffers {:.1} MiB",
@@ -177,7 +207,7 @@ fn main() -> diagfim::Result<()> {
 /// Median time of an N×N×N GEMM over `reps` runs after a warm-up, and its GFLOP/s
 /// (`engine::gpu::gemm_benchmark`).
 fn bench_gemm(size: usize, reps: usize) -> diagfim::Result<()> {
-    let ctx = GpuContext::shared()?;
+    let ctx = device()?;
     let t = gpu::gemm_benchmark(&ctx, size, size, size, reps)?;
     println!(
         "GEMM {size}³ on {}: median {:.3} ms ({}), {:.1} GFLOP/s",

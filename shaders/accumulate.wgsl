@@ -7,6 +7,7 @@
 // a_k²·ef_j in f32, and merges the batch into the running state by Chan's formula
 // (`merged` inputs so far; the host merges blocks in f64). NS (scalars per input) and the
 // BASE_* rows come from the generated prelude.
+// Host launcher: src/engine/gpu/accumulate.rs (AccumPlan::new records scale_main and welford_main).
 
 struct Params { bb: u32, nl: u32, nch: u32, n_in: u32, row: u32, merged: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

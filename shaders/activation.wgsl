@@ -1,6 +1,7 @@
 // Forward activation with derivatives: a = σ(z), s1 = σ'(z), s2 = σ''(z) (MATH §6.4), in
 // overflow-free forms. ACT is one of the ACT_* constants of the generated prelude (the
 // activation's code in src/engine/gpu/shaders.rs).
+// Host launcher: src/engine/gpu/forward.rs (Forward::record, after each layer's GEMM).
 
 override ACT: u32;
 

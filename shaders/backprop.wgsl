@@ -3,6 +3,7 @@
 //  ce_main:   per input x, p = softmax(h); δ = (p − e_y)/scale; loss[x] = −log p_y;
 //             correct[x] = 1 if arg-max h = y.
 //  mul_main:  g[i] *= s1[i]   (δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1})).
+// Host launcher: src/engine/gpu/train.rs (GpuTrainer::new).
 
 struct Params { bb: u32, o: u32, count: u32, _p0: u32, scale: f32, _p1: u32, _p2: u32, _p3: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

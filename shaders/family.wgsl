@@ -1,6 +1,7 @@
 // Exponential-family moments, label sampling and residuals (MATH §2, §6.6 step 1).
 // FAMILY: FAMILY_CATEGORICAL (η = softmax(h)) or FAMILY_GAUSSIAN (η = h/σ²), constants of
 // the generated prelude. Needs rng.wgsl.
+// Host launcher: src/engine/gpu/plan.rs (Plan::family; the uniforms are rewritten per batch by Plan::prepare).
 
 override FAMILY: u32;
 

@@ -16,6 +16,7 @@
 // * POW_A ∈ {1, 2}: op(A) squared elementwise (B_{l→m} ⊙ B_{l→m} of DESIGN §2).
 // * POW_B ∈ {1, 2, 4, 8}: op(B) = B^POW_B elementwise (a², a⁴, a⁸ of MATH §6.5); when b_cols > 0,
 //   the columns j ≥ b_cols of op(B) are 1 (the bias entries' "input" a = 1).
+// Host launcher: src/engine/gpu/kernels.rs (Gemm::dispatch, generated per blocking by shaders.rs); used by forward.rs, plan.rs, accumulate.rs, train.rs and bench.rs.
 
 override TRANS_A: bool;
 override TRANS_B: bool;

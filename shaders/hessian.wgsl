@@ -6,6 +6,7 @@
 // B_{l→m} and the contractions are GEMMs with fused prologues (gemm.wgsl). Layouts: Δ_l and
 // Hd_l share a buffer, rows (x, j) of O values, Δ rows at [0, bb·nl), Hd rows after them;
 // G_l and C_l are [bb·nl, O]; a chain buffer holds B_{l→m}ᵀ as rows (x, j) of n_m values.
+// Host launcher: src/engine/gpu/plan.rs (Plan::hessian: Plan::backward and Plan::chains).
 
 struct Params { bb: u32, nl: u32, cols: u32, _p: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

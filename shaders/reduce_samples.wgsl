@@ -7,6 +7,7 @@
 // ScoreSqMean, ScoreSqVar, ScoreSqVarVar (of β²), NegHessMean = q − mean(g), HessRVar and
 // HessRVarVar (of g); *VarVar estimates Var(s²) (unbiased for n ≥ 4).
 // Each invocation does ⌈ns/LANES⌉·o multiply-adds (the host bounds ns accordingly).
+// Host launcher: src/engine/gpu/plan.rs (Plan::samples).
 
 struct Params { bb: u32, nl: u32, ns: u32, first: u32, last: u32, o: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

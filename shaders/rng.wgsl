@@ -2,6 +2,7 @@
 // counter = (input, sample, block, stream). WGSL has no u64, so the 32×32→64-bit
 // products are assembled from 16-bit halves. STREAM_LABELS (rng::STREAM_LABELS) comes from the
 // generated prelude.
+// Host launcher: no launcher of its own: included by family.wgsl and rng_test.wgsl (shaders.rs).
 
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;

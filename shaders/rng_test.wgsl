@@ -1,4 +1,5 @@
 // Test kernel: out[4i..4i+4] = philox((i, sample, block, stream), key) for i in 0..count.
+// Host launcher: src/engine/gpu/kernel_tests.rs (the Philox test).
 
 struct Params { count: u32, sample: u32, block: u32, stream: u32, key_lo: u32, key_hi: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

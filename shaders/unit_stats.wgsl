@@ -1,6 +1,7 @@
 // Per-unit statistics of one layer for every input (MATH §6.5): with Δ_j and Hd_j the T and S
 // rows of unit j (length O), writes bases[x, BASE_*, j] (the BASE_* indices and NB are
 // generated from src/engine/channels.rs). FAMILY: FAMILY_CATEGORICAL or FAMILY_GAUSSIAN.
+// Host launcher: src/engine/gpu/plan.rs (Plan::unit_stats).
 
 override FAMILY: u32;
 

@@ -51,24 +51,29 @@ impl GemmTile {
 /// The compute shaders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
-    /// gemm.wgsl, generated for one register blocking.
+    /// gemm.wgsl, generated for one register blocking; launched by `kernels::Gemm::dispatch`.
     Gemm(GemmTile),
-    /// activation.wgsl: a = σ(z), σ'(z), σ''(z) (MATH §6.4).
+    /// activation.wgsl: a = σ(z), σ'(z), σ''(z) (MATH §6.4); launched by `Forward::record`.
     Activation,
-    /// family.wgsl: η, label sampling and residuals (MATH §2, §6.6).
+    /// family.wgsl: η, label sampling and residuals (MATH §2, §6.6); launched by
+    /// `Plan::family` (plan.rs).
     Family,
-    /// hessian.wgsl: output Jacobians Δ_l and Hessian diagonals Hd_l (DESIGN §2).
+    /// hessian.wgsl: output Jacobians Δ_l and Hessian diagonals Hd_l (DESIGN §2); launched by
+    /// `Plan::hessian` (plan.rs).
     Hessian,
-    /// unit_stats.wgsl: the per-unit bases of one layer (MATH §6.5).
+    /// unit_stats.wgsl: the per-unit bases of one layer (MATH §6.5); launched by
+    /// `Plan::unit_stats` (plan.rs).
     UnitStats,
     /// reduce_samples.wgsl: per-sample scores and negative Hessians reduced over the labels
-    /// (MATH §6.6).
+    /// (MATH §6.6); launched by `Plan::samples` (plan.rs).
     ReduceSamples,
-    /// backprop.wgsl: softmax cross-entropy back-propagation for training.
+    /// backprop.wgsl: softmax cross-entropy back-propagation for training; launched by
+    /// `GpuTrainer::new` (train.rs).
     Backprop,
-    /// accumulate.wgsl: the left operands of the accumulation GEMMs (DESIGN §1).
+    /// accumulate.wgsl: the left operands of the accumulation GEMMs (DESIGN §1); launched by
+    /// `AccumPlan::new` (accumulate.rs).
     Accumulate,
-    /// rng_test.wgsl: the Philox test kernel (used by the unit tests only).
+    /// rng_test.wgsl: the Philox test kernel (used by the unit tests only, kernel_tests.rs).
     #[cfg_attr(not(test), allow(dead_code))]
     RngTest,
 }

@@ -31,18 +31,19 @@ pub mod error;
 pub mod family;
 pub mod io;
 pub mod model;
-pub mod partial;
 pub mod report;
 pub mod rng;
 pub mod theory;
 pub mod train;
 
-pub use engine::{analyze, analyze_model, AnalysisOptions, Bounds, EngineKind, Request};
+pub use engine::partial::{self, Partial};
+pub use engine::{
+    analyze, analyze_model, analyze_partial, AnalysisOptions, Bounds, EngineKind, Request,
+};
 pub use error::{Error, Result};
 pub use family::{Categorical, ExpFamily, Family, Gaussian, Label};
 pub use model::{Activation, Mlp};
 pub use ndarray;
-pub use partial::{analyze_partial, Partial};
 pub use report::{Engine, Estimator, Key, ParamKind, Report};
 
 /// Sample variances need at least two sampled labels per input.

@@ -7,11 +7,11 @@
 //! inputs). So the result does not depend on how inputs were split into blocks or threads.
 
 use super::channels::Channel;
+pub(crate) use super::partial::channel_groups;
+use super::partial::{LayerStats, Partial, Values};
 use super::stats::InputStats;
 use super::Request;
 use crate::model::Mlp;
-pub(crate) use crate::partial::channel_groups;
-use crate::partial::{LayerStats, Partial, Values};
 use crate::report::{Engine, Key, Report, NUM_KEYS};
 use crate::theory::InputTheory;
 use crate::{Error, Result};

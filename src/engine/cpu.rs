@@ -246,7 +246,7 @@ pub(super) fn analyze(req: &Request<'_>) -> Result<Report> {
 }
 
 /// Runs the analysis on the CPU and returns its sufficient statistics.
-pub(super) fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
+pub(super) fn analyze_partial(req: &Request<'_>) -> Result<crate::engine::partial::Partial> {
     accumulate(req)?.into_partial(req, ENGINE, ADAPTER)
 }
 

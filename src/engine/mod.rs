@@ -6,6 +6,7 @@ pub mod channels;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod partial;
 pub mod stats;
 
 use crate::family::{ExpFamily, Label};
@@ -311,10 +312,10 @@ pub fn analyze_model(
     })
 }
 
-/// Runs the analysis and returns its sufficient statistics ([`crate::Partial`]) instead of a
+/// Runs the analysis and returns its sufficient statistics ([`partial::Partial`]) instead of a
 /// report, for merging with the partials of other shards of the inputs. Per-input results
 /// are refused.
-pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
+pub fn analyze_partial(req: &Request<'_>) -> Result<partial::Partial> {
     if req.options.per_input {
         return Err(accumulate::per_input_refused());
     }

@@ -176,8 +176,8 @@ pub fn analyze(req: &Request<'_>) -> Result<Report> {
 }
 
 /// Runs the analysis on the GPU and returns its sufficient statistics
-/// ([`crate::Partial`]), with the phase timings.
-pub fn analyze_partial(req: &Request<'_>) -> Result<crate::Partial> {
+/// ([`crate::engine::partial::Partial`]), with the phase timings.
+pub fn analyze_partial(req: &Request<'_>) -> Result<crate::engine::partial::Partial> {
     let (acc, times, adapter) = accumulate_timed(req)?;
     let mut partial = acc.into_partial(req, ENGINE, &adapter)?;
     partial.set_device_times(phase_seconds(&times), Some(times.host_seconds));

@@ -17,8 +17,8 @@
 //! engine, the input ranges covered and a format version. Partials of different models or
 //! options are refused with an error that names the field that differs.
 
-use crate::engine::channels::Channel;
-use crate::engine::{Bounds, Request};
+use super::channels::Channel;
+use super::{Bounds, Request};
 use crate::family::FamilyKind;
 use crate::io::{write_safetensors, NamedTensor, StoreDtype};
 use crate::model::{Mlp, ParamInfo};
@@ -870,12 +870,4 @@ impl Partial {
         }
         Ok(Partial { meta, layers })
     }
-}
-
-/// Runs the analysis over the request's inputs and returns its sufficient statistics instead
-/// of a report. `req.options.input_offset` is the global index of the first input, so that
-/// shards draw the labels of the whole run. Per-input results cannot be merged and are
-/// refused.
-pub fn analyze_partial(req: &Request<'_>) -> Result<Partial> {
-    crate::engine::analyze_partial(req)
 }

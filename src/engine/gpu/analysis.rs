@@ -197,33 +197,45 @@ pub fn analyze_timed(req: &Request<'_>) -> Result<(Report, PhaseTimes)> {
     Ok((acc.finish(req, ENGINE, &adapter)?, times))
 }
 
-/// Accumulates every input on the GPU (see [`analyze_timed`]); returns the accumulator, the
-/// phase timings and the adapter's description.
-fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, String)> {
-    validate(req)?;
-    let ctx = GpuContext::given_or_shared(req.options.gpu.as_ref())?;
+/// The batches of a request: (first input, count) each.
+type Batches = Vec<(usize, usize)>;
+
+/// The batches of a request and the device state of its shape: the context's kept state
+/// when the shape matches (only the new weights are uploaded), else a new one.
+fn prepare(ctx: &GpuContext, req: &Request<'_>) -> Result<(Prepared, Batches, Readback)> {
     let model = req.model;
     let widths = model.widths();
     let b = req.inputs.nrows();
     let ns = sample_chunk(model.output_dim(), req.options.samples);
-    let bb = choose_batch(&ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
-    let mut acc = Accumulator::new(model, b, req.options.per_input);
+    let bb = choose_batch(ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
     let what = Readback::of(&req.options);
-    let batches: Vec<(usize, usize)> = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
+    let batches: Batches = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
     let key = ShapeKey::new(req, bb, ns, batches.last().map_or(bb, |l| l.1));
     let cached = ctx
         .prepared
         .lock()
         .ok()
         .and_then(|mut slot| slot.take_if(|p| p.key == key));
-    let mut prepared = match cached {
+    let prepared = match cached {
         Some(p) => {
-            p.weights.write(&ctx, model);
+            p.weights.write(ctx, model);
             ctx.reused.fetch_add(1, Ordering::Relaxed);
             p
         }
-        None => Prepared::new(&ctx, req, key, &batches, what)?,
+        None => Prepared::new(ctx, req, key, &batches, what)?,
     };
+    Ok((prepared, batches, what))
+}
+
+/// Accumulates every input on the GPU (see [`analyze_timed`]); returns the accumulator, the
+/// phase timings and the adapter's description.
+fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, String)> {
+    validate(req)?;
+    let ctx = GpuContext::given_or_shared(req.options.gpu.as_ref())?;
+    let model = req.model;
+    let b = req.inputs.nrows();
+    let (mut prepared, batches, what) = prepare(&ctx, req)?;
+    let mut acc = Accumulator::new(model, b, req.options.per_input);
     let Prepared {
         plans,
         sums,

@@ -28,6 +28,21 @@ pub struct NamedTensor<'a> {
     pub values: &'a [f64],
 }
 
+/// A tensor owned as (name, shape, values), before it is written.
+pub type OwnedTensor = (String, Vec<usize>, Vec<f64>);
+
+/// Borrowed views of owned tensors, for [`write_safetensors`] and [`safetensors_bytes`].
+pub fn named(owned: &[OwnedTensor]) -> Vec<NamedTensor<'_>> {
+    owned
+        .iter()
+        .map(|(name, shape, values)| NamedTensor {
+            name: name.clone(),
+            shape: shape.clone(),
+            values,
+        })
+        .collect()
+}
+
 struct Encoded {
     dtype: Dtype,
     shape: Vec<usize>,

@@ -2,7 +2,7 @@
 //! and their serialisation (RESULT.safetensors, SUMMARY.json, a printed table).
 
 use crate::family::FamilyKind;
-use crate::io::{write_safetensors, NamedTensor, StoreDtype};
+use crate::io::{named, write_safetensors, OwnedTensor, StoreDtype};
 use crate::model::ParamInfo;
 use crate::theory::advice::{budget_split, chebyshev_samples, BudgetSplit};
 use crate::theory::layer::RUHE_MAX_SIZE;
@@ -661,18 +661,11 @@ impl Report {
 
     /// Writes RESULT.safetensors (float64 tensors, metadata describing the run).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let owned: Vec<(String, Vec<usize>, Vec<f64>)> = self
+        let owned: Vec<OwnedTensor> = self
             .tensors()
             .map(|(name, a)| (name, a.shape().to_vec(), a.iter().copied().collect()))
             .collect();
-        let tensors: Vec<NamedTensor<'_>> = owned
-            .iter()
-            .map(|(name, shape, values)| NamedTensor {
-                name: name.clone(),
-                shape: shape.clone(),
-                values,
-            })
-            .collect();
+        let tensors = named(&owned);
         let meta = serde_json::to_value(&self.run)
             .ok()
             .and_then(|v| v.as_object().cloned())

@@ -20,7 +20,7 @@
 use super::channels::Channel;
 use super::{Bounds, Request};
 use crate::family::FamilyKind;
-use crate::io::{write_safetensors, NamedTensor, StoreDtype};
+use crate::io::{named, write_safetensors, OwnedTensor, StoreDtype};
 use crate::model::{Mlp, ParamInfo};
 use crate::report::{Engine, Key, ParamReport, Report, RunInfo, NUM_KEYS};
 use crate::theory::advice::optimal_combination;
@@ -686,27 +686,18 @@ impl Partial {
     /// The partial as a self-describing safetensors file in memory.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let owned = self.tensors();
-        let views = owned.iter().map(|(name, shape, values)| NamedTensor {
-            name: name.clone(),
-            shape: shape.clone(),
-            values,
-        });
-        let views: Vec<NamedTensor<'_>> = views.collect();
-        crate::io::safetensors_bytes(&views, StoreDtype::F64, Some(self.metadata()?))
+        crate::io::safetensors_bytes(&named(&owned), StoreDtype::F64, Some(self.metadata()?))
     }
 
     /// Writes the partial to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let owned = self.tensors();
-        let views: Vec<NamedTensor<'_>> = owned
-            .iter()
-            .map(|(name, shape, values)| NamedTensor {
-                name: name.clone(),
-                shape: shape.clone(),
-                values,
-            })
-            .collect();
-        write_safetensors(path, &views, StoreDtype::F64, Some(self.metadata()?))
+        write_safetensors(
+            path,
+            &named(&owned),
+            StoreDtype::F64,
+            Some(self.metadata()?),
+        )
     }
 
     /// Reads a partial written by [`Partial::save`].
@@ -729,7 +720,7 @@ impl Partial {
 
     /// (name, shape, values) of every tensor: per layer its channel sums per power group, its
     /// Welford statistics [entries, 4] and its trace-bound sums [2, 15].
-    fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    fn tensors(&self) -> Vec<OwnedTensor> {
         let mut out = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
             for (g, s) in layer.sums.iter().enumerate() {

@@ -193,8 +193,10 @@ pub fn read_inputs(path: &Path) -> Result<Array2<f64>> {
     Ok(x)
 }
 
-/// Reads data labels for the empirical Fisher: integer classes of shape `[B]` (categorical)
-/// or float targets of shape `[B, O]` (Gaussian; `[B]` when O = 1).
+/// Reads data labels for the empirical Fisher: integer classes of shape `[B]` (categorical),
+/// float targets of shape `[B, O]` (Gaussian), 0/1 indicators `[B, O]` (Bernoulli: bool,
+/// integer or float holding only 0/1) or counts `[B, O]` (Poisson: integer, or float holding
+/// whole numbers ≥ 0); `[B]` is accepted for `[B, 1]`.
 pub fn read_labels(
     path: &Path,
     family: &dyn ExpFamily,
@@ -239,18 +241,56 @@ pub fn read_labels(
             })
             .collect::<Result<Vec<_>>>()?
     } else {
-        let t: ArrayD<f64> = try_read::<f64, ndarray::IxDyn>(&bytes)
-            .or_else(|_| try_read::<f32, ndarray::IxDyn>(&bytes).map(|a| a.mapv(f64::from)))
-            .map_err(|_| {
-                npy_error(
-                    path,
-                    format!(
-                        "Gaussian targets must be a float32 or float64 array of shape [B, {outputs}]; \
-                         found {}",
-                        describe_npy(&bytes)
-                    ),
-                )
-            })?;
+        let gaussian = family.name() == "gaussian";
+        let (what, types) = if gaussian {
+            ("Gaussian targets", "a float32 or float64")
+        } else if family.name() == "bernoulli" {
+            (
+                "Bernoulli labels",
+                "a bool, uint8, int32, int64, float32 or float64 (0/1)",
+            )
+        } else {
+            (
+                "Poisson counts",
+                "a uint8, int32, int64, float32 or float64 (whole, ≥ 0)",
+            )
+        };
+        let t: Option<ArrayD<f64>> = try_read::<f64, ndarray::IxDyn>(&bytes).ok().or_else(|| {
+            try_read::<f32, ndarray::IxDyn>(&bytes)
+                .ok()
+                .map(|a| a.mapv(f64::from))
+        });
+        let t = match t {
+            Some(t) => Some(t),
+            None if gaussian => None,
+            None => try_read::<i64, ndarray::IxDyn>(&bytes)
+                .ok()
+                .map(|a| a.mapv(|v| v as f64))
+                .or_else(|| {
+                    try_read::<i32, ndarray::IxDyn>(&bytes)
+                        .ok()
+                        .map(|a| a.mapv(f64::from))
+                })
+                .or_else(|| {
+                    try_read::<u8, ndarray::IxDyn>(&bytes)
+                        .ok()
+                        .map(|a| a.mapv(f64::from))
+                })
+                .or_else(|| {
+                    try_read::<bool, ndarray::IxDyn>(&bytes)
+                        .ok()
+                        .map(|a| a.mapv(|v| if v { 1.0 } else { 0.0 }))
+                }),
+        };
+        let t = t.ok_or_else(|| {
+            npy_error(
+                path,
+                format!(
+                    "{what} must be {types} array of shape [B, {outputs}]; found {}",
+                    describe_npy(&bytes)
+                ),
+            )
+        })?;
         let t = match (t.ndim(), outputs) {
             (2, _) => t.into_dimensionality::<Ix2>().ok(),
             (1, 1) => t
@@ -264,16 +304,27 @@ pub fn read_labels(
             npy_error(
                 path,
                 format!(
-                    "Gaussian targets must have shape [B, {outputs}]; found {}",
+                    "{what} must have shape [B, {outputs}]; found {}",
                     describe_npy(&bytes)
                 ),
             )
         })?;
         check_finite(&format!("labels '{}'", path.display()), t.iter())?;
-        t.rows()
+        let labels: Vec<Label> = t
+            .rows()
             .into_iter()
             .map(|r| Label::Target(r.to_vec()))
-            .collect()
+            .collect();
+        // The family's own check names the first bad entry (0/1, whole counts).
+        let (h, mut r) = (vec![0.0; outputs], vec![0.0; outputs]);
+        let eta = family.eta(&h);
+        for (i, y) in labels.iter().enumerate() {
+            family.residual(&h, &eta, y, &mut r).map_err(|e| match e {
+                Error::Input(m) => npy_error(path, format!("row {i}: {m}")),
+                other => other,
+            })?;
+        }
+        labels
     };
     if labels.len() != inputs {
         return Err(npy_error(

@@ -205,11 +205,11 @@ impl Key {
     pub fn is_available(self, kind: FamilyKind, has_labels: bool) -> bool {
         match self {
             Key::Ef | Key::VarEf | Key::EfBias => has_labels,
-            Key::LbFisherCentred
-            | Key::UbVar1Prop43
-            | Key::UbFisherThm52
-            | Key::UbVar1Thm52
-            | Key::UbVar2Thm52 => kind == FamilyKind::Categorical,
+            // Prop. 4.3 needs a bounded statistic: categorical and Bernoulli.
+            Key::UbVar1Prop43 => matches!(kind, FamilyKind::Categorical | FamilyKind::Bernoulli),
+            Key::LbFisherCentred | Key::UbFisherThm52 | Key::UbVar1Thm52 | Key::UbVar2Thm52 => {
+                kind == FamilyKind::Categorical
+            }
             _ => true,
         }
     }

@@ -80,6 +80,24 @@ pub fn label_normals(seed: u64, input: u32, sample: u32, out: &mut [f64]) {
     }
 }
 
+/// Fills `out` with uniforms in (0, 1) for (input, sample), one per output: element `a` is
+/// word `a % 4` of block `a / 4` (the Bernoulli labels: y_a = 1 iff u_a < η_a).
+pub fn label_uniforms(seed: u64, input: u32, sample: u32, out: &mut [f64]) {
+    for (b, chunk) in out.chunks_mut(4).enumerate() {
+        let w = block(seed, STREAM_LABELS, input, sample, b as u32);
+        for (o, w) in chunk.iter_mut().zip(w) {
+            *o = uniform(w);
+        }
+    }
+}
+
+/// Block `k` of the Poisson label of output `a` of (input, sample): counter
+/// (input, sample, a, STREAM_LABELS + 256·k), so every output has its own sequence of blocks
+/// (`crate::family::poisson_draw`).
+pub fn poisson_block(seed: u64, input: u32, sample: u32, a: u32, k: u32) -> [u32; 4] {
+    block(seed, STREAM_LABELS + (k << 8), input, sample, a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

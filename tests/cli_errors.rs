@@ -448,10 +448,16 @@ fn too_few_samples() {
 #[test]
 fn unknown_family() {
     let s = Setup::new();
-    let err = s.analyze_ok_files(&["--family", "poisson"]);
+    let err = s.analyze_ok_files(&["--family", "binomial"]);
     assert_says(
         &err,
-        &["unknown family 'poisson'", "categorical", "gaussian"],
+        &[
+            "unknown family 'binomial'",
+            "categorical",
+            "gaussian",
+            "bernoulli",
+            "poisson",
+        ],
     );
 }
 
@@ -585,4 +591,43 @@ fn gaussian_targets_of_wrong_width() {
     t[[3, 1]] = f64::INFINITY;
     let err = s.analyze_labels(&t, &["--family", "gaussian"]);
     assert_says(&err, &["non-finite", "labels", "index 7"]);
+}
+
+/// Bernoulli labels must be 0/1 and Poisson labels whole counts ≥ 0; the message names the
+/// row and the entry.
+#[test]
+fn bernoulli_and_poisson_labels_that_are_not_indicators_or_counts() {
+    let s = Setup::new();
+    let bern = ["--family", "bernoulli"];
+    let mut t = Array2::<f64>::zeros((5, 2));
+    t[[2, 1]] = 0.5;
+    let err = s.analyze_labels(&t, &bern);
+    assert_says(
+        &err,
+        &["row 2", "Bernoulli label entry 1 is 0.5", "must be 0 or 1"],
+    );
+    let mut t = Array2::<i64>::ones((5, 2));
+    t[[4, 0]] = 2;
+    let err = s.analyze_labels(&t, &bern);
+    assert_says(&err, &["row 4", "entry 0 is 2"]);
+    let err = s.analyze_labels(&Array2::<f64>::zeros((5, 3)), &bern);
+    assert_says(&err, &["Bernoulli labels must have shape [B, 2]", "[5, 3]"]);
+    let err = s.analyze_labels(&Array1::<i64>::zeros(5), &bern);
+    assert_says(&err, &["shape [B, 2]"]);
+    let pois = ["--family", "poisson"];
+    let mut t = Array2::<i32>::ones((5, 2));
+    t[[1, 1]] = -3;
+    let err = s.analyze_labels(&t, &pois);
+    assert_says(
+        &err,
+        &["row 1", "Poisson label entry 1 is -3", "non-negative whole"],
+    );
+    let mut t = Array2::<f32>::ones((5, 2));
+    t[[3, 0]] = 1.5;
+    let err = s.analyze_labels(&t, &pois);
+    assert_says(&err, &["row 3", "entry 0 is 1.5"]);
+    let mut t = Array2::<f64>::ones((5, 2));
+    t[[0, 1]] = f64::NAN;
+    let err = s.analyze_labels(&t, &pois);
+    assert_says(&err, &["non-finite", "index 1"]);
 }

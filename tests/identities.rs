@@ -1,5 +1,6 @@
 //! MATH §9 identities: finite differences of the log-likelihood, exact expectations by
-//! enumerating labels (categorical) or Gauss–Hermite quadrature (Gaussian), Gaussian
+//! enumerating labels (categorical, Bernoulli), Gauss–Hermite quadrature (Gaussian) or
+//! truncated series (Poisson), Gaussian
 //! equalities, the last layer, categorical redundancy, and the weighted Hessian pass.
 
 mod common;
@@ -14,6 +15,12 @@ fn cat() -> Family {
 }
 fn gauss(s2: f64) -> Family {
     Family::from_name("gaussian", s2).unwrap()
+}
+fn bern() -> Family {
+    Family::from_name("bernoulli", 1.0).unwrap()
+}
+fn poisson() -> Family {
+    Family::from_name("poisson", 1.0).unwrap()
 }
 
 fn flatten(v: &[Vec<f64>]) -> Vec<f64> {
@@ -44,6 +51,16 @@ fn score_and_hessian_match_finite_differences() {
             gauss(1.0),
             Label::Target(vec![0.7]),
         ),
+        (
+            random_model(&[3, 4, 3], &[Tanh], 0.9, 6, true),
+            bern(),
+            Label::Target(vec![1.0, 0.0, 1.0]),
+        ),
+        (
+            random_model(&[2, 4, 2], &[Softplus], 0.7, 7, true),
+            poisson(),
+            Label::Target(vec![3.0, 0.0]),
+        ),
     ];
     let x = random_inputs(1, 3, 5);
     for (ci, (model, family, y)) in cases.iter().enumerate() {
@@ -73,39 +90,6 @@ fn score_and_hessian_match_finite_differences() {
     }
 }
 
-/// Labels with their probabilities: every class (categorical) or a 3-point Gauss–Hermite
-/// product rule (Gaussian; exact for polynomials of degree ≤ 5 per coordinate).
-fn label_quadrature(family: &Family, h: &[f64]) -> Vec<(f64, Label)> {
-    match family {
-        Family::Categorical(c) => {
-            let p = c.eta(h);
-            (0..h.len()).map(|y| (p[y], Label::Class(y))).collect()
-        }
-        Family::Gaussian(g) => {
-            let nodes = [
-                (-(3f64.sqrt()), 1.0 / 6.0),
-                (0.0, 2.0 / 3.0),
-                (3f64.sqrt(), 1.0 / 6.0),
-            ];
-            let o = h.len();
-            let sigma = g.sigma2().sqrt();
-            (0..3usize.pow(o as u32))
-                .map(|mut idx| {
-                    let mut w = 1.0;
-                    let mut y = vec![0.0; o];
-                    for a in 0..o {
-                        let (z, wz) = nodes[idx % 3];
-                        idx /= 3;
-                        w *= wz;
-                        y[a] = h[a] + sigma * z;
-                    }
-                    (w, Label::Target(y))
-                })
-                .collect()
-        }
-    }
-}
-
 /// §9.1–9.2 exactly: E[Î1] = E[Î2] = I, N·Var Î1 and N·Var Î2 equal the label expectation
 /// of the per-sample values (enumeration / quadrature), per parameter.
 #[test]
@@ -123,6 +107,19 @@ fn exact_expectations_match_closed_forms() {
         (
             random_model(&[3, 5, 2], &[Sigmoid], 1.2, 14, false),
             gauss(1.0),
+        ),
+        (
+            random_model(&[3, 5, 4, 3], &[Tanh, Softplus], 1.1, 15, true),
+            bern(),
+        ),
+        (random_model(&[3, 4, 2], &[Relu], 1.3, 16, true), bern()),
+        (
+            random_model(&[3, 4, 3, 2], &[Sigmoid, LogSigmoid], 0.7, 17, true),
+            poisson(),
+        ),
+        (
+            random_model(&[3, 5, 2], &[Identity], 0.6, 18, false),
+            poisson(),
         ),
     ];
     let x = random_inputs(2, 3, 21);
@@ -280,6 +277,14 @@ fn monte_carlo_estimates_agree_with_exact_values() {
         (
             random_model(&[4, 8, 3], &[Softplus], 1.0, 62, true),
             gauss(0.5),
+        ),
+        (
+            random_model(&[4, 8, 6, 4], &[Tanh, Sigmoid], 1.1, 64, true),
+            bern(),
+        ),
+        (
+            random_model(&[4, 8, 3], &[Softplus], 0.6, 65, true),
+            poisson(),
         ),
     ];
     for (ci, (model, family)) in cases.iter().enumerate() {

@@ -1,6 +1,8 @@
 //! The CPU engine against an independent autodiff oracle (hyper-dual numbers + dense C and K
-//! tensors): fisher, var1, var2, var_joint1/2 and ef to 1e-8 relative, on random models with
-//! every activation and both families.
+//! tensors from the label distributions: enumeration for the categorical and Bernoulli
+//! families, Isserlis for the Gaussian, truncated series for the Poisson): fisher, var1, var2,
+//! var_joint1/2 and ef to 1e-8 relative, on random models with every activation and every
+//! family.
 
 mod common;
 use common::*;
@@ -11,7 +13,8 @@ use Activation::*;
 struct Case {
     widths: &'static [usize],
     acts: &'static [Activation],
-    gaussian: Option<f64>,
+    /// The family's name and σ² (Gaussian only).
+    family: (&'static str, f64),
     scale: f64,
     biases: bool,
 }
@@ -20,71 +23,117 @@ const CASES: &[Case] = &[
     Case {
         widths: &[3, 5, 4, 3],
         acts: &[Tanh, Sigmoid],
-        gaussian: None,
+        family: ("categorical", 1.0),
         scale: 0.9,
         biases: true,
     },
     Case {
         widths: &[4, 6, 5, 2],
         acts: &[Softplus, LogSigmoid],
-        gaussian: Some(0.7),
+        family: ("gaussian", 0.7),
         scale: 0.8,
         biases: true,
     },
     Case {
         widths: &[2, 7, 3],
         acts: &[Relu],
-        gaussian: None,
+        family: ("categorical", 1.0),
         scale: 1.0,
         biases: true,
     },
     Case {
         widths: &[3, 4, 4, 4, 5],
         acts: &[Sigmoid, Tanh, Identity],
-        gaussian: None,
+        family: ("categorical", 1.0),
         scale: 1.2,
         biases: false,
     },
     Case {
         widths: &[5, 3, 1],
         acts: &[LogSigmoid],
-        gaussian: Some(1.0),
+        family: ("gaussian", 1.0),
         scale: 1.0,
         biases: true,
     },
     Case {
         widths: &[3, 6, 4],
         acts: &[Softplus],
-        gaussian: None,
+        family: ("categorical", 1.0),
         scale: 1.5,
         biases: true,
     },
     Case {
         widths: &[2, 3],
         acts: &[],
-        gaussian: Some(2.0),
+        family: ("gaussian", 2.0),
         scale: 1.0,
+        biases: true,
+    },
+    Case {
+        widths: &[3, 5, 4, 3],
+        acts: &[Tanh, Sigmoid],
+        family: ("bernoulli", 1.0),
+        scale: 1.0,
+        biases: true,
+    },
+    Case {
+        widths: &[4, 6, 2],
+        acts: &[Softplus],
+        family: ("bernoulli", 1.0),
+        scale: 1.4,
+        biases: true,
+    },
+    Case {
+        widths: &[2, 5, 3, 4],
+        acts: &[Relu, LogSigmoid],
+        family: ("bernoulli", 1.0),
+        scale: 0.9,
+        biases: false,
+    },
+    Case {
+        widths: &[3, 5, 4, 2],
+        acts: &[Sigmoid, Identity],
+        family: ("poisson", 1.0),
+        scale: 0.6,
+        biases: true,
+    },
+    Case {
+        widths: &[4, 6, 3],
+        acts: &[Tanh],
+        family: ("poisson", 1.0),
+        scale: 0.8,
+        biases: true,
+    },
+    Case {
+        widths: &[2, 4, 1],
+        acts: &[Softplus],
+        family: ("poisson", 1.0),
+        scale: 0.7,
         biases: true,
     },
 ];
 
 fn family_of(c: &Case) -> Family {
-    match c.gaussian {
-        Some(s2) => Family::from_name("gaussian", s2).unwrap(),
-        None => Family::from_name("categorical", 1.0).unwrap(),
-    }
+    Family::from_name(c.family.0, c.family.1).unwrap()
 }
 
-/// Labels for the empirical Fisher: classes or targets that are not the model's own.
+/// Labels for the empirical Fisher that are not the model's own: classes, targets, 0/1
+/// indicators or counts.
 fn data_labels(c: &Case, b: usize, o: usize) -> Vec<Label> {
     (0..b)
-        .map(|i| match c.gaussian {
-            Some(_) => Label::Target(
+        .map(|i| match c.family.0 {
+            "gaussian" => Label::Target(
                 (0..o)
                     .map(|a| ((i * 7 + a * 3) % 5) as f64 * 0.4 - 0.8)
                     .collect(),
             ),
-            None => Label::Class((i * 5 + 1) % o),
+            "bernoulli" => Label::Target(
+                (0..o)
+                    .map(|a| ((i + 2 * a) % 3 == 0) as u8 as f64)
+                    .collect(),
+            ),
+            "poisson" => Label::Target((0..o).map(|a| ((i * 3 + a * 5) % 4) as f64).collect()),
+            _ => Label::Class((i * 5 + 1) % o),
         })
         .collect()
 }
@@ -115,9 +164,9 @@ fn cpu_engine_matches_autodiff_oracle() {
         // Oracle: per-input values, then the contract's averages.
         let per: Vec<OracleInput> = (0..b)
             .map(|i| {
-                oracle_input(
+                oracle_input_family(
                     &model,
-                    c.gaussian,
+                    &family,
                     x.row(i).as_slice().unwrap(),
                     Some(&labels[i]),
                 )

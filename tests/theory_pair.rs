@@ -18,31 +18,38 @@ use Activation::*;
 #[cfg(feature = "cli")]
 const BIN: &str = env!("CARGO_BIN_EXE_diagfim");
 
-fn cases() -> Vec<(Mlp, Option<f64>)> {
+fn cases() -> Vec<(Mlp, Family)> {
     vec![
         (
             random_model(&[3, 5, 4, 3], &[Tanh, Sigmoid], 1.1, 61, true),
-            None,
+            family_of("categorical"),
         ),
         (
             random_model(&[2, 4, 3, 2], &[Softplus, LogSigmoid], 1.0, 62, true),
-            Some(0.7),
+            Family::from_name("gaussian", 0.7).unwrap(),
         ),
-        (random_model(&[3, 6, 4], &[Sigmoid], 1.3, 63, false), None),
+        (
+            random_model(&[3, 6, 4], &[Sigmoid], 1.3, 63, false),
+            family_of("categorical"),
+        ),
+        (
+            random_model(&[3, 5, 3], &[Tanh], 1.2, 65, true),
+            family_of("bernoulli"),
+        ),
+        (
+            random_model(&[2, 4, 2], &[Softplus], 0.7, 66, true),
+            family_of("poisson"),
+        ),
     ]
 }
 
-fn family_of(g: Option<f64>) -> Family {
-    match g {
-        Some(s2) => Family::from_name("gaussian", s2).unwrap(),
-        None => Family::from_name("categorical", 1.0).unwrap(),
-    }
+fn family_of(name: &str) -> Family {
+    Family::from_name(name, 0.5).unwrap()
 }
 
 #[test]
 fn pairs_match_the_oracle_and_their_bounds() {
-    for (ci, (model, g)) in cases().into_iter().enumerate() {
-        let family = family_of(g);
+    for (ci, (model, family)) in cases().into_iter().enumerate() {
         let b = 3;
         let x = random_inputs(b, model.input_dim(), 64 + ci as u64);
         let np = model.num_params();
@@ -65,10 +72,7 @@ fn pairs_match_the_oracle_and_their_bounds() {
             for i in 0..b {
                 let xs = x.row(i).to_vec();
                 let (h, ji, jj, dij) = mixed_derivatives_oracle(&model, &xs, a, bb);
-                let mom = match g {
-                    Some(s2) => gaussian_moments(&h, s2),
-                    None => categorical_moments(&h),
-                };
+                let mom = family_moments(&family, &h);
                 let iij: f64 = (0..mom.o)
                     .map(|u| {
                         (0..mom.o)
@@ -113,7 +117,8 @@ fn pairs_match_the_oracle_and_their_bounds() {
             for (got, want) in [(d.fisher, fi[i]), (d.var1, v1[i]), (d.var2, v2[i])] {
                 assert!(
                     (got - want).abs() <= 1e-10 * want.abs() + 1e-16,
-                    "case {ci} param {i}: {got} vs {want}"
+                    "case {ci} param {i}: {got} vs {want} ({:?})",
+                    (d.fisher, fi[i], d.var1, v1[i], d.var2, v2[i])
                 );
             }
         }
@@ -135,11 +140,14 @@ fn flat_mean(report: &diagfim::Report, key: Key) -> Vec<f64> {
 #[test]
 fn lambda_tilde_matches_brute_force() {
     for (o, temp, g) in [
-        (2usize, 1.0, None),
-        (3, 0.7, None),
-        (3, 2.5, None),
-        (4, 1.5, None),
-        (3, 1.0, Some(0.5)),
+        (2usize, 1.0, "categorical"),
+        (3, 0.7, "categorical"),
+        (3, 2.5, "categorical"),
+        (4, 1.5, "categorical"),
+        (3, 1.0, "gaussian"),
+        (3, 1.2, "bernoulli"),
+        (2, 0.3, "bernoulli"),
+        (3, 0.8, "poisson"),
     ] {
         let h: Vec<f64> = (0..o)
             .map(|a| temp * ((a as f64 * 1.7 + 0.3).sin()))
@@ -148,10 +156,7 @@ fn lambda_tilde_matches_brute_force() {
         let eta = family.as_dyn().eta(&h);
         let m = Moments::new(family.as_dyn(), &eta);
         let got = lambda_tilde_max(&m).unwrap();
-        let mom = match g {
-            Some(s2) => gaussian_moments(&h, s2),
-            None => categorical_moments(&h),
-        };
+        let mom = family_moments(&family, &h);
         // max_v λ_max(Q(v)), Q(v)_ac = K[e_a, v, e_c, v] − (Cv)_a (Cv)_c, by brute force over v.
         let top = |v: &[f64]| {
             let cv: Vec<f64> = (0..o)

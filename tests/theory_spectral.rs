@@ -5,7 +5,8 @@
 //! * the GEAP multi-start solver finds the extreme Z-eigenvalues of random symmetric tensors
 //!   and of the family tensors (max and min) found by the brute force;
 //! * Thm 5.2, Prop. 4.3, Jensen and the certified cap on 48 random softmax vectors;
-//! * Prop. 5.1 closed forms.
+//! * Prop. 5.1 closed forms, and the closed forms and bounds of the Bernoulli and Poisson
+//!   families.
 
 #![allow(clippy::needless_range_loop)]
 
@@ -75,16 +76,17 @@ fn matrix_free_oracles_match_dense_tensors() {
         (cat(), 7),
         (Family::from_name("gaussian", 0.6).unwrap(), 3),
         (Family::from_name("gaussian", 1.7).unwrap(), 4),
+        (Family::from_name("bernoulli", 1.0).unwrap(), 3),
+        (Family::from_name("bernoulli", 1.0).unwrap(), 4),
+        (Family::from_name("poisson", 1.0).unwrap(), 2),
+        (Family::from_name("poisson", 1.0).unwrap(), 4),
     ]
     .into_iter()
     .enumerate()
     {
         let h = logits(o, 1.5, fi as u64);
         let eta = family.as_dyn().eta(&h);
-        let mom = match &family {
-            Family::Categorical(_) => categorical_moments(&h),
-            Family::Gaussian(g) => gaussian_moments(&h, g.sigma2()),
-        };
+        let mom = family_moments(&family, &h);
         let m = Moments::new(family.as_dyn(), &eta);
         let cflat: Vec<f64> = mom.c.iter().copied().collect();
         assert_close(&m.cov_matrix(), &cflat, 1e-14, "C");
@@ -145,7 +147,17 @@ fn matrix_free_oracles_match_dense_tensors() {
                     .fold(0.0, f64::max);
                 assert!((m.stat_bound2().unwrap() - b2).abs() < 1e-14);
             }
-            Family::Gaussian(_) => assert!(m.stat_bound2().is_none()),
+            Family::Bernoulli(_) => {
+                let b2 = (0..1usize << o)
+                    .map(|bits| {
+                        (0..o)
+                            .map(|a| (((bits >> a) & 1) as f64 - eta[a]).powi(2))
+                            .sum::<f64>()
+                    })
+                    .fold(0.0, f64::max);
+                assert!((m.stat_bound2().unwrap() - b2).abs() < 1e-14);
+            }
+            Family::Gaussian(_) | Family::Poisson(_) => assert!(m.stat_bound2().is_none()),
         }
     }
 }
@@ -340,4 +352,89 @@ fn degenerate_probabilities() {
     for (b, eta) in batch.iter().zip(&etas) {
         assert_eq!(b, &Spectrum::new(f.as_dyn(), eta).unwrap());
     }
+}
+
+/// The closed forms of the families with independent outputs (docs/theory.md) against the
+/// brute-force sphere search on the dense tensors built from the label distributions:
+/// λ(C) exactly; λ_max(K), λ_max(K − C⊗C) exact at a vertex when every κ4 ≥ 0 (Poisson
+/// always), and by the power method otherwise (Bernoulli near p = 1/2); the certified lower
+/// bounds on λ_min below the true minima (equal at equal coordinates when every κ4 ≥ 0);
+/// λ_max(M) above
+/// λ_max(K − C⊗C); Prop. 4.3 for the Bernoulli family.
+#[test]
+fn independent_families_closed_forms() {
+    let bern = Family::from_name("bernoulli", 1.0).unwrap();
+    let pois = Family::from_name("poisson", 1.0).unwrap();
+    let mut nonconvex = 0;
+    for k in 0..24u64 {
+        let o = 2 + (k % 3) as usize;
+        let temp = [0.3, 1.0, 2.0, 4.0][(k / 3 % 4) as usize];
+        for family in [&bern, &pois] {
+            let mut h = logits(o, temp, 2000 + k);
+            if k % 8 == 7 {
+                // Equal coordinates: the lower bounds are attained.
+                h = vec![h[0]; o];
+            }
+            let eta = family.as_dyn().eta(&h);
+            let s = Spectrum::new(family.as_dyn(), &eta).unwrap();
+            let mom = family_moments(family, &h);
+            let cflat: Vec<f64> = mom.c.iter().copied().collect();
+            let eig = jacobi_eigenvalues(o, &cflat);
+            // The truncated series sums O(λ) terms: ≈ 1e-12 relative at λ ≈ 350.
+            let tol = 1e-10 * (1.0 + eig[0]);
+            assert!(
+                (s.lam_max_c - eig[0]).abs() < tol && (s.lam_min_c - eig[o - 1]).abs() < tol,
+                "{k}: λ(C) {} {} vs {eig:?}",
+                s.lam_max_c,
+                s.lam_min_c
+            );
+            let k4 = |u: &[f64]| dense_k_uvuv(&mom, u, u);
+            let v4 = |u: &[f64]| k4(u) - mom.quad(u).powi(2);
+            let (bk, bv) = (sphere_max(o, &k4), sphere_max(o, &v4));
+            let (mk, mv) = (-sphere_max(o, &|u| -k4(u)), -sphere_max(o, &|u| -v4(u)));
+            let scale = bk.max(1e-300);
+            assert!(
+                (s.lam_max_k - bk).abs() < 1e-7 * scale,
+                "{k} λ_max(K) {} vs {bk}",
+                s.lam_max_k
+            );
+            assert!(
+                (s.lam_max_v - bv).abs() < 1e-7 * scale,
+                "{k} λ_max(V) {} vs {bv}",
+                s.lam_max_v
+            );
+            assert!(s.lam_min_k <= mk * (1.0 + 1e-9) && s.lam_min_v <= mv * (1.0 + 1e-9));
+            assert!(s.lam_min_v >= 0.0 && s.lam_max_v <= s.lam_max_m * (1.0 + 1e-12));
+            if k % 8 == 7 && s.exact_max {
+                assert!(
+                    (s.lam_min_k - mk).abs() < 1e-7 * scale,
+                    "equal: λ_min(K) {} vs {mk}",
+                    s.lam_min_k
+                );
+                assert!(
+                    (s.lam_min_v - mv).abs() < 1e-7 * scale,
+                    "equal: λ_min(V) {} vs {mv}",
+                    s.lam_min_v
+                );
+            }
+            if matches!(family, Family::Poisson(_)) {
+                assert!(s.exact_max && s.stat_bound2.is_none());
+                let vertex = eta.iter().map(|l| l + 3.0 * l * l).fold(0.0, f64::max);
+                assert!((s.lam_max_k - vertex).abs() < 1e-14 * vertex);
+            } else {
+                nonconvex += usize::from(!s.exact_max);
+                let b2 = s.stat_bound2.unwrap();
+                assert!(s.lam_max_k <= b2 * s.lam_max_c * (1.0 + 1e-12), "Prop. 4.3");
+                assert!(s.lam_max_c <= 0.25 && s.lam_max_m <= 0.125 + 1e-15);
+            }
+            assert!(
+                (s.trace_m - s.eig_m.sum()).abs() < 1e-10 * s.trace_m.max(1e-300),
+                "tr M = Σ λ(M)"
+            );
+        }
+    }
+    assert!(
+        nonconvex >= 5,
+        "the power-method branch was exercised {nonconvex} times"
+    );
 }

@@ -306,7 +306,8 @@ def _as_inputs(inputs: Any) -> np.ndarray:
 
 
 def _as_labels(labels: Any, family: str, outputs: int) -> Any:
-    """Labels as the library reads them: int64 classes [B] or float64 targets [B, O]."""
+    """Labels as the library reads them: int64 classes [B] or float64 [B, O] (targets,
+    0/1 indicators or counts)."""
     if labels is None:
         return None
     if _is_tensor(labels):
@@ -339,6 +340,22 @@ def _as_labels(labels: Any, family: str, outputs: int) -> Any:
                 f"invalid input: Gaussian targets must have shape [B, {outputs}]; found dtype "
                 f"{arr.dtype} and shape {list(arr.shape)}"
             )
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    if kind in ("bernoulli", "poisson"):
+        what = "Bernoulli labels (0/1)" if kind == "bernoulli" else "Poisson counts"
+        if arr.dtype.kind not in "biuf":
+            raise DiagfimError(
+                f"invalid input: {what} must be a bool, integer or float array of shape "
+                f"[B, {outputs}]; found dtype {arr.dtype} and shape {list(arr.shape)}"
+            )
+        if arr.ndim == 1 and outputs == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.ndim != 2 or arr.shape[1] != outputs:
+            raise DiagfimError(
+                f"invalid input: {what} must have shape [B, {outputs}]; found dtype "
+                f"{arr.dtype} and shape {list(arr.shape)}"
+            )
+        # Values (0/1, whole counts ≥ 0) are checked by the library, which names the entry.
         return np.ascontiguousarray(arr, dtype=np.float64)
     return arr  # unknown family: the library names the problem
 
@@ -405,12 +422,14 @@ def analyze(
             float64 numpy array is read in place without a copy (do not modify it while the
             analysis runs); float32, non-contiguous data and torch tensors on a GPU are copied
             (a CPU float64 tensor shares its memory through ``.numpy()``).
-        family: ``"categorical"`` (logits) or ``"gaussian"`` (mean, variance ``sigma2``).
+        family: ``"categorical"`` (logits), ``"gaussian"`` (mean, variance ``sigma2``),
+            ``"bernoulli"`` (multi-label logits) or ``"poisson"`` (log-rates).
         activations: hidden activations for a safetensors path or a state dict.
         samples: N, labels sampled per input (≥ 2).
         seed: seed of the counter-based RNG.
         labels: data labels for the empirical Fisher ``ef``: integer classes [B]
-            (categorical) or float targets [B, O] (gaussian).
+            (categorical), float targets [B, O] (gaussian), 0/1 indicators [B, O]
+            (bernoulli; bool, integer or float) or counts [B, O] (poisson).
         engine: ``"auto"`` (GPU on a hardware adapter, else CPU), ``"cpu"`` or ``"gpu"``.
         bounds: ``"all"``, ``"keys"`` or ``"none"``.
         per_input: keep a leading input axis instead of averaging over inputs.

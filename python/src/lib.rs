@@ -222,9 +222,10 @@ impl PyReport {
 }
 
 /// Converts data labels the way `diagfim::io::read_labels` does for .npy files: integer
-/// classes [B] for the categorical family, float targets [B, O] for the Gaussian. The Python
-/// layer hands over int64 classes or float64 targets; the library's `validate` checks the
-/// count and the values.
+/// classes [B] for the categorical family, float [B, O] targets (Gaussian), 0/1 indicators
+/// (Bernoulli) or counts (Poisson) for the others. The Python layer hands over int64 classes
+/// or float64 arrays; the library's `validate` checks the count and the values (0/1, whole
+/// counts) and names the first bad entry.
 fn convert_labels(
     family: &Family,
     outputs: usize,
@@ -252,15 +253,20 @@ fn convert_labels(
                 })
                 .collect()
         }
-        Family::Gaussian(_) => {
+        Family::Gaussian(_) | Family::Bernoulli(_) | Family::Poisson(_) => {
+            let what = match family {
+                Family::Bernoulli(_) => "Bernoulli labels (0/1)",
+                Family::Poisson(_) => "Poisson counts",
+                _ => "Gaussian targets",
+            };
             let t: PyReadonlyArray2<'_, f64> = labels.extract().map_err(|_| {
                 input_err(format!(
-                    "Gaussian targets must be a float array of shape [B, {outputs}]"
+                    "{what} must be a float array of shape [B, {outputs}]"
                 ))
             })?;
             if t.shape()[1] != outputs {
                 return Err(input_err(format!(
-                    "Gaussian targets must have shape [B, {outputs}]; found shape {:?}",
+                    "{what} must have shape [B, {outputs}]; found shape {:?}",
                     t.shape()
                 )));
             }

@@ -59,6 +59,9 @@ def _summary_without_time(s):
         ("categorical", "classes", False, np.float64),
         ("categorical", None, True, np.float32),
         ("gaussian", "targets", False, np.float64),
+        ("bernoulli", "indicators", False, np.float64),
+        ("bernoulli", None, True, np.float32),
+        ("poisson", "counts", False, np.float64),
     ],
 )
 def test_equals_command_line(tmp_path, small_model, family, labels_kind, per_input, dtype):
@@ -73,6 +76,10 @@ def test_equals_command_line(tmp_path, small_model, family, labels_kind, per_inp
         labels = np.random.default_rng(5).integers(0, 4, size=len(x)).astype(np.int32)
     elif labels_kind == "targets":
         labels = np.random.default_rng(5).normal(size=(len(x), 4))
+    elif labels_kind == "indicators":
+        labels = np.random.default_rng(5).random(size=(len(x), 4)) < 0.4  # bool [B, O]
+    elif labels_kind == "counts":
+        labels = np.random.default_rng(5).poisson(2.0, size=(len(x), 4)).astype(np.int64)
     if labels is not None:
         np.save(tmp_path / "y.npy", labels)
         args += ["--labels", tmp_path / "y.npy"]
@@ -279,6 +286,19 @@ def test_label_errors(small_model):
     t[5, 1] = np.inf
     _raises(r"non-finite value in label 5 at index 1", diagfim.analyze, m, x,
             family="gaussian", labels=t, engine="cpu")
+    # Multi-label and count labels: 0/1 and whole counts ≥ 0, the entry named.
+    y = np.zeros((20, 4))
+    y[3, 2] = 0.5
+    _raises(r"label 3: Bernoulli label entry 2 is 0.5: multi-label targets must be 0 or 1",
+            diagfim.analyze, m, x, family="bernoulli", labels=y, engine="cpu")
+    _raises(r"Bernoulli labels \(0/1\) must have shape \[B, 4\]", diagfim.analyze, m, x,
+            family="bernoulli", labels=np.zeros((20, 2), dtype=bool), engine="cpu")
+    y = np.ones((20, 4), dtype=np.int64)
+    y[7, 0] = -2
+    _raises(r"label 7: Poisson label entry 0 is -2: counts must be non-negative whole",
+            diagfim.analyze, m, x, family="poisson", labels=y, engine="cpu")
+    _raises(r"unknown family 'binomial'.*'bernoulli'.*'poisson'", diagfim.analyze, m, x,
+            family="binomial", engine="cpu")
 
 
 def test_option_errors(small_model):

@@ -127,7 +127,8 @@ struct DataArgs {
     /// Inputs X: .npy, float32 or float64, shape [B, in].
     #[arg(long)]
     inputs: PathBuf,
-    /// Output family: categorical (logits) or gaussian (mean).
+    /// Output family: categorical (softmax over logits), gaussian (mean), bernoulli
+    /// (multi-label: independent sigmoids over logits) or poisson (counts: log-rates).
     #[arg(long, default_value = "categorical")]
     family: String,
     /// Variance σ² of the Gaussian family.
@@ -158,7 +159,8 @@ struct AnalyzeArgs {
     /// Seed of the counter-based RNG.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Data labels Y.npy (enables the empirical Fisher `ef`).
+    /// Data labels Y.npy (enables the empirical Fisher `ef`): classes [B] (categorical),
+    /// targets [B, O] (gaussian), 0/1 [B, O] (bernoulli), counts [B, O] (poisson).
     #[arg(long)]
     labels: Option<PathBuf>,
     /// auto (GPU when an adapter exists), cpu or gpu.

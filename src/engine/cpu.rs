@@ -166,6 +166,7 @@ pub fn input_analysis(
     opts: &AnalysisOptions,
 ) -> Result<(InputStats, Option<InputTheory>)> {
     let d = derivatives(model, family, x);
+    family.check_output(&d.h)?;
     let spectrum = if opts.bounds.keys() {
         Some(Spectrum::new(family, &d.eta)?)
     } else {

@@ -216,7 +216,10 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
         for (i, y) in labels.iter().enumerate() {
             req.family
                 .residual(&h, &eta, y, &mut r)
-                .map_err(|e| Error::Input(format!("label {i}: {e}")))?;
+                .map_err(|e| match e {
+                    Error::Input(m) => Error::Input(format!("label {i}: {m}")),
+                    other => other,
+                })?;
             if let Label::Target(t) = y {
                 if let Some(k) = t.iter().position(|v| !v.is_finite()) {
                     return Err(Error::NonFinite {

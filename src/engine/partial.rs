@@ -267,6 +267,8 @@ fn family_kind(family: &str, sigma2: Option<f64>) -> Result<FamilyKind> {
     match (family, sigma2) {
         ("categorical", _) => Ok(FamilyKind::Categorical),
         ("gaussian", Some(sigma2)) => Ok(FamilyKind::Gaussian { sigma2 }),
+        ("bernoulli", _) => Ok(FamilyKind::Bernoulli),
+        ("poisson", _) => Ok(FamilyKind::Poisson),
         _ => Err(Error::Partial(format!(
             "unknown family '{family}' (a file from another version of diagfim?)"
         ))),
@@ -303,7 +305,7 @@ impl Partial {
         let kind = req.family.kind();
         let sigma2 = match kind {
             FamilyKind::Gaussian { sigma2 } => Some(sigma2),
-            FamilyKind::Categorical => None,
+            FamilyKind::Categorical | FamilyKind::Bernoulli | FamilyKind::Poisson => None,
         };
         let offset = req.options.input_offset;
         let keys = report_keys(kind, req.labels.is_some(), req.options.bounds.keys());

@@ -2,21 +2,29 @@
 //! natural parameter (MATH §1–§2). Every contraction of C, K and K − C⊗C with a vector
 //! costs O(O): no O⁴ tensor is ever built.
 
+mod bernoulli;
 mod categorical;
 mod gaussian;
+pub mod independent;
+mod poisson;
+pub mod poisson_draw;
 
+pub use bernoulli::Bernoulli;
 pub use categorical::Categorical;
 pub use gaussian::Gaussian;
+pub use poisson::{check_log_rates, max_log_rate_f32, Poisson, MAX_LOG_RATE};
 
 use crate::{Error, Result};
 use std::fmt;
 
-/// One label y: a class index (categorical) or a real vector (Gaussian).
+/// One label y: a class index (categorical) or a vector of O numbers (Gaussian targets,
+/// Bernoulli 0/1 indicators, Poisson counts).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Label {
     /// A class index in 0..O (categorical).
     Class(usize),
-    /// A real target vector of length O (Gaussian).
+    /// A vector of length O: real targets (Gaussian), 0/1 indicators (Bernoulli) or
+    /// non-negative whole counts (Poisson).
     Target(Vec<f64>),
 }
 
@@ -30,6 +38,22 @@ pub enum FamilyKind {
         /// The fixed noise variance σ².
         sigma2: f64,
     },
+    /// O independent Bernoulli outputs (multi-label), η = σ(h).
+    Bernoulli,
+    /// O independent Poisson counts, η = λ = exp(h).
+    Poisson,
+}
+
+impl FamilyKind {
+    /// The per-coordinate moments of the families with independent outputs (None for the
+    /// categorical and Gaussian families).
+    pub fn coord(self) -> Option<fn(f64) -> independent::Coord> {
+        match self {
+            FamilyKind::Bernoulli => Some(independent::Coord::bernoulli),
+            FamilyKind::Poisson => Some(independent::Coord::poisson),
+            FamilyKind::Categorical | FamilyKind::Gaussian { .. } => None,
+        }
+    }
 }
 
 /// The interface the engines and the theory layer need from an output family.
@@ -45,6 +69,11 @@ pub trait ExpFamily: sealed::Sealed + Send + Sync + fmt::Debug {
     fn kind(&self) -> FamilyKind;
     /// Checks that the family fits a model with `outputs` outputs.
     fn check_outputs(&self, outputs: usize) -> Result<()>;
+    /// Checks one input's output h before η is formed (the Poisson family refuses log-rates
+    /// whose moments would overflow); the default accepts every finite h.
+    fn check_output(&self, _h: &[f64]) -> Result<()> {
+        Ok(())
+    }
     /// η = ∂F/∂h (MATH §2).
     fn eta(&self, h: &[f64]) -> Vec<f64>;
     /// C·u, with C = Cov(t) = ∇²F(h).
@@ -79,6 +108,8 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Categorical {}
     impl Sealed for super::Gaussian {}
+    impl Sealed for super::Bernoulli {}
+    impl Sealed for super::Poisson {}
     impl Sealed for super::Family {}
 }
 
@@ -91,18 +122,39 @@ pub enum Family {
     Categorical(Categorical),
     /// Regression: isotropic Gaussian with fixed σ².
     Gaussian(Gaussian),
+    /// Multi-label classification: independent sigmoids over the logits.
+    Bernoulli(Bernoulli),
+    /// Count regression: independent Poisson counts with log-rates h.
+    Poisson(Poisson),
 }
 
 impl Family {
+    /// The families' CLI names.
+    pub const NAMES: [&'static str; 4] = ["categorical", "gaussian", "bernoulli", "poisson"];
+
     /// Builds a family from its CLI name; `sigma2` is used by the Gaussian only.
     pub fn from_name(name: &str, sigma2: f64) -> Result<Family> {
         match name.trim().to_ascii_lowercase().as_str() {
             "categorical" => Ok(Family::Categorical(Categorical)),
             "gaussian" => Ok(Family::Gaussian(Gaussian::new(sigma2)?)),
+            "bernoulli" => Ok(Family::Bernoulli(Bernoulli)),
+            "poisson" => Ok(Family::Poisson(Poisson)),
             other => Err(Error::Input(format!(
-                "unknown family '{other}': use 'categorical' (classification, logits) or 'gaussian' (regression)"
+                "unknown family '{other}': use 'categorical' (classification, logits), \
+                 'gaussian' (regression), 'bernoulli' (multi-label, logits) or 'poisson' \
+                 (counts, log-rates)"
             ))),
         }
+    }
+
+    /// The family of a kind.
+    pub fn from_kind(kind: FamilyKind) -> Result<Family> {
+        Ok(match kind {
+            FamilyKind::Categorical => Family::Categorical(Categorical),
+            FamilyKind::Gaussian { sigma2 } => Family::Gaussian(Gaussian::new(sigma2)?),
+            FamilyKind::Bernoulli => Family::Bernoulli(Bernoulli),
+            FamilyKind::Poisson => Family::Poisson(Poisson),
+        })
     }
 
     /// The concrete family as a trait object.
@@ -110,6 +162,8 @@ impl Family {
         match self {
             Family::Categorical(c) => c,
             Family::Gaussian(g) => g,
+            Family::Bernoulli(b) => b,
+            Family::Poisson(p) => p,
         }
     }
 }
@@ -123,6 +177,9 @@ impl ExpFamily for Family {
     }
     fn check_outputs(&self, outputs: usize) -> Result<()> {
         self.as_dyn().check_outputs(outputs)
+    }
+    fn check_output(&self, h: &[f64]) -> Result<()> {
+        self.as_dyn().check_output(h)
     }
     fn eta(&self, h: &[f64]) -> Vec<f64> {
         self.as_dyn().eta(h)

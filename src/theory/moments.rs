@@ -4,6 +4,7 @@
 //! of M = Cov(s⊗s) (reshaped K − C⊗C, O²×O²) from its O×O Gram matrix.
 
 use super::eigen::{dot, sym_eigenvalues};
+use crate::family::independent::{pair_sum, Coord};
 use crate::family::{ExpFamily, FamilyKind};
 use crate::Result;
 
@@ -74,6 +75,13 @@ impl<'a> Moments<'a> {
         self.eta.len()
     }
 
+    /// The per-coordinate moments of a family with independent outputs (empty otherwise).
+    pub fn coords(&self) -> Vec<Coord> {
+        self.kind
+            .coord()
+            .map_or_else(Vec::new, |f| self.eta.iter().map(|&e| f(e)).collect())
+    }
+
     /// C (O×O, row-major).
     pub fn cov_matrix(&self) -> Vec<f64> {
         let o = self.dim();
@@ -92,6 +100,11 @@ impl<'a> Moments<'a> {
                     c[a * o + a] = 1.0 / sigma2;
                 }
             }
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                for (a, k) in self.coords().iter().enumerate() {
+                    c[a * o + a] = k.c;
+                }
+            }
         }
         c
     }
@@ -104,6 +117,9 @@ impl<'a> Moments<'a> {
                 self.eta.iter().zip(u).map(|(p, u)| p * (u - ub)).collect()
             }
             FamilyKind::Gaussian { sigma2 } => u.iter().map(|v| v / sigma2).collect(),
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                self.coords().iter().zip(u).map(|(k, u)| k.c * u).collect()
+            }
         }
     }
 
@@ -127,6 +143,14 @@ impl<'a> Moments<'a> {
                 let c = 3.0 * dot(x, x) / (sigma2 * sigma2);
                 for (g, x) in g.iter_mut().zip(x) {
                     *g = c * x;
+                }
+            }
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                // K[x⁴] = Σ κ4_a x_a⁴ + 3 q², q = Σ c_a x_a²: g_a = κ4_a x_a³ + 3 q c_a x_a.
+                let ks = self.coords();
+                let q: f64 = ks.iter().zip(x).map(|(k, x)| k.c * x * x).sum();
+                for ((g, k), x) in g.iter_mut().zip(&ks).zip(x) {
+                    *g = k.kappa4 * x * x * x + 3.0 * q * k.c * x;
                 }
             }
         }
@@ -160,6 +184,18 @@ impl<'a> Moments<'a> {
                     }
                 }
             }
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                // diag(κ4 x² + q c) + 2 (c∘x)(c∘x)ᵀ.
+                let ks = self.coords();
+                let q: f64 = ks.iter().zip(x).map(|(k, x)| k.c * x * x).sum();
+                let cx: Vec<f64> = ks.iter().zip(x).map(|(k, x)| k.c * x).collect();
+                for a in 0..o {
+                    for b in 0..o {
+                        gm[a * o + b] = 2.0 * cx[a] * cx[b];
+                    }
+                    gm[a * o + a] += ks[a].kappa4 * x[a] * x[a] + q * ks[a].c;
+                }
+            }
         }
     }
 
@@ -172,7 +208,9 @@ impl<'a> Moments<'a> {
                 let pmin = p.iter().copied().fold(f64::INFINITY, f64::min);
                 Some(1.0 - 2.0 * pmin + dot(p, p))
             }
-            FamilyKind::Gaussian { .. } => None,
+            // Bernoulli: Σ_a max(p_a, 1 − p_a)² (each y_a picks the farther end).
+            FamilyKind::Bernoulli => Some(self.eta.iter().map(|p| p.max(1.0 - p).powi(2)).sum()),
+            FamilyKind::Gaussian { .. } | FamilyKind::Poisson => None,
         }
     }
 
@@ -185,6 +223,9 @@ impl<'a> Moments<'a> {
                 s2 - 2.0 * s3 + s2 * s2
             }
             FamilyKind::Gaussian { sigma2 } => self.dim() as f64 / (sigma2 * sigma2),
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                self.coords().iter().map(|k| k.c * k.c).sum()
+            }
         }
     }
 
@@ -193,6 +234,7 @@ impl<'a> Moments<'a> {
         match self.kind {
             FamilyKind::Categorical => 1.0 - dot(self.eta, self.eta),
             FamilyKind::Gaussian { sigma2 } => self.dim() as f64 / sigma2,
+            FamilyKind::Bernoulli | FamilyKind::Poisson => self.coords().iter().map(|k| k.c).sum(),
         }
     }
 
@@ -208,6 +250,11 @@ impl<'a> Moments<'a> {
             FamilyKind::Gaussian { sigma2 } => {
                 let o = self.dim() as f64;
                 (o * o + o) / (sigma2 * sigma2)
+            }
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                // M is block diagonal (see m_spectrum): tr M = Σ vs_a + 2 Σ_{a<b} c_a c_b.
+                let ks = self.coords();
+                ks.iter().map(|k| k.var_s2).sum::<f64>() + 2.0 * pair_sum(ks.iter().map(|k| k.c))
             }
         }
     }
@@ -244,6 +291,17 @@ impl<'a> Moments<'a> {
             }
             FamilyKind::Gaussian { sigma2 } => {
                 Ok(Runs(vec![(2.0 / (sigma2 * sigma2), o * (o + 1) / 2)]))
+            }
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                // Cov(s_a s_b, s_c s_d) vanishes unless {c,d} = {a,b}: M is diag(Var(s_a²))
+                // on the (a,a) entries plus, per pair a<b, the block c_a c_b [[1,1],[1,1]] on
+                // {(a,b),(b,a)} (eigenvalues 2c_a c_b and 0).
+                let ks = self.coords();
+                let mut v: Vec<f64> = ks.iter().map(|k| k.var_s2).collect();
+                for (a, ka) in ks.iter().enumerate() {
+                    v.extend(ks[a + 1..].iter().map(|kb| 2.0 * ka.c * kb.c));
+                }
+                Ok(Runs::from_values(v))
             }
         }
     }

@@ -239,15 +239,20 @@ pub fn lambda_tilde_max(m: &Moments<'_>) -> Result<f64> {
     let mut starts: Vec<Vec<f64>> = (0..o)
         .map(|a| (0..o).map(|b| if a == b { 1.0 } else { 0.0 }).collect())
         .collect();
+    // Differences (categorical: the 1⊥ directions) and sums (independent outputs, whose
+    // maxima may spread over several coordinates), and the all-ones vector.
     for a in 0..o {
         for b in a + 1..o.min(6) {
-            starts.push(
-                (0..o)
-                    .map(|c| f64::from(c == a) - f64::from(c == b))
-                    .collect(),
-            );
+            for sign in [-1.0, 1.0] {
+                starts.push(
+                    (0..o)
+                        .map(|c| f64::from(c == a) + sign * f64::from(c == b))
+                        .collect(),
+                );
+            }
         }
     }
+    starts.push(vec![1.0; o]);
     let mut best = 0.0f64;
     for s in starts {
         let norm = s.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -328,6 +333,7 @@ pub fn pair(
     for x in inputs.rows() {
         let x = x.to_vec();
         let (h, ji, jj, dij) = mixed_derivatives(model, &x, i, j);
+        family.check_output(&h)?;
         let eta = family.eta(&h);
         let m = Moments::new(family, &eta);
         let o = m.dim();

@@ -94,6 +94,46 @@ impl Spectrum {
                     rho: None,
                 })
             }
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                let ks = m.coords();
+                let cf = closed::independent(&ks);
+                let mut eig_c: Vec<f64> = ks.iter().map(|k| k.c).collect();
+                eig_c.sort_by(|a, b| b.total_cmp(a));
+                let (lam_max_k, lam_max_v) = if cf.convex {
+                    (cf.vertex_k, cf.vertex_v)
+                } else {
+                    // Bernoulli with some p_a(1−p_a) > 1/6: the power method from the vertices,
+                    // pairs and random starts, capped by the certified bounds.
+                    let weights: Vec<f64> = ks.iter().map(|k| k.c).collect();
+                    let starts = standard_starts(o, Some(&weights), PAIR_TOP, &[], RANDOM_STARTS);
+                    let k = extreme_z_eigenvalue(&FourthMoment(m), &starts, true, opts)?;
+                    let v = extreme_z_eigenvalue(&ExcessMoment::new(m), &starts, true, opts)?;
+                    let b2 = stat_bound2.unwrap_or(f64::INFINITY);
+                    let cap_k = (b2 * cf.lam_max_c).min(cf.lam_max_m + cf.lam_max_c.powi(2));
+                    (
+                        k.value.max(cf.vertex_k).min(cap_k),
+                        v.value.max(cf.vertex_v).min(cf.lam_max_m),
+                    )
+                };
+                Ok(Spectrum {
+                    kind: m.kind,
+                    eig_c,
+                    lam_max_c: cf.lam_max_c,
+                    lam_min_c: cf.lam_min_c,
+                    lam_min_c_perp: cf.lam_min_c,
+                    trace_c,
+                    lam_max_k,
+                    lam_min_k: cf.lam_min_k,
+                    lam_max_v,
+                    lam_min_v: cf.lam_min_v,
+                    exact_max: cf.convex,
+                    eig_m,
+                    lam_max_m: cf.lam_max_m,
+                    trace_m,
+                    stat_bound2,
+                    rho: None,
+                })
+            }
             FamilyKind::Categorical => {
                 let (mut eig_c, vecs) = sym_eigen(o, &m.cov_matrix())?;
                 eig_c.iter_mut().for_each(|v| *v = v.max(0.0));

@@ -273,6 +273,95 @@ pub fn gaussian_moments(h: &[f64], sigma2: f64) -> DenseMoments {
     }
 }
 
+/// Bernoulli moments by enumerating all 2^O label vectors y ∈ {0,1}^O with their
+/// probabilities Π p_a^y_a (1−p_a)^(1−y_a): C and K from the definition, no independence used.
+pub fn bernoulli_moments(h: &[f64]) -> DenseMoments {
+    let o = h.len();
+    let p: Vec<f64> = h.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+    let mut c = Array2::zeros((o, o));
+    let mut k = vec![0.0; o * o * o * o];
+    for bits in 0..(1usize << o) {
+        let y: Vec<f64> = (0..o).map(|a| ((bits >> a) & 1) as f64).collect();
+        let w: f64 = (0..o)
+            .map(|a| if y[a] == 1.0 { p[a] } else { 1.0 - p[a] })
+            .product();
+        let s: Vec<f64> = (0..o).map(|a| y[a] - p[a]).collect();
+        add_outer(&mut c, &mut k, w, &s);
+    }
+    DenseMoments { eta: p, c, k, o }
+}
+
+/// Poisson moments from truncated series: the 1-D central moments E[(y − λ)^m], m ≤ 4, by
+/// summing the pmf to Y = λ + 40 + 20√λ (the tail beyond is < 1e-30 of the total), then
+/// K_abcd = E[s_a s_b s_c s_d] as the product over distinct coordinates (independence).
+pub fn poisson_moments(h: &[f64]) -> DenseMoments {
+    let o = h.len();
+    let lam: Vec<f64> = h.iter().map(|v| v.exp()).collect();
+    let m: Vec<[f64; 5]> = lam
+        .iter()
+        .map(|&l| {
+            let top = (l + 40.0 + 20.0 * l.sqrt()).ceil() as u64;
+            // ln P(y) = −λ + y ln λ − ln y! (log space: e^−λ underflows for λ > 745).
+            let mut ln_fact = 0.0;
+            let mut mom = [0.0; 5];
+            for y in 0..=top {
+                if y > 0 {
+                    ln_fact += (y as f64).ln();
+                }
+                let pmf = (-l + y as f64 * l.ln() - ln_fact).exp();
+                let d = y as f64 - l;
+                for (e, mm) in mom.iter_mut().enumerate() {
+                    *mm += pmf * d.powi(e as i32);
+                }
+            }
+            mom
+        })
+        .collect();
+    let mut c = Array2::zeros((o, o));
+    let mut k = vec![0.0; o * o * o * o];
+    for a in 0..o {
+        c[[a, a]] = m[a][2];
+    }
+    for a in 0..o {
+        for b in 0..o {
+            for cc in 0..o {
+                for d in 0..o {
+                    let mut mult = vec![0usize; o];
+                    for i in [a, b, cc, d] {
+                        mult[i] += 1;
+                    }
+                    k[((a * o + b) * o + cc) * o + d] = (0..o).map(|i| m[i][mult[i]]).product();
+                }
+            }
+        }
+    }
+    DenseMoments { eta: lam, c, k, o }
+}
+
+fn add_outer(c: &mut Array2<f64>, k: &mut [f64], w: f64, s: &[f64]) {
+    let o = s.len();
+    for a in 0..o {
+        for b in 0..o {
+            c[[a, b]] += w * s[a] * s[b];
+            for cc in 0..o {
+                for d in 0..o {
+                    k[((a * o + b) * o + cc) * o + d] += w * s[a] * s[b] * s[cc] * s[d];
+                }
+            }
+        }
+    }
+}
+
+/// The dense moments of any family at h, from the definitions above.
+pub fn family_moments(family: &diagfim::Family, h: &[f64]) -> DenseMoments {
+    match family {
+        diagfim::Family::Categorical(_) => categorical_moments(h),
+        diagfim::Family::Gaussian(g) => gaussian_moments(h, g.sigma2()),
+        diagfim::Family::Bernoulli(_) => bernoulli_moments(h),
+        diagfim::Family::Poisson(_) => poisson_moments(h),
+    }
+}
+
 /// Oracle values per parameter (flat order) for one input.
 pub struct OracleInput {
     pub fisher: Vec<f64>,
@@ -288,17 +377,32 @@ pub fn oracle_input(
     x: &[f64],
     label: Option<&Label>,
 ) -> OracleInput {
-    let h = output(model, x);
-    let mom = match gaussian {
-        Some(s2) => gaussian_moments(&h, s2),
-        None => categorical_moments(&h),
+    let family = match gaussian {
+        Some(s2) => diagfim::Family::from_name("gaussian", s2).unwrap(),
+        None => diagfim::Family::from_name("categorical", 1.0).unwrap(),
     };
+    oracle_input_family(model, &family, x, label)
+}
+
+/// [`oracle_input`] for any family (dense moments from [`family_moments`]).
+pub fn oracle_input_family(
+    model: &Mlp,
+    family: &diagfim::Family,
+    x: &[f64],
+    label: Option<&Label>,
+) -> OracleInput {
+    let h = output(model, x);
+    let mom = family_moments(family, &h);
     let (j, d) = jac_and_diag_hess(model, x);
-    let t: Option<Vec<f64>> = label.map(|y| match y {
-        Label::Class(c) => (0..h.len())
+    // t(y): one-hot, y/σ² (Gaussian) or y itself (Bernoulli, Poisson).
+    let t: Option<Vec<f64>> = label.map(|y| match (y, family) {
+        (Label::Class(c), _) => (0..h.len())
             .map(|a| if a == *c { 1.0 } else { 0.0 })
             .collect(),
-        Label::Target(v) => v.iter().map(|v| v / gaussian.unwrap()).collect(),
+        (Label::Target(v), diagfim::Family::Gaussian(g)) => {
+            v.iter().map(|v| v / g.sigma2()).collect()
+        }
+        (Label::Target(v), _) => v.clone(),
     });
     let mut out = OracleInput {
         fisher: vec![],
@@ -623,4 +727,82 @@ pub fn dense_k_uvuv(mom: &DenseMoments, u: &[f64], v: &[f64]) -> f64 {
         }
     }
     s
+}
+
+/// Labels with their probabilities: every class (categorical), a 3-point Gauss–Hermite
+/// product rule (Gaussian; exact for polynomials of degree ≤ 5 per coordinate), every
+/// y ∈ {0,1}^O (Bernoulli) or the product of per-output pmfs truncated at
+/// λ + 40 + 20√λ (Poisson; the dropped tail is < 1e-30).
+pub fn label_quadrature(family: &diagfim::Family, h: &[f64]) -> Vec<(f64, Label)> {
+    match family {
+        diagfim::Family::Categorical(c) => {
+            let p = diagfim::ExpFamily::eta(c, h);
+            (0..h.len()).map(|y| (p[y], Label::Class(y))).collect()
+        }
+        diagfim::Family::Gaussian(g) => {
+            let nodes = [
+                (-(3f64.sqrt()), 1.0 / 6.0),
+                (0.0, 2.0 / 3.0),
+                (3f64.sqrt(), 1.0 / 6.0),
+            ];
+            let o = h.len();
+            let sigma = g.sigma2().sqrt();
+            (0..3usize.pow(o as u32))
+                .map(|mut idx| {
+                    let mut w = 1.0;
+                    let mut y = vec![0.0; o];
+                    for a in 0..o {
+                        let (z, wz) = nodes[idx % 3];
+                        idx /= 3;
+                        w *= wz;
+                        y[a] = h[a] + sigma * z;
+                    }
+                    (w, Label::Target(y))
+                })
+                .collect()
+        }
+        diagfim::Family::Bernoulli(_) => {
+            let o = h.len();
+            let p: Vec<f64> = h.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+            (0..1usize << o)
+                .map(|bits| {
+                    let y: Vec<f64> = (0..o).map(|a| ((bits >> a) & 1) as f64).collect();
+                    let w = (0..o)
+                        .map(|a| if y[a] == 1.0 { p[a] } else { 1.0 - p[a] })
+                        .product();
+                    (w, Label::Target(y))
+                })
+                .collect()
+        }
+        diagfim::Family::Poisson(_) => {
+            let pmfs: Vec<Vec<f64>> = h
+                .iter()
+                .map(|v| {
+                    let l = v.exp();
+                    let top = (l + 40.0 + 20.0 * l.sqrt()).ceil() as usize;
+                    let mut p = vec![(-l).exp()];
+                    for y in 1..=top {
+                        p.push(p[y - 1] * l / y as f64);
+                    }
+                    p
+                })
+                .collect();
+            let mut out = vec![(1.0, vec![])];
+            for pmf in &pmfs {
+                out = out
+                    .into_iter()
+                    .flat_map(|(w, y): (f64, Vec<f64>)| {
+                        pmf.iter().enumerate().map(move |(k, p)| {
+                            let mut y = y.clone();
+                            y.push(k as f64);
+                            (w * p, y)
+                        })
+                    })
+                    .collect();
+            }
+            out.into_iter()
+                .map(|(w, y)| (w, Label::Target(y)))
+                .collect()
+        }
+    }
 }

@@ -608,8 +608,8 @@ impl Plan {
             o: sizes.o,
             seed: req.options.seed,
             sigma2: match kind {
-                FamilyKind::Categorical => 1.0,
                 FamilyKind::Gaussian { sigma2 } => sigma2 as f32,
+                FamilyKind::Categorical | FamilyKind::Bernoulli | FamilyKind::Poisson => 1.0,
             },
             has_labels: req.labels.is_some(),
             fam_consts: [GpuFamily::from(kind).constant()],

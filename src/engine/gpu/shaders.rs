@@ -153,6 +153,10 @@ pub enum GpuFamily {
     Categorical,
     /// η = h/σ².
     Gaussian,
+    /// η = σ(h), independent outputs.
+    Bernoulli,
+    /// η = λ = exp(h), independent outputs.
+    Poisson,
 }
 
 impl From<FamilyKind> for GpuFamily {
@@ -160,13 +164,20 @@ impl From<FamilyKind> for GpuFamily {
         match kind {
             FamilyKind::Categorical => GpuFamily::Categorical,
             FamilyKind::Gaussian { .. } => GpuFamily::Gaussian,
+            FamilyKind::Bernoulli => GpuFamily::Bernoulli,
+            FamilyKind::Poisson => GpuFamily::Poisson,
         }
     }
 }
 
 impl WgslEnum for GpuFamily {
     const OVERRIDE: &'static str = "FAMILY";
-    const ALL: &'static [Self] = &[GpuFamily::Categorical, GpuFamily::Gaussian];
+    const ALL: &'static [Self] = &[
+        GpuFamily::Categorical,
+        GpuFamily::Gaussian,
+        GpuFamily::Bernoulli,
+        GpuFamily::Poisson,
+    ];
     fn code(self) -> u32 {
         self as u32
     }
@@ -174,6 +185,8 @@ impl WgslEnum for GpuFamily {
         match self {
             GpuFamily::Categorical => "CATEGORICAL",
             GpuFamily::Gaussian => "GAUSSIAN",
+            GpuFamily::Bernoulli => "BERNOULLI",
+            GpuFamily::Poisson => "POISSON",
         }
     }
 }

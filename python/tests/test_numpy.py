@@ -304,7 +304,7 @@ def test_label_errors(small_model):
 def test_option_errors(small_model):
     path, state, acts, x = small_model
     m = diagfim.load_model(path)
-    _raises(r"unknown family 'poisson'", diagfim.analyze, m, x, family="poisson")
+    _raises(r"unknown family 'binomial'", diagfim.analyze, m, x, family="binomial")
     _raises(r"unknown engine 'tpu': use auto, cpu or gpu", diagfim.analyze, m, x, engine="tpu")
     _raises(r"unknown bounds 'some': use all, keys or none", diagfim.analyze, m, x,
             bounds="some")

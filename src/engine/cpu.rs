@@ -11,7 +11,7 @@ use crate::family::{ExpFamily, Label};
 use crate::model::{ForwardPass, Mlp};
 use crate::report::{Engine, Report};
 use crate::theory::{input_theory_of, InputTheory, Spectrum};
-use crate::{Result, MIN_SAMPLES_FOR_VARIANCE};
+use crate::{Error, Result, MIN_SAMPLES_FOR_VARIANCE};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rayon::prelude::*;
 
@@ -166,7 +166,10 @@ pub fn input_analysis(
     opts: &AnalysisOptions,
 ) -> Result<(InputStats, Option<InputTheory>)> {
     let d = derivatives(model, family, x);
-    family.check_output(&d.h)?;
+    family.check_output(&d.h).map_err(|e| match e {
+        Error::Input(msg) => Error::Input(format!("input {input}: {msg}")),
+        other => other,
+    })?;
     let spectrum = if opts.bounds.keys() {
         Some(Spectrum::new(family, &d.eta)?)
     } else {

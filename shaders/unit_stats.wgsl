@@ -1,6 +1,8 @@
 // Per-unit statistics of one layer for every input (MATH §6.5): with Δ_j and Hd_j the T and S
 // rows of unit j (length O), writes bases[x, BASE_*, j] (the BASE_* indices and NB are
-// generated from src/engine/channels.rs). FAMILY: FAMILY_CATEGORICAL or FAMILY_GAUSSIAN.
+// generated from src/engine/channels.rs). FAMILY: FAMILY_CATEGORICAL, FAMILY_GAUSSIAN, or one of
+// the families with independent outputs, FAMILY_BERNOULLI and FAMILY_POISSON (per-coordinate
+// moments c, μ3, Var(s²) of η: src/family/independent.rs).
 // Host launcher: src/engine/gpu/plan.rs (Plan::unit_stats).
 
 override FAMILY: u32;
@@ -57,10 +59,46 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let c = du * du - q;
             v += eta[e0 + a] * c * c;
         }
-    } else {
+    } else if (FAMILY == FAMILY_GAUSSIAN) {
         q = dn2 / p.sigma2;
         v = 2.0 * q * q;
         w = hn2 / p.sigma2;
+    } else {
+        // Independent outputs (independent::{cov_quad, kurt_excess_quad, third_central}):
+        // q = Σ c_a Δ_a², w = Σ c_a Hd_a², third = Σ μ3_a Δ_a² Hd_a and
+        // v = Σ vs_a Δ_a⁴ + 4 Σ_{a<b} (c_a Δ_a²)(c_b Δ_b²), the pairs by a running prefix sum:
+        // every term is ≥ 0, nothing cancels.
+        var diag = 0.0;
+        var prefix = 0.0;
+        var pairs = 0.0;
+        for (var a = 0u; a < o; a++) {
+            let e = eta[e0 + a];
+            var c: f32;
+            var mu3: f32;
+            var vs: f32;
+            if (FAMILY == FAMILY_BERNOULLI) {
+                // c = η(1−η), μ3 = c(1−2η), Var(s²) = c(1−2η)².
+                c = e * (1.0 - e);
+                let d = 1.0 - 2.0 * e;
+                mu3 = c * d;
+                vs = c * d * d;
+            } else {
+                // Poisson: c = μ3 = λ, Var(s²) = λ + 2λ².
+                c = e;
+                mu3 = e;
+                vs = e + 2.0 * e * e;
+            }
+            let du = ts[t0 + a];
+            let dh = ts[s0 + a];
+            let wa = c * du * du;
+            q += wa;
+            w += c * dh * dh;
+            third += mu3 * du * du * dh;
+            diag += vs * du * du * du * du;
+            pairs += wa * prefix;
+            prefix += wa;
+        }
+        v = diag + 4.0 * pairs;
     }
     let out = x * NB * p.nl + j;
     bases[out + BASE_Q * p.nl] = q;

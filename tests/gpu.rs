@@ -176,6 +176,169 @@ fn gpu_engine_matches_cpu_engine() {
     }
 }
 
+/// A model of a family with independent outputs; its output layer is scaled to |h| ≤ 3 on the
+/// test inputs and `offset` is added to its biases (Poisson log-rates around 3.5 put many draws
+/// in the PTRS regime, λ ≥ 10).
+struct IndependentCase {
+    widths: &'static [usize],
+    acts: &'static [Activation],
+    family: &'static str,
+    biases: bool,
+    offset: f64,
+}
+
+/// Every activation appears with each family; Poisson rates span inversion (λ < 10) and PTRS.
+const INDEPENDENT_CASES: &[IndependentCase] = &[
+    IndependentCase {
+        widths: &[5, 9, 7, 4],
+        acts: &[Tanh, Sigmoid],
+        family: "bernoulli",
+        biases: true,
+        offset: 0.0,
+    },
+    IndependentCase {
+        widths: &[4, 8, 6, 3],
+        acts: &[Softplus, LogSigmoid],
+        family: "bernoulli",
+        biases: true,
+        offset: 0.0,
+    },
+    IndependentCase {
+        widths: &[3, 6, 6, 6, 5],
+        acts: &[Relu, Identity, Tanh],
+        family: "bernoulli",
+        biases: false,
+        offset: 0.0,
+    },
+    IndependentCase {
+        widths: &[5, 8, 6, 3],
+        acts: &[Sigmoid, Softplus],
+        family: "poisson",
+        biases: true,
+        offset: 0.0,
+    },
+    IndependentCase {
+        widths: &[4, 7, 5, 4],
+        acts: &[LogSigmoid, Relu],
+        family: "poisson",
+        biases: true,
+        offset: 3.5,
+    },
+    IndependentCase {
+        widths: &[3, 6, 6, 6, 2],
+        acts: &[Tanh, Identity, Sigmoid],
+        family: "poisson",
+        biases: false,
+        offset: 0.0,
+    },
+    IndependentCase {
+        widths: &[4, 5],
+        acts: &[],
+        family: "poisson",
+        biases: true,
+        offset: 2.0,
+    },
+];
+
+/// The Bernoulli and Poisson families: the GPU engine reports the CPU engine's keys with the
+/// same values (to f32 tolerance), with data labels (0/1 indicators, small counts): the
+/// kernels' η, sampled labels (the same draws: both engines run the f32 samplers), data
+/// residuals and per-unit statistics of independent outputs.
+#[test]
+fn gpu_engine_matches_cpu_engine_independent_families() {
+    if gpu().is_none() {
+        return;
+    }
+    for (ci, c) in INDEPENDENT_CASES.iter().enumerate() {
+        let mut model = random_model(c.widths, c.acts, 0.9, 700 + ci as u64, c.biases);
+        let b = 6;
+        let x = random_inputs(b, c.widths[0], 800 + ci as u64);
+        // The output layer scaled to |h| ≤ 3, then shifted by the offset.
+        let h_max = x
+            .rows()
+            .into_iter()
+            .flat_map(|row| model.forward(row).to_vec())
+            .fold(0.0f64, |m, h| m.max(h.abs()));
+        let head = model.layers_mut().last_mut().unwrap();
+        let scale = (3.0 / h_max).min(1.0);
+        head.weight.mapv_inplace(|w| w * scale);
+        if let Some(bias) = head.bias.as_mut() {
+            bias.mapv_inplace(|v| v * scale + c.offset);
+        }
+        assert!(
+            c.offset == 0.0 || c.biases,
+            "case {ci}: an offset needs output biases"
+        );
+        let family = Family::from_name(c.family, 1.0).unwrap();
+        let o = model.output_dim();
+        let labels: Vec<Label> = (0..b)
+            .map(|i| {
+                Label::Target(
+                    (0..o)
+                        .map(|a| match c.family {
+                            "bernoulli" => ((i + a) % 2) as f64,
+                            _ => ((i * 3 + a) % 5) as f64,
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        // Accumulated on the device in one batch, and per input (host accumulation) in two
+        // batches, the second smaller.
+        for (per_input, batch) in [(false, 256), (true, 4)] {
+            let go = |engine| run(&model, &family, &x, &labels, engine, 8, batch, per_input);
+            let (cpu, gpu) = (go(EngineKind::Cpu), go(EngineKind::Gpu));
+            assert!(gpu.run.engine == "gpu" && cpu.run.engine == "cpu");
+            let names = |r: &diagfim::Report| r.tensors().map(|(n, _)| n).collect::<Vec<_>>();
+            assert_eq!(names(&gpu), names(&cpu), "case {ci}");
+            assert!(names(&gpu).iter().any(|n| n.starts_with("ef/")));
+            let what = format!("case {ci} {} {:?} per_input {per_input}", c.family, c.acts);
+            assert_close(&gpu, &cpu, &what);
+        }
+    }
+}
+
+/// Poisson log-rates beyond the GPU engine's f32 sampler (h > ln 2²⁰ ≈ 13.86) are an error
+/// naming the input and pointing to the CPU engine, even when only a later batch has one;
+/// the CPU engine (log-rates up to 80) answers.
+#[test]
+fn gpu_poisson_rate_beyond_f32_range_is_an_error() {
+    if gpu().is_none() {
+        return;
+    }
+    // h = x: only the last input's rate is out of the GPU's range.
+    let mut model = random_model(&[1, 1], &[], 1.0, 5, true);
+    model.layers_mut()[0].weight.fill(1.0);
+    model.layers_mut()[0].bias.as_mut().unwrap().fill(0.0);
+    let x = ndarray::Array2::from_shape_vec((3, 1), vec![0.5, 13.5, 14.5]).unwrap();
+    let family = Family::from_name("poisson", 1.0).unwrap();
+    let go = |engine, batch_size| {
+        diagfim::analyze(&Request {
+            model: &model,
+            family: family.as_dyn(),
+            inputs: x.view(),
+            labels: None,
+            options: AnalysisOptions {
+                samples: 4,
+                engine,
+                batch_size,
+                ..Default::default()
+            },
+            progress: None,
+        })
+    };
+    for batch in [1, 3] {
+        let err = go(EngineKind::Gpu, batch).expect_err("h = 14.5 must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--engine cpu") && msg.contains("input 2"),
+            "{msg}"
+        );
+    }
+    let cpu = go(EngineKind::Cpu, 3).unwrap();
+    assert!(cpu.tensors().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+}
+
 /// Results do not depend on the batch (chunk) size, nor on the sample chunking (N > 256, one
 /// lane per unit in the last chunk).
 #[test]

@@ -147,7 +147,7 @@ pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize) + Sync);
 pub struct Request<'a> {
     /// The MLP whose Fisher information is analysed.
     pub model: &'a Mlp,
-    /// The output family p(y|x,θ) (categorical or isotropic Gaussian).
+    /// The output family p(y|x,θ): categorical, isotropic Gaussian, Bernoulli or Poisson.
     pub family: &'a dyn ExpFamily,
     /// Inputs, one row per input x: [B, in].
     pub inputs: ArrayView2<'a, f64>,

@@ -5,7 +5,9 @@
 
 use super::accumulate::{AccumPlan, DeviceSums, FLUSH_INPUTS};
 use super::context::GpuContext;
-use super::host::{host_input, input_scalars, input_spectrum, Readback, ReadbackLayout};
+use super::host::{
+    check_outputs, host_input, input_scalars, input_spectrum, Readback, ReadbackLayout,
+};
 use super::kernels::Staging;
 use super::plan::{choose_batch, sample_chunk, Plan, Sizes, Weights, SAMPLE_CHUNK};
 use super::timer::Timer;
@@ -265,6 +267,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         let (plan, accum) = plan_for(count);
         let layout = ReadbackLayout::new(plan, model, count, what);
         let data = layout.unpack(staging[k % 2].read(&ctx, layout.regions())?)?;
+        check_outputs(req, &data, req.options.input_offset as usize + start)?;
         let host_started = std::time::Instant::now();
         let spectra: Vec<Option<Spectrum>> = (0..count)
             .into_par_iter()

@@ -8,6 +8,7 @@ use super::shaders::NB;
 use crate::engine::channels::{constant_scalars, scalars_of, NUM_INPUT_SCALARS};
 use crate::engine::stats::{InputStats, UnitStats};
 use crate::engine::Request;
+use crate::family::{check_log_rates, max_log_rate_f32, FamilyKind};
 use crate::theory::{input_theory_of, InputTheory, Spectrum};
 use crate::{Error, Result};
 use ndarray::{Array1, Array2};
@@ -127,6 +128,35 @@ pub struct BatchData {
     act: Vec<Vec<f32>>,
     bases: Vec<Vec<f32>>,
 }
+
+/// Refuses a batch whose outputs the GPU engine cannot analyse: with the Poisson family, a
+/// log-rate above the f32 sampler's range (λ ≤ 2²⁰, [`max_log_rate_f32`]), then the family's
+/// own check of h ([`crate::ExpFamily::check_output`]), as the CPU engine does. `first` is the
+/// batch's first input (for the message). Runs on every batch before its results are used,
+/// so an analysis with such an input fails instead of reporting the f32 sampler's labels.
+pub fn check_outputs(req: &Request<'_>, data: &BatchData, first: usize) -> Result<()> {
+    let o = req.model.output_dim();
+    let poisson = req.family.kind() == FamilyKind::Poisson;
+    for i in 0..data.count {
+        let h = to_f64(&data.h[i * o..(i + 1) * o]);
+        let checked = if poisson {
+            check_log_rates(&h, max_log_rate_f32(), GPU_RATE_HINT)
+        } else {
+            Ok(())
+        };
+        checked
+            .and_then(|()| req.family.check_output(&h))
+            .map_err(|e| match e {
+                Error::Input(msg) => Error::Input(format!("input {}: {msg}", first + i)),
+                other => other,
+            })?;
+    }
+    Ok(())
+}
+
+/// Completes the Poisson family's message for log-rates beyond the GPU engine's range.
+const GPU_RATE_HINT: &str = " or leave the range of the GPU engine's f32 sampler (rates up to \
+                             2^20); use --engine cpu, which accepts log-rates up to 80";
 
 /// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7), when the
 /// bound keys are asked for.

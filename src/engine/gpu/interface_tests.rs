@@ -15,7 +15,7 @@
 //!   [`GemmTile::workgroup_bytes`].
 //!
 //! Then every pipeline variant the engine may create ([`all_variants`]: every GEMM blocking,
-//! transpose, epilogue, prologue and power; every activation; both families; every LANES) is
+//! transpose, epilogue, prologue and power; every activation; every family; every LANES) is
 //! specialised with the override values that the Rust code passes, and validated again.
 
 use super::accumulate::AccParams;

@@ -1,11 +1,14 @@
 //! The kernels against Rust, on the GPU (lavapipe in CI): the tiled GEMM against ndarray on
-//! odd sizes with every transpose and register blocking, its fused operand transforms, and the
-//! WGSL Philox generator bit for bit against `crate::rng`. Without an adapter the tests are
-//! skipped, unless `DIAGFIM_REQUIRE_GPU=1` (set by CI), in which case they fail.
+//! odd sizes with every transpose and register blocking, its fused operand transforms, the
+//! WGSL Philox generator bit for bit against `crate::rng`, and family.wgsl's Bernoulli and
+//! Poisson label samplers draw for draw against the Rust samplers. Without an adapter the
+//! tests are skipped, unless `DIAGFIM_REQUIRE_GPU=1` (set by CI), in which case they fail.
 
 use super::context::GpuContext;
 use super::kernels::{self, Dispatch, Epilogue, Gemm, Prologue};
-use super::shaders::{GemmTile, RngTestParams, Shader};
+use super::plan::FamilyParams;
+use super::shaders::{GemmTile, GpuFamily, RngTestParams, Shader, WgslEnum};
+use crate::family::{poisson_draw, Bernoulli, ExpFamily};
 use std::sync::Arc;
 
 /// The shared context, or None (test skipped) without an adapter unless
@@ -258,4 +261,306 @@ fn gemm_benchmark_reports_timings() {
         let want = 2.0 * 65.0 * 33.0 * 17.0 / secs * 1e-9;
         assert!((t.gflops - want).abs() <= 1e-9 * want, "{t:?}");
     }
+}
+
+/// One batch of family.wgsl on the GPU: h ([bb, o]) → η (eta_main), then residuals of
+/// samples `sample0..sample0 + ns` of inputs `input0..input0 + bb` (sample_main, r
+/// [bb, ns, o]) and of the data labels (data_main). Returns (η, r, r_data).
+#[allow(clippy::too_many_arguments)]
+fn run_family(
+    ctx: &GpuContext,
+    family: GpuFamily,
+    h: &[f32],
+    labels: &[f32],
+    o: usize,
+    ns: usize,
+    input0: u32,
+    sample0: u32,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let bb = h.len() / o;
+    assert_eq!(labels.len(), bb * o);
+    let bh = kernels::upload(ctx, "h", h).unwrap();
+    let eta = kernels::storage(ctx, "eta", bb * o).unwrap();
+    let r = kernels::storage(ctx, "r", bb * ns * o).unwrap();
+    let bl = kernels::upload(ctx, "labels", labels).unwrap();
+    let r_data = kernels::storage(ctx, "r_data", bb * o).unwrap();
+    let p = FamilyParams {
+        bb: bb as u32,
+        o: o as u32,
+        ns: ns as u32,
+        sample0,
+        input0,
+        key_lo: seed as u32,
+        key_hi: (seed >> 32) as u32,
+        sigma2: 1.0,
+        ..Default::default()
+    };
+    let consts = [family.constant()];
+    let buffers = [&bh, &eta, &r, &bl, &r_data];
+    let one_d = kernels::groups_1d(bb as u64).unwrap();
+    let entries = [
+        ("eta_main", one_d),
+        ("sample_main", [ns.div_ceil(64) as u32, bb as u32, 1]),
+        ("data_main", one_d),
+    ];
+    let ds: Vec<Dispatch> = entries
+        .iter()
+        .map(|&(entry, groups)| {
+            kernels::dispatch(ctx, Shader::Family, entry, &consts, &p, &buffers, groups).unwrap()
+        })
+        .collect();
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in &ds {
+            d.record(&mut pass);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+    let mut got =
+        kernels::read_back(ctx, &[(&eta, bb * o), (&r, bb * ns * o), (&r_data, bb * o)]).unwrap();
+    let r_data = got.pop().unwrap();
+    let r = got.pop().unwrap();
+    (got.pop().unwrap(), r, r_data)
+}
+
+/// The label y = r + η of a residual, which must be a whole number (exact in f64: r and η
+/// are f32 and r = y − η was rounded once).
+fn label_of(r: f32, eta: f32) -> u32 {
+    let y = f64::from(r) + f64::from(eta);
+    let k = y.round();
+    assert!((y - k).abs() < 1e-3 * k.max(1.0) && k >= 0.0, "y = {y}");
+    k as u32
+}
+
+/// Bernoulli: η = σ(h) on both signs, and every sampled label y_a = [u_a < η_a] with the
+/// uniforms of `rng::label_uniforms`, for the GPU's own η (the comparison is exact, so every
+/// draw must agree); the label frequencies match η; the data residuals are label − η.
+#[test]
+fn wgsl_bernoulli_labels_match_rust() {
+    let Some(ctx) = gpu() else { return };
+    let seed: u64 = 0x0bad_cafe_1234_5678;
+    // o = 7 outputs: two Philox blocks, the second partly used; saturated logits included.
+    let logits = [-30.0f32, -6.5, -1.2, 0.0, 0.3, 2.9, 17.0];
+    let (o, bb, ns, input0, sample0) = (logits.len(), 48, 320, 1000u32, 70u32);
+    let h: Vec<f32> = (0..bb).flat_map(|_| logits).collect();
+    let labels: Vec<f32> = (0..bb * o)
+        .map(|i| ((i * 7) % 3 == 0) as u32 as f32)
+        .collect();
+    let (eta, r, r_data) = run_family(
+        &ctx,
+        GpuFamily::Bernoulli,
+        &h,
+        &labels,
+        o,
+        ns,
+        input0,
+        sample0,
+        seed,
+    );
+    for (a, &hv) in logits.iter().enumerate() {
+        let want = ExpFamily::eta(&Bernoulli, &[f64::from(hv)])[0];
+        let got = f64::from(eta[a]);
+        // The device's exp is accurate to a few ulps (lavapipe: 1.2e-6 relative at h = −30).
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "σ({hv}) = {got} vs {want}"
+        );
+    }
+    let mut ones = vec![0usize; o];
+    let mut u = vec![0.0; o];
+    for x in 0..bb {
+        for s in 0..ns {
+            crate::rng::label_uniforms(seed, input0 + x as u32, sample0 + s as u32, &mut u);
+            for a in 0..o {
+                let e = eta[x * o + a];
+                let y = label_of(r[(x * ns + s) * o + a], e);
+                let want = u32::from(u[a] < f64::from(e));
+                assert_eq!(y, want, "input {x} sample {s} output {a} (η = {e})");
+                ones[a] += y as usize;
+            }
+        }
+    }
+    let n = (bb * ns) as f64;
+    for (a, &k) in ones.iter().enumerate() {
+        let p = f64::from(eta[a]);
+        let se = (p * (1.0 - p) / n).sqrt();
+        assert!(
+            (k as f64 / n - p).abs() <= 5.0 * se + 1e-12,
+            "output {a}: frequency {} vs η = {p}",
+            k as f64 / n
+        );
+    }
+    for i in 0..bb * o {
+        assert_eq!(r_data[i], labels[i] - eta[i], "data residual {i}");
+    }
+}
+
+/// Poisson: η = λ = exp(h), and every sampled count equals `poisson_draw::draw::<f32>` run on
+/// the GPU's own f32 λ with the same coordinates, over rates in both regimes (inversion below
+/// 10, PTRS from 10 up to the f32 range's 2²⁰, each jittered per input so that λ's fraction
+/// varies); the counts' means and variances match λ within a few standard errors and their
+/// histogram the exact pmf (χ²), which catches a port faithful to a wrong Rust sampler; the
+/// data residuals are count − λ.
+#[test]
+fn wgsl_poisson_labels_match_rust() {
+    let Some(ctx) = gpu() else { return };
+    let seed: u64 = 0xfeed_0001_dead_beef;
+    let rates = [
+        0.05f64, 0.7, 3.0, 9.9, 10.0, 10.6, 37.0, 480.0, 9000.0, 2e5, 1e6,
+    ];
+    let (o, bb, ns, input0, sample0) = (rates.len(), 64, 320, 77u32, 1000u32);
+    // h = ln λ + x·2⁻¹⁶: λ moves by ≤ 0.1% across the inputs.
+    let h: Vec<f32> = (0..bb)
+        .flat_map(|x| rates.map(|l| (l.ln() + x as f64 / 65536.0) as f32))
+        .collect();
+    let labels: Vec<f32> = (0..bb * o).map(|i| (i % 5) as f32).collect();
+    let (lam, r, r_data) = run_family(
+        &ctx,
+        GpuFamily::Poisson,
+        &h,
+        &labels,
+        o,
+        ns,
+        input0,
+        sample0,
+        seed,
+    );
+    for (i, &hv) in h.iter().enumerate() {
+        let want = f64::from(hv).exp();
+        let got = f64::from(lam[i]);
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "exp({hv}) = {got} vs {want}"
+        );
+    }
+    // Per rate: count, Σ(y − λ), Σ(y − λ)², Σλ; the histogram of the counts.
+    let mut moments = vec![[0.0f64; 4]; o];
+    let mut hist = vec![std::collections::BTreeMap::<u32, f64>::new(); o];
+    let mut differ = Vec::new();
+    for x in 0..bb {
+        for s in 0..ns {
+            let (input, sample) = (input0 + x as u32, sample0 + s as u32);
+            for (a, m) in moments.iter_mut().enumerate() {
+                let l = lam[x * o + a];
+                let y = label_of(r[(x * ns + s) * o + a], l);
+                let want = poisson_draw::draw::<f32>(l, seed, input, sample, a as u32);
+                if y != want {
+                    differ.push((input, sample, a, l, y, want));
+                }
+                let d = f64::from(y) - f64::from(l);
+                m[0] += 1.0;
+                m[1] += d;
+                m[2] += d * d;
+                m[3] += f64::from(l);
+                *hist[a].entry(y).or_default() += 1.0;
+            }
+        }
+    }
+    let draws = bb * ns * o;
+    eprintln!(
+        "Poisson: {} of {draws} GPU draws differ from Rust: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(10)]
+    );
+    // Both sides run the same f32 operations on the same λ; only a draw within a few ulps of a
+    // boundary (the CDF at u, an acceptance test) could flip where the device's exp/log round
+    // differently from the host's (or the driver fuses a multiply-add). On lavapipe every draw
+    // agrees; elsewhere at most 1e-4 of the draws may flip.
+    let allowed = if ctx.is_software() { 0 } else { draws / 10_000 };
+    assert!(differ.len() <= allowed, "{} draws differ", differ.len());
+    for m in &moments {
+        let (n, l) = (m[0], m[3] / m[0]);
+        let mean = m[1] / n;
+        let var = m[2] / n - mean * mean;
+        // Standard errors: √(λ/n) for the mean, √((μ4 − σ⁴)/n) = √((λ + 2λ²)/n) for the
+        // variance.
+        let se_mean = (l / n).sqrt();
+        let se_var = ((l + 2.0 * l * l) / n).sqrt();
+        assert!(
+            mean.abs() <= 5.0 * se_mean,
+            "λ = {l}: mean − λ = {mean} ({} se)",
+            mean / se_mean
+        );
+        assert!(
+            (var - l).abs() <= 5.0 * se_var,
+            "λ = {l}: variance {var} ({} se)",
+            (var - l) / se_var
+        );
+    }
+    for (a, counts) in hist.iter().enumerate() {
+        let lams: Vec<f64> = (0..bb).map(|x| f64::from(lam[x * o + a])).collect();
+        let (chi2, df) = poisson_chi2(&lams, ns as f64, counts);
+        // χ² with df degrees of freedom: mean df, sd √(2 df); 6 sd is far in the tail.
+        assert!(
+            chi2 <= df + 6.0 * (2.0 * df).sqrt(),
+            "λ ≈ {}: χ² = {chi2} with {df} degrees of freedom",
+            lams[0]
+        );
+    }
+    for i in 0..bb * o {
+        assert_eq!(r_data[i], labels[i] - lam[i], "data residual {i}");
+    }
+}
+
+/// ln k! in f64 (Stirling's series beyond 30, error < 1e-15).
+fn ln_factorial(k: u32) -> f64 {
+    if k < 30 {
+        return (2..=k).map(|i| f64::from(i).ln()).sum();
+    }
+    let n = f64::from(k);
+    let n2 = n * n;
+    (n + 0.5) * n.ln() - n
+        + 0.5 * std::f64::consts::TAU.ln()
+        + (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * n2)) / n2) / n
+}
+
+/// Pearson's χ² of a histogram of counts drawn with `per_rate` draws from Poisson(λ) for each
+/// λ of `lams` (the expected counts of the mixture from the exact pmf in f64), over bins of
+/// consecutive counts with ≥ 40 expected draws each (the tails in the end bins); returns
+/// (χ², degrees of freedom).
+fn poisson_chi2(
+    lams: &[f64],
+    per_rate: f64,
+    counts: &std::collections::BTreeMap<u32, f64>,
+) -> (f64, f64) {
+    let (lo, hi) = lams
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    let first = (lo - 12.0 * lo.sqrt() - 10.0).max(0.0) as u32;
+    let last = (hi + 12.0 * hi.sqrt() + 20.0) as u32;
+    // Bins [start, end) of counts with their expected draws.
+    let mut bins: Vec<(u32, f64)> = Vec::new();
+    let mut acc = 0.0;
+    let mut start = 0u32;
+    for k in first..=last {
+        let lf = ln_factorial(k);
+        acc += lams
+            .iter()
+            .map(|&l| per_rate * (f64::from(k) * l.ln() - l - lf).exp())
+            .sum::<f64>();
+        if acc >= 40.0 {
+            bins.push((start, acc));
+            start = k + 1;
+            acc = 0.0;
+        }
+    }
+    // The leftover upper tail joins the last bin.
+    bins.last_mut().expect("some bins").1 += acc;
+    let observed = |from: u32, to: Option<u32>| -> f64 {
+        counts
+            .range(from..)
+            .take_while(|(k, _)| to.is_none_or(|t| **k < t))
+            .map(|(_, c)| c)
+            .sum()
+    };
+    let chi2 = (0..bins.len())
+        .map(|i| {
+            let (from, e) = bins[i];
+            let o = observed(from, bins.get(i + 1).map(|b| b.0));
+            (o - e) * (o - e) / e
+        })
+        .sum();
+    (chi2, (bins.len() - 1) as f64)
 }

@@ -18,7 +18,7 @@ use crate::family::Label;
 use crate::model::Activation;
 use crate::report::{Engine, Report};
 use crate::theory::{InputTheory, Spectrum};
-use crate::Result;
+use crate::{Error, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -231,6 +231,7 @@ fn prepare(ctx: &GpuContext, req: &Request<'_>) -> Result<(Prepared, Batches, Re
 /// phase timings and the adapter's description.
 fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, String)> {
     validate(req)?;
+    check_depth(req.model.layers().len())?;
     let ctx = GpuContext::given_or_shared(req.options.gpu.as_ref())?;
     let model = req.model;
     let b = req.inputs.nrows();
@@ -325,6 +326,35 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     }
     times.host_seconds = host_seconds;
     Ok((acc, times, ctx.describe()))
+}
+
+/// Most dispatches the recorded Jacobian chains of the Hessian pass may hold: about
+/// layers² of them, each with its own uniform buffer and bind group.
+pub const MAX_CHAIN_DISPATCHES: usize = 40_000;
+
+/// The dispatches of the Hessian pass's Jacobian chains for a model of `layers` layers.
+pub fn chain_dispatches(layers: usize) -> usize {
+    let head = layers.saturating_sub(1);
+    (0..head.saturating_sub(1))
+        .map(|l| {
+            1 + (l + 1..head)
+                .map(|m| 1 + usize::from(m + 1 < head))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Refuses a model too deep for the GPU engine's recorded Hessian pass.
+fn check_depth(layers: usize) -> Result<()> {
+    let n = chain_dispatches(layers);
+    if n > MAX_CHAIN_DISPATCHES {
+        return Err(Error::Resources(format!(
+            "the GPU engine records {n} Hessian-pass dispatches for a {layers}-layer model (their \
+             number grows as the square of the depth; at most {MAX_CHAIN_DISPATCHES}, about 200 \
+             layers): use --engine cpu for this model"
+        )));
+    }
+    Ok(())
 }
 
 /// Cost model: floating-point operations per input of each [`Phase`] (GEMMs and the main

@@ -32,6 +32,10 @@ fn medium_files(d: &Path, inputs: usize) {
 }
 
 fn command(d: &Path, out: &str, summary: &str, seed: u64) -> Command {
+    command_with(d, out, summary, seed, &[])
+}
+
+fn command_with(d: &Path, out: &str, summary: &str, seed: u64, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args([
         "analyze",
@@ -41,6 +45,7 @@ fn command(d: &Path, out: &str, summary: &str, seed: u64) -> Command {
         "x.npy",
     ])
     .args(["--out", out, "--summary", summary, "--engine", "cpu"])
+    .args(extra)
     .args([
         "--seed",
         &seed.to_string(),
@@ -111,15 +116,46 @@ fn kill_9_leaves_no_partial_or_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     medium_files(d, 400);
-    // Kill at several points of the run, from loading to the end.
-    for delay_ms in [30, 150, 400, 700, 1000, 1400] {
-        let mut child = command(d, "result.safetensors", "summary.json", 1)
+    // Kill at several points of the run, from loading to the end; the per-input runs write
+    // a 180 MB RESULT, so that some kills land while it is being written.
+    let per_input: &[&str] = &["--per-input", "--rows", "0:40"];
+    for (delay_ms, extra) in [
+        (30, &[][..]),
+        (400, &[]),
+        (1000, &[]),
+        (1400, &[]),
+        (500, per_input),
+        (900, per_input),
+        (1300, per_input),
+        (1700, per_input),
+    ] {
+        let mut child = command_with(d, "result.safetensors", "summary.json", 1, extra)
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         // SIGKILL: no handler runs.
         child.kill().unwrap();
         child.wait().unwrap();
+        assert_old_or_complete(d);
+    }
+    // Kill the moment RESULT changes: a writer that is not atomic is caught mid-write.
+    for _ in 0..2 {
+        std::fs::write(d.join("result.safetensors"), OLD).unwrap();
+        let mut child = command_with(d, "result.safetensors", "summary.json", 1, per_input)
+            .spawn()
+            .unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let len = std::fs::metadata(d.join("result.safetensors")).map_or(0, |m| m.len());
+            if len != OLD.len() as u64 {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
         assert_old_or_complete(d);
     }
     // A run that is never interrupted replaces both files.

@@ -666,3 +666,35 @@ fn gpu_training_backend_matches_cpu_backend() {
     let ev = gpu.evaluate(&model, x.view(), &labels).unwrap();
     assert_eq!(ev.correct, sc.correct);
 }
+
+/// Without XDG_RUNTIME_DIR, the CLI's GPU engine prints nothing but its own output: Mesa's
+/// "XDG_RUNTIME_DIR is invalid or not set" warning never reaches the user (the CLI points
+/// the variable at a private folder before any thread starts).
+#[test]
+fn cli_gpu_prints_no_xdg_runtime_dir_warning() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = random_model(&[3, 4, 2], &[Sigmoid], 1.0, 7, true);
+    let mpath = dir.path().join("m.safetensors");
+    diagfim::model::save_safetensors(&model, &mpath, diagfim::model::StoreDtype::F32).unwrap();
+    ndarray_npy::write_npy(dir.path().join("x.npy"), &random_inputs(3, 3, 8)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diagfim"))
+        .args(["analyze", "--model", "m.safetensors", "--inputs", "x.npy"])
+        .args([
+            "--engine",
+            "gpu",
+            "--samples",
+            "2",
+            "--out",
+            "r.safetensors",
+        ])
+        .current_dir(dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}

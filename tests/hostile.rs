@@ -295,6 +295,7 @@ fn standard_files(d: &Path) {
 /// Runs every case and fails with the list of those that misbehaved.
 fn run_all(cases: Vec<Case>) {
     let n = cases.len();
+    eprintln!("{n} hostile cases");
     let failures: Vec<String> = cases.iter().filter_map(Case::run).collect();
     assert!(
         failures.is_empty(),

@@ -102,7 +102,10 @@ fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> 
     match GpuContext::with_options(&options) {
         Ok(ctx) => Ok(Some(Arc::new(ctx))),
         Err(e) if engine == EngineKind::Gpu || require || named.is_some() => Err(match named {
-            Some(n) => diagfim::Error::Gpu(format!("{e} (from {ADAPTER_ENV}='{n}')")),
+            Some(n) => diagfim::Error::Gpu(match e {
+                diagfim::Error::Gpu(msg) => format!("{msg} (from {ADAPTER_ENV}='{n}')"),
+                other => format!("{other} (from {ADAPTER_ENV}='{n}')"),
+            }),
             None => e,
         }),
         Err(_) => Ok(None),

@@ -72,6 +72,10 @@ pub enum Error {
     /// A bug in diagfim, not in the caller's input: please report it.
     #[error("internal error (a bug in diagfim, please report it): {0}")]
     Internal(String),
+    /// The run needs more memory (or other resources) than the machine has; the message
+    /// says how to need less.
+    #[error("not enough resources: {0}")]
+    Resources(String),
     /// Writing results failed.
     #[error("cannot write results to '{path}': {msg}")]
     Output {

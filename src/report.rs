@@ -2,7 +2,7 @@
 //! and their serialisation (RESULT.safetensors, SUMMARY.json, a printed table).
 
 use crate::family::FamilyKind;
-use crate::io::{named, write_safetensors, OwnedTensor, StoreDtype};
+use crate::io::{named, safetensors_bytes, OwnedTensor, StoreDtype};
 use crate::model::ParamInfo;
 use crate::theory::advice::{budget_split, chebyshev_samples, BudgetSplit};
 use crate::theory::layer::RUHE_MAX_SIZE;
@@ -659,8 +659,13 @@ impl Report {
         })
     }
 
-    /// Writes RESULT.safetensors (float64 tensors, metadata describing the run).
+    /// Writes RESULT.safetensors (float64 tensors, metadata describing the run), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        crate::output::write_atomic(path, &self.result_bytes()?)
+    }
+
+    /// The bytes of RESULT.safetensors ([`Report::save`]).
+    pub fn result_bytes(&self) -> Result<Vec<u8>> {
         let owned: Vec<OwnedTensor> = self
             .tensors()
             .map(|(name, a)| (name, a.shape().to_vec(), a.iter().copied().collect()))
@@ -674,7 +679,7 @@ impl Report {
                     .map(|(k, v)| (k, v.to_string().trim_matches('"').to_string()))
                     .collect()
             });
-        write_safetensors(path, &tensors, StoreDtype::F64, meta)
+        safetensors_bytes(&tensors, StoreDtype::F64, meta)
     }
 
     /// Per-tensor means of every key and the theory layer's per-tensor results (SUMMARY.json's
@@ -717,14 +722,16 @@ impl Report {
         self.save_summary_with(path, &SummaryOptions::default())
     }
 
-    /// Writes SUMMARY.json with the given options.
+    /// Writes SUMMARY.json with the given options, atomically.
     pub fn save_summary_with(&self, path: &Path, opts: &SummaryOptions) -> Result<()> {
-        let text =
-            serde_json::to_string_pretty(&self.summary_with(opts)).map_err(|e| Error::Output {
-                path: path.to_path_buf(),
-                msg: e.to_string(),
-            })?;
-        std::fs::write(path, text + "\n").map_err(|e| Error::io("write", path, e))
+        crate::output::write_atomic(path, &self.summary_bytes(opts)?)
+    }
+
+    /// The bytes of SUMMARY.json with the given options ([`Report::save_summary_with`]).
+    pub fn summary_bytes(&self, opts: &SummaryOptions) -> Result<Vec<u8>> {
+        let text = serde_json::to_string_pretty(&self.summary_with(opts))
+            .map_err(|e| Error::Internal(format!("cannot format SUMMARY.json: {e}")))?;
+        Ok((text + "\n").into_bytes())
     }
 
     /// A per-tensor table of the key means, for the terminal.

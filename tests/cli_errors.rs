@@ -409,7 +409,7 @@ fn inputs_not_npy() {
     let s = Setup::new();
     std::fs::write(s.path("x.txt"), "1,2,3\n4,5,6\n").unwrap();
     let err = s.analyze("model.safetensors", "x.txt", &[]);
-    assert_says(&err, &["x.txt", "float32 or float64"]);
+    assert_says(&err, &["x.txt", "not an .npy file", "numpy.save"]);
     let err = s.analyze("model.safetensors", "missing.npy", &[]);
     assert_says(&err, &["cannot read", "missing.npy"]);
 }

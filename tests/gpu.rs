@@ -483,19 +483,124 @@ fn gpu_without_labels_matches_cpu() {
     assert_close(&g, &c, "no labels");
 }
 
-/// Inputs so large that the GPU's f32 sums overflow (a⁸ ≈ 1e48) give an error that says so,
-/// never infinities in the report, while the f64 CPU engine still answers.
+/// [`assert_close`], except for the variances over the inputs (`var_x`, `var_ef`, and the
+/// Var_x part of `var_joint1/2`): f32 resolves each input's Fisher F to a relative ≈ 1e-6,
+/// so their absolute error is up to ≈ 4e-6·F·σ + 1e-12·F² (σ: F's spread over the inputs),
+/// whatever the inputs' scale (README, "Engines").
+fn assert_close_range(gpu: &diagfim::Report, cpu: &diagfim::Report, what: &str) {
+    let mut bad = vec![];
+    for ((name, g), (_, c)) in gpu.tensors().zip(cpu.tensors()) {
+        let (key, param) = name.split_once('/').unwrap();
+        let scale = c.iter().map(|v| v.abs()).sum::<f64>() / c.len() as f64;
+        let flat = |k| -> Vec<f64> { cpu.get(k, param).unwrap().iter().copied().collect() };
+        let (fisher, var_x) = (flat(diagfim::Key::Fisher), flat(diagfim::Key::VarX));
+        let over_inputs = matches!(key, "var_x" | "var_ef" | "var_joint1" | "var_joint2");
+        for (i, (gv, cv)) in g.iter().zip(c.iter()).enumerate() {
+            let (f, sd) = (fisher[i].abs(), var_x[i].abs().sqrt());
+            let floor = if over_inputs {
+                4e-6 * f * sd + 1e-12 * f * f
+            } else {
+                0.0
+            };
+            let tol = 2e-3 * cv.abs() + 2e-3 * scale + floor + 1e-300;
+            if (gv - cv).abs() > tol || !gv.is_finite() {
+                bad.push(format!("{name}[{i}] gpu {gv:e} vs cpu {cv:e}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{what}: {} entries differ:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+/// Inputs scaled anywhere from 1e-20 to 1e5: the GPU engine rescales the first layer's
+/// input per column by a power of two (an exact reparametrisation, undone in f64 on the
+/// host), so it agrees with the f64 CPU engine on every key and recommends the same
+/// estimators; a scale it cannot handle is refused with a message naming `--engine cpu`,
+/// never a silent zero or infinity.
 #[test]
-fn gpu_f32_overflow_is_an_error() {
+fn gpu_numeric_range_across_input_scales() {
     if gpu().is_none() {
         return;
     }
-    // First-layer weights scaled down by the inputs' scale: moderate pre-activations, so the
-    // per-unit statistics are O(1) while the layer input a ≈ 1e6.
-    let mut model = random_model(&[3, 4, 2], &[Tanh], 1.0, 71, true);
-    model.layers_mut()[0].weight.mapv_inplace(|w| w * 1e-6);
+    let model = random_model(&[4, 6, 5, 3], &[Sigmoid, Tanh], 0.9, 81, true);
     let family = Family::from_name("categorical", 1.0).unwrap();
-    let x = random_inputs(4, 3, 72).mapv(|v| 1e6 * (v + 2.0));
+    let base = random_inputs(12, 4, 82);
+    let mut agreed = 0;
+    for scale in [1e-20, 1e-12, 1e-6, 1e-3, 1.0, 1e3, 1e5] {
+        let x = base.mapv(|v| v * scale);
+        let go = |engine| {
+            diagfim::analyze(&Request {
+                model: &model,
+                family: family.as_dyn(),
+                inputs: x.view(),
+                labels: None,
+                options: AnalysisOptions {
+                    samples: 4,
+                    seed: 5,
+                    engine,
+                    ..Default::default()
+                },
+                progress: None,
+            })
+        };
+        let cpu = go(EngineKind::Cpu).unwrap();
+        match go(EngineKind::Gpu) {
+            Ok(gpu) => {
+                assert_close_range(&gpu, &cpu, &format!("inputs × {scale:e}"));
+                let (gs, cs) = (gpu.summary(), cpu.summary());
+                for (g, c) in gs.layers.iter().zip(&cs.layers) {
+                    assert_eq!(
+                        g.theory.recommendation.estimator, c.theory.recommendation.estimator,
+                        "inputs × {scale:e}: recommendation of {}",
+                        g.name
+                    );
+                }
+                // The first layer's weights carry the inputs' scale: not flushed to zero.
+                for key in [
+                    diagfim::Key::Var1,
+                    diagfim::Key::Var2,
+                    diagfim::Key::McVar1Se,
+                ] {
+                    let nonzero = |r: &diagfim::Report| {
+                        r.get(key, "0.weight")
+                            .unwrap()
+                            .iter()
+                            .filter(|v| **v != 0.0)
+                            .count()
+                    };
+                    assert_eq!(nonzero(&gpu), nonzero(&cpu), "inputs × {scale:e}: {key:?}");
+                }
+                eprintln!("inputs × {scale:e}: the GPU engine agrees with the CPU engine");
+                agreed += 1;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("--engine cpu"), "inputs × {scale:e}: {msg}");
+                eprintln!("inputs × {scale:e}: refused: {msg}");
+                // Only the largest scales may saturate the hidden units out of f32's range.
+                assert!(scale >= 1e3, "inputs × {scale:e} refused: {msg}");
+            }
+        }
+    }
+    assert!(agreed >= 5, "only {agreed} scales agreed");
+}
+
+/// Hidden activations beyond f32's range for a⁸ (here ≈ 1e6 through an identity layer) are
+/// refused with a message that names the CPU engine, never infinities in the report, while
+/// the f64 CPU engine still answers.
+#[test]
+fn gpu_f32_range_refusal_names_the_cpu_engine() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut model = random_model(&[3, 4, 2], &[Identity], 1.0, 71, true);
+    model.layers_mut()[0].weight.mapv_inplace(|w| w * 1e6);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(4, 3, 72).mapv(|v| v + 2.0);
     let go = |engine| {
         diagfim::analyze(&Request {
             model: &model,
@@ -510,11 +615,43 @@ fn gpu_f32_overflow_is_an_error() {
             progress: None,
         })
     };
-    let err = go(EngineKind::Gpu).expect_err("f32 overflow must be an error");
+    let err = go(EngineKind::Gpu).expect_err("activations of 1e6 must be refused");
     let msg = err.to_string();
     assert!(msg.contains("f32") && msg.contains("--engine cpu"), "{msg}");
     let cpu = go(EngineKind::Cpu).unwrap();
     assert!(cpu.tensors().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+}
+
+/// A model too deep for the GPU engine's recorded Hessian pass is refused before any device
+/// work, with a message naming the CPU engine.
+#[test]
+fn gpu_refuses_very_deep_models() {
+    if gpu().is_none() {
+        return;
+    }
+    let widths = vec![2; 3001];
+    let acts = vec![Tanh; 2999];
+    let model = random_model(&widths, &acts, 0.9, 3, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(2, 2, 4);
+    let err = diagfim::analyze(&Request {
+        model: &model,
+        family: family.as_dyn(),
+        inputs: x.view(),
+        labels: None,
+        options: AnalysisOptions {
+            samples: 2,
+            engine: EngineKind::Gpu,
+            ..Default::default()
+        },
+        progress: None,
+    })
+    .expect_err("3000 layers must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("3000-layer") && msg.contains("--engine cpu"),
+        "{msg}"
+    );
 }
 
 /// Training gradients on the GPU equal −(1/B) Σ scores of the CPU reference engine.
@@ -691,4 +828,36 @@ fn gpu_training_backend_matches_cpu_backend() {
     assert!(rel_err(&g, &c) < 1e-5, "{:e}", rel_err(&g, &c));
     let ev = gpu.evaluate(&model, x.view(), &labels).unwrap();
     assert_eq!(ev.correct, sc.correct);
+}
+
+/// Without XDG_RUNTIME_DIR, the CLI's GPU engine prints nothing but its own output: Mesa's
+/// "XDG_RUNTIME_DIR is invalid or not set" warning never reaches the user (the CLI points
+/// the variable at a private folder before any thread starts).
+#[test]
+fn cli_gpu_prints_no_xdg_runtime_dir_warning() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = random_model(&[3, 4, 2], &[Sigmoid], 1.0, 7, true);
+    let mpath = dir.path().join("m.safetensors");
+    diagfim::model::save_safetensors(&model, &mpath, diagfim::model::StoreDtype::F32).unwrap();
+    ndarray_npy::write_npy(dir.path().join("x.npy"), &random_inputs(3, 3, 8)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diagfim"))
+        .args(["analyze", "--model", "m.safetensors", "--inputs", "x.npy"])
+        .args([
+            "--engine",
+            "gpu",
+            "--samples",
+            "2",
+            "--out",
+            "r.safetensors",
+        ])
+        .current_dir(dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
 }

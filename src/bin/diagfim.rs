@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use diagfim::engine::GpuContext;
 use diagfim::engine::{analyze, analyze_partial, AnalysisOptions, Bounds, EngineKind, Request};
+use diagfim::output::Outputs;
 use diagfim::report::SummaryOptions;
 use diagfim::theory::pair::{pair, ParamRef};
 use diagfim::{io, model, Activation, Family, Partial};
@@ -19,14 +20,47 @@ const REQUIRE_GPU_ENV: &str = "DIAGFIM_REQUIRE_GPU";
 /// Environment variable: the GEMM's register blocking, `4` (the default) or `8`.
 const GEMM_R_ENV: &str = "DIAGFIM_GEMM_R";
 
-/// A set, non-empty environment variable.
-fn env_value(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// A set, non-empty environment variable. A value that is not Unicode is an error.
+fn env_value(name: &str) -> diagfim::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(diagfim::Error::Input(format!(
+            "{name}={}: the value is not valid Unicode; unset it or give a plain value",
+            v.to_string_lossy()
+        ))),
+    }
+}
+
+/// A whole number ≥ 0 for an option (clap's value parser), with a message that says what
+/// is wrong: negative, fractional or not a number.
+fn whole<T: std::str::FromStr + std::fmt::Display>(s: &str, max: T) -> Result<T, String> {
+    let t = s.trim();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    t.parse::<T>().map_err(|_| {
+        let what = if t.starts_with('-') && t[1..].parse::<f64>().is_ok() {
+            "it is negative"
+        } else if t.parse::<f64>().is_ok() {
+            "it is not a whole number or is too large"
+        } else {
+            "it is not a number"
+        };
+        format!("{what}; give a whole number from 0 to {max}")
+    })
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    whole(s, u64::MAX)
+}
+
+fn parse_usize(s: &str) -> Result<usize, String> {
+    whole(s, usize::MAX)
 }
 
 /// Whether `DIAGFIM_REQUIRE_GPU` asks for a GPU (`1`; `0` or unset: no).
 fn require_gpu() -> diagfim::Result<bool> {
-    match env_value(REQUIRE_GPU_ENV).as_deref().map(str::trim) {
+    match env_value(REQUIRE_GPU_ENV)?.as_deref().map(str::trim) {
         None | Some("0") => Ok(false),
         Some("1") => Ok(true),
         Some(v) => Err(diagfim::Error::Input(format!(
@@ -42,7 +76,7 @@ fn require_gpu() -> diagfim::Result<bool> {
 #[cfg(feature = "gpu")]
 fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> {
     use diagfim::engine::gpu::{AdapterChoice, GpuOptions};
-    let wide_gemm = match env_value(GEMM_R_ENV).as_deref().map(str::trim) {
+    let wide_gemm = match env_value(GEMM_R_ENV)?.as_deref().map(str::trim) {
         None | Some("4") => false,
         Some("8") => true,
         Some(v) => {
@@ -51,7 +85,7 @@ fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> 
             )))
         }
     };
-    let named = env_value(ADAPTER_ENV);
+    let named = env_value(ADAPTER_ENV)?;
     let require = require_gpu()?;
     if engine == EngineKind::Cpu {
         return Ok(None);
@@ -68,7 +102,10 @@ fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> 
     match GpuContext::with_options(&options) {
         Ok(ctx) => Ok(Some(Arc::new(ctx))),
         Err(e) if engine == EngineKind::Gpu || require || named.is_some() => Err(match named {
-            Some(n) => diagfim::Error::Gpu(format!("{e} (from {ADAPTER_ENV}='{n}')")),
+            Some(n) => diagfim::Error::Gpu(match e {
+                diagfim::Error::Gpu(msg) => format!("{msg} (from {ADAPTER_ENV}='{n}')"),
+                other => format!("{other} (from {ADAPTER_ENV}='{n}')"),
+            }),
             None => e,
         }),
         Err(_) => Ok(None),
@@ -78,7 +115,8 @@ fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> 
 /// Without the `gpu` feature: no device; `DIAGFIM_REQUIRE_GPU=1` is an error.
 #[cfg(not(feature = "gpu"))]
 fn gpu_from_env(engine: EngineKind) -> diagfim::Result<Option<Arc<GpuContext>>> {
-    let _ = (ADAPTER_ENV, GEMM_R_ENV);
+    env_value(ADAPTER_ENV)?;
+    env_value(GEMM_R_ENV)?;
     if require_gpu()? && engine != EngineKind::Cpu {
         return Err(diagfim::Error::Gpu(format!(
             "{REQUIRE_GPU_ENV}=1 but this diagfim was built without the `gpu` feature"
@@ -120,6 +158,7 @@ enum Command {
 
 /// Model, inputs and output family: shared by `analyze` and `pair`.
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct DataArgs {
     /// Model: safetensors state_dict of an nn.Sequential of nn.Linear layers.
     #[arg(long)]
@@ -143,6 +182,7 @@ impl DataArgs {
     /// Loads the family, the model and the inputs, checking each.
     fn load(&self) -> diagfim::Result<(Family, diagfim::Mlp, ndarray::Array2<f64>)> {
         let family = Family::from_name(&self.family, self.sigma2)?;
+        check_sigma2(&self.family, self.sigma2)?;
         let mlp = load_model(&self.model, self.activations.as_deref())?;
         let inputs = io::read_inputs(&self.inputs)?;
         Ok((family, mlp, inputs))
@@ -150,14 +190,15 @@ impl DataArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct AnalyzeArgs {
     #[command(flatten)]
     data: DataArgs,
     /// N, labels sampled per input.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = parse_usize)]
     samples: usize,
     /// Seed of the counter-based RNG.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_u64)]
     seed: u64,
     /// Data labels Y.npy (enables the empirical Fisher `ef`): classes [B] (categorical),
     /// targets [B, O] (gaussian), 0/1 [B, O] (bernoulli), counts [B, O] (poisson).
@@ -170,10 +211,10 @@ struct AnalyzeArgs {
     #[arg(long)]
     per_input: bool,
     /// Inputs per block (memory only; results do not depend on it).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = parse_usize)]
     batch_size: usize,
-    /// CPU worker threads (0: all cores; results do not depend on it).
-    #[arg(long, default_value_t = 0)]
+    /// CPU worker threads (0: all cores, at most 4 per core; results do not depend on it).
+    #[arg(long, default_value_t = 0, value_parser = parse_usize)]
     threads: usize,
     /// Bounds to compute: all; keys (skip SUMMARY.json's per-tensor trace bounds, about half
     /// of the host's per-input work); none (no bound keys and no per-input spectra). The other
@@ -182,7 +223,7 @@ struct AnalyzeArgs {
     bounds: String,
     /// Global index of the first input (a shard [K, K+B) of a data set): labels are sampled
     /// by global input index, so shards draw the labels of the whole run.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_u64)]
     input_offset: u64,
     /// Analyse only rows START..END of the inputs (and labels), as the shard of a data set:
     /// sets --input-offset to START (e.g. --rows 0:25000 --partial part0.safetensors).
@@ -217,7 +258,7 @@ struct SummaryArgs {
 }
 
 impl SummaryArgs {
-    /// The summary options, validated, after checking that the summary's folder exists.
+    /// The summary options, validated.
     fn options(&self) -> diagfim::Result<SummaryOptions> {
         let opts = SummaryOptions {
             eps: self.eps,
@@ -225,23 +266,29 @@ impl SummaryArgs {
             input_cost: self.input_cost,
         };
         opts.validate()?;
-        if let Some(s) = &self.summary {
-            check_output_dir(s)?;
-        }
         Ok(opts)
     }
 
-    /// Writes RESULT (and SUMMARY if asked), then prints the per-tensor table.
+    /// RESULT (`--out`) and SUMMARY (`--summary`, when given) as labelled output paths.
+    fn outputs<'a>(&'a self, out: &'a Path) -> Vec<(&'static str, &'a Path)> {
+        let mut v = vec![("--out", out)];
+        v.extend(self.summary.as_deref().map(|s| ("--summary", s)));
+        v
+    }
+
+    /// Writes RESULT (and SUMMARY if asked) together, then prints the per-tensor table.
     fn write(
         &self,
         report: &diagfim::Report,
+        outputs: &Outputs,
         out: &Path,
         opts: &SummaryOptions,
     ) -> diagfim::Result<()> {
-        report.save(out)?;
-        if let Some(s) = &self.summary {
-            report.save_summary_with(s, opts)?;
+        let mut contents = vec![report.result_bytes()?];
+        if self.summary.is_some() {
+            contents.push(report.summary_bytes(opts)?);
         }
+        outputs.commit(&contents.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
         println!(
             "{} inputs, N = {} labels each, engine {}, {:.3} s; per-tensor means:",
             report.run.inputs, report.run.samples, report.run.adapter, report.run.wall_time_s
@@ -253,6 +300,7 @@ impl SummaryArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct MergeArgs {
     /// Partial results written by `diagfim analyze --partial`, of disjoint input shards.
     #[arg(required = true, num_args = 1..)]
@@ -265,6 +313,7 @@ struct MergeArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct PairArgs {
     #[command(flatten)]
     data: DataArgs,
@@ -276,27 +325,25 @@ struct PairArgs {
     j: String,
 }
 
+/// Refuses a Gaussian σ² whose powers leave f64's range: the variances scale as 1/σ⁴
+/// (K = 3/σ⁴), so σ² below about 1e-150 overflows them and above about 1e150 flushes them
+/// to zero. ([`Family::from_name`] has already refused σ² ≤ 0 and non-finite values.)
+fn check_sigma2(family: &str, sigma2: f64) -> diagfim::Result<()> {
+    let inv4 = 1.0 / (sigma2 * sigma2);
+    let gaussian = family.trim().eq_ignore_ascii_case("gaussian");
+    if gaussian && sigma2 > 0.0 && !(inv4.is_normal() && (sigma2 * sigma2).is_normal()) {
+        return Err(diagfim::Error::Input(format!(
+            "--sigma2 {sigma2:e} is outside the range diagfim can compute with: the variances \
+             scale as 1/σ⁴ = {inv4:e}, beyond f64's range; give σ² between 1e-150 and 1e150 \
+             (rescale the targets and the model's last layer instead)"
+        )));
+    }
+    Ok(())
+}
+
 fn load_model(path: &Path, activations: Option<&str>) -> diagfim::Result<diagfim::Mlp> {
     let acts = activations.map(Activation::parse_list).transpose()?;
     model::load_safetensors(path, acts)
-}
-
-/// Fails early when an output file's folder does not exist, before any work is done.
-fn check_output_dir(path: &Path) -> diagfim::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => return Ok(()),
-    };
-    if !dir.is_dir() {
-        return Err(diagfim::Error::Output {
-            path: path.to_path_buf(),
-            msg: format!(
-                "the folder '{}' does not exist; create it first",
-                dir.display()
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn run_pair(a: PairArgs) -> diagfim::Result<()> {
@@ -333,7 +380,8 @@ fn parse_rows(rows: &str, b: usize) -> diagfim::Result<(usize, usize)> {
 
 fn run_merge(a: MergeArgs) -> diagfim::Result<()> {
     let summary_opts = a.summary.options()?;
-    check_output_dir(&a.out)?;
+    let inputs: Vec<(&str, &Path)> = a.parts.iter().map(|p| ("partial", p.as_path())).collect();
+    let outputs = Outputs::check(&inputs, &a.summary.outputs(&a.out))?;
     let mut merged: Option<Partial> = None;
     for path in &a.parts {
         let part = Partial::load(path)?;
@@ -357,14 +405,26 @@ fn run_merge(a: MergeArgs) -> diagfim::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    a.summary.write(&report, &a.out, &summary_opts)
+    a.summary.write(&report, &outputs, &a.out, &summary_opts)
 }
 
 fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
     let summary_opts = a.summary.options()?;
-    for path in a.out.iter().chain(&a.partial) {
-        check_output_dir(path)?;
-    }
+    diagfim::resources::check_threads(a.threads)?;
+    let mut inputs = vec![
+        ("--model", a.data.model.as_path()),
+        ("--inputs", a.data.inputs.as_path()),
+    ];
+    inputs.extend(a.labels.as_deref().map(|l| ("--labels", l)));
+    let outputs = match (&a.partial, &a.out) {
+        (Some(p), _) => Outputs::check(&inputs, &[("--partial", p)])?,
+        (None, Some(out)) => Outputs::check(&inputs, &a.summary.outputs(out))?,
+        (None, None) => {
+            return Err(diagfim::Error::Input(
+                "give --out RESULT.safetensors (or --partial PART.safetensors)".into(),
+            ))
+        }
+    };
     let started = std::time::Instant::now();
     let engine: EngineKind = a.engine.parse()?;
     let gpu = gpu_from_env(engine)?;
@@ -416,7 +476,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
         (Some(path), _) => {
             let partial = analyze_partial(&req)?;
             bar.finish_and_clear();
-            partial.save(path)?;
+            outputs.commit(&[&partial.to_bytes()?])?;
             println!(
                 "partial result of inputs [{}, {}) ({} inputs, engine {}, {:.3} s): {}",
                 input_offset,
@@ -431,7 +491,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
         (None, Some(out)) => {
             let report = analyze(&req)?;
             bar.finish_and_clear();
-            a.summary.write(&report, out, &summary_opts)
+            a.summary.write(&report, &outputs, out, &summary_opts)
         }
         (None, None) => Err(diagfim::Error::Input(
             "give --out RESULT.safetensors (or --partial PART.safetensors)".into(),
@@ -439,8 +499,54 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
     }
 }
 
+/// Longest error message printed, in characters (the start and the end are kept).
+const MAX_MESSAGE: usize = 2000;
+
+/// Mesa's Vulkan drivers warn on stderr when `XDG_RUNTIME_DIR` is unset. Before any thread
+/// exists, point it at a private folder of this user's (`$TMPDIR/diagfim-runtime-UID`, mode
+/// 0700, created when missing; one owned by someone else or open to others is not used).
+#[cfg(all(unix, feature = "gpu"))]
+fn private_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("diagfim-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let private = std::fs::symlink_metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+    if private {
+        // Still single-threaded: nothing else reads or writes the environment now.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+#[cfg(not(all(unix, feature = "gpu")))]
+fn private_runtime_dir() {}
+
+/// On SIGINT, SIGTERM and SIGHUP: remove the temporary output files, then exit with
+/// 128 + the signal's number, as the shell reports a killed process.
+fn remove_temporaries_on_signals() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    diagfim::output::remove_temporary_files();
+                    std::process::exit(128 + sig);
+                }
+            });
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    private_runtime_dir();
     let cli = Cli::parse();
+    remove_temporaries_on_signals();
     let result = match cli.command {
         Command::Analyze(a) => run_analyze(a),
         Command::Pair(a) => run_pair(a),
@@ -453,7 +559,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Every message already names its cause.
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                diagfim::resources::cap_message(&e.to_string(), MAX_MESSAGE)
+            );
             ExitCode::from(2)
         }
     }

@@ -46,6 +46,17 @@ fn values(stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
 pub(crate) struct LayerBlock<'a> {
     pub channels: Vec<(Key, &'a [f32])>,
     pub welford: &'a [f32],
+    /// Per column k of the layer input, the power-of-two factor s_k by which the device's
+    /// copy of a_k was multiplied (its weights divided), or empty for none: a channel of
+    /// power p is divided by s_k^p, the Welford means by s_k² and M2 by s_k⁴ (exactly).
+    pub column_scales: &'a [f64],
+}
+
+/// s_k^p for column k of a layer input scaled by `scales` (1 for the bias column, past the
+/// scales, and without scales).
+#[cfg(feature = "gpu")]
+fn unscale(scales: &[f64], k: usize, power: i32) -> f64 {
+    scales.get(k).map_or(1.0, |s| s.powi(power))
 }
 
 /// One layer's accumulators: its sufficient statistics and the pending chunk.
@@ -213,19 +224,27 @@ impl Accumulator {
                     return Err(Error::Internal("channel block size".into()));
                 }
                 let rows = c * layer.n_out..(c + 1) * layer.n_out;
+                let power = self.groups[g].0 as i32;
+                let row = layer.row;
                 let mut dst = layer.sums[g].slice_mut(ndarray::s![rows, ..]);
-                for (d, v) in dst.iter_mut().zip(sums.iter()) {
-                    *d += f64::from(*v);
+                for (e, (d, v)) in dst.iter_mut().zip(sums.iter()).enumerate() {
+                    *d += f64::from(*v) / unscale(block.column_scales, e % row, power);
                 }
             }
+            let row = layer.row;
             layer
                 .welford
                 .par_iter_mut()
                 .zip(block.welford.par_chunks(4))
-                .for_each(|(w, b)| {
+                .enumerate()
+                .for_each(|(e, (w, b))| {
+                    let (s2, s4) = (
+                        unscale(block.column_scales, e % row, 2),
+                        unscale(block.column_scales, e % row, 4),
+                    );
                     let b: Vec<f64> = b.iter().map(|v| f64::from(*v)).collect();
-                    w.fisher.merge(n_a, n_b, b[0], b[1]);
-                    w.ef.merge(n_a, n_b, b[2], b[3]);
+                    w.fisher.merge(n_a, n_b, b[0] / s2, b[1] / s4);
+                    w.ef.merge(n_a, n_b, b[2] / s2, b[3] / s4);
                 });
         }
         self.added += count;

@@ -257,12 +257,35 @@ pub(super) fn analyze_partial(req: &Request<'_>) -> Result<crate::engine::partia
 const ENGINE: Engine = Engine::Cpu;
 const ADAPTER: &str = "cpu (f64 reference engine)";
 
+/// Refuses a number of sampled labels whose per-input buffers (N × (O + 3 × the widest
+/// layer) numbers per worker thread) the machine cannot hold.
+fn check_sample_memory(req: &Request<'_>) -> Result<()> {
+    let opts = &req.options;
+    let workers = match opts.threads {
+        0 => rayon::current_num_threads(),
+        t => t,
+    };
+    let in_flight = workers.min(opts.batch_size.max(1)).min(req.inputs.nrows()) as u64;
+    let widest = req.model.widths().into_iter().max().unwrap_or(1) as u64;
+    let per_label = req.model.output_dim() as u64 + 3 * widest;
+    let bytes = crate::resources::product(&[in_flight, opts.samples as u64, per_label, 8, 2]);
+    crate::resources::check_memory(
+        &format!(
+            "the CPU engine with --samples {} ({in_flight} inputs in flight)",
+            opts.samples
+        ),
+        bytes,
+        "use fewer --samples or --threads, or the GPU engine, which draws the samples in chunks",
+    )
+}
+
 /// Accumulates every input of the request, in input order.
 fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
     validate(req)?;
     let opts = &req.options;
     debug_assert!(opts.samples >= MIN_SAMPLES_FOR_VARIANCE);
     let b = req.inputs.nrows();
+    check_sample_memory(req)?;
     let mut acc = Accumulator::new(req.model, b, opts.per_input);
     let block = opts.batch_size.max(1);
     let mut run = || -> Result<()> {

@@ -230,6 +230,24 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
             }
         }
     }
+    check_resources(req)
+}
+
+/// Refuses a request whose worker threads or per-input results the machine cannot hold
+/// ([`crate::resources`]); each engine checks its own work buffers as well.
+fn check_resources(req: &Request<'_>) -> Result<()> {
+    crate::resources::check_threads(req.options.threads)?;
+    if req.options.per_input {
+        let (b, p) = (req.inputs.nrows() as u64, req.model.num_params() as u64);
+        let keys = crate::report::NUM_KEYS as u64;
+        // The accumulator's values, the report's arrays and RESULT's bytes.
+        let bytes = crate::resources::product(&[b, p, keys, 8, 3]);
+        crate::resources::check_memory(
+            &format!("--per-input ({b} inputs × {p} parameters × up to {keys} keys)"),
+            bytes,
+            "drop --per-input, use --partial shards, or fewer inputs",
+        )?;
+    }
     Ok(())
 }
 

@@ -655,7 +655,8 @@ impl Partial {
                 if !t.is_finite() {
                     return Err(Error::NonFinite {
                         what: format!(
-                            "the trace bounds of '{}' (overflow: the model's weights or inputs are too large)",
+                            "the trace bounds of '{}' (overflow past f64's range: the model's weights or inputs \
+                             are too large, or the Gaussian σ² too small)",
                             info.name
                         ),
                         index: 0,

@@ -48,14 +48,23 @@ fn to_f64(path: &Path, name: &str, view: &safetensors::tensor::TensorView<'_>) -
 
 /// Loads a model. `activations` overrides the file's metadata when given.
 pub fn load_safetensors(path: &Path, activations: Option<Vec<Activation>>) -> Result<Mlp> {
-    let bytes = read_file(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+    model_from_bytes(path, &read_file(path)?, activations)
+}
+
+/// A model from the bytes of a safetensors file ([`load_safetensors`]); `path` names the
+/// file in messages.
+pub fn model_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    activations: Option<Vec<Activation>>,
+) -> Result<Mlp> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
         file_error(
             path,
             format!("not a valid safetensors file ({e}); save it with safetensors.torch.save_file"),
         )
     })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| file_error(path, format!("unreadable header: {e}")))?;
 
     // Group tensors by layer key k.

@@ -163,7 +163,14 @@ impl DeviceSums {
     }
 
     /// Reads the sums back, merges them into `acc` (in f64) and restarts from zero.
-    pub fn flush(&mut self, ctx: &GpuContext, acc: &mut Accumulator) -> Result<()> {
+    /// `input_scales`: the per-column factors of the first layer's input on the device
+    /// ([`LayerBlock::column_scales`]), or empty.
+    pub fn flush(
+        &mut self,
+        ctx: &GpuContext,
+        acc: &mut Accumulator,
+        input_scales: &[f64],
+    ) -> Result<()> {
         if self.merged == 0 {
             return Ok(());
         }
@@ -181,7 +188,7 @@ impl DeviceSums {
         let data = self.staging.read(ctx, &regions)?;
         let mut data = data.iter();
         let mut blocks = Vec::new();
-        for l in &self.layers {
+        for (index, l) in self.layers.iter().enumerate() {
             let size = l.n_out * l.row;
             let mut channels = Vec::new();
             for c in &l.chunks {
@@ -191,12 +198,35 @@ impl DeviceSums {
                 }
             }
             let welford = data.next().expect("one Welford region per layer");
-            blocks.push(LayerBlock { channels, welford });
+            check_range(index, &channels, welford)?;
+            blocks.push(LayerBlock {
+                channels,
+                welford,
+                column_scales: if index == 0 { input_scales } else { &[] },
+            });
         }
         acc.merge_block(self.merged, &blocks)?;
         self.merged = 0;
         self.clear(ctx);
         Ok(())
+    }
+}
+
+/// Refuses device sums that left f32's range: an infinity or NaN (overflow) or a subnormal
+/// number (underflow, with lost precision) would be a silently wrong result.
+fn check_range(layer: usize, channels: &[(Key, &[f32])], welford: &[f32]) -> Result<()> {
+    let bad = |v: &f32| !v.is_finite() || v.is_subnormal();
+    let found = channels
+        .iter()
+        .find_map(|(key, sums)| sums.iter().find(|v| bad(v)).map(|v| (key.name(), *v)))
+        .or_else(|| welford.iter().find(|v| bad(v)).map(|v| ("fisher", *v)));
+    match found {
+        None => Ok(()),
+        Some((key, v)) => Err(Error::Gpu(format!(
+            "the sums of '{key}' in layer {layer} left f32's range on the device ({v:e}); the \
+             model's activations or weights are too large or too small for the f32 GPU \
+             engine: use --engine cpu (f64)"
+        ))),
     }
 }
 

@@ -20,7 +20,8 @@ use crate::family::Label;
 use crate::model::Activation;
 use crate::report::{Engine, Report};
 use crate::theory::{InputTheory, Spectrum};
-use crate::Result;
+use crate::{Error, Result};
+use ndarray::ArrayView2;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -233,10 +234,36 @@ fn prepare(ctx: &GpuContext, req: &Request<'_>) -> Result<(Prepared, Batches, Re
 /// phase timings and the adapter's description.
 fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, String)> {
     validate(req)?;
+    check_depth(req.model.layers().len())?;
     let ctx = GpuContext::given_or_shared(req.options.gpu.as_ref())?;
     let model = req.model;
     let b = req.inputs.nrows();
-    let (mut prepared, batches, what) = prepare(&ctx, req)?;
+    // The device runs an exact reparametrisation when the inputs' scale needs one: column k
+    // of X times s_k, column k of W_0 divided by it (the forward pass is unchanged); the host
+    // sees the original inputs and undoes the factors in f64 ([`input_scales`]).
+    let scales = input_scales(req.inputs)?;
+    check_f32_range(req, &scales)?;
+    let scaled = scaled_request(req, &scales)?;
+    let device_req = match &scaled {
+        Some((m, x)) => Request {
+            model: m,
+            family: req.family,
+            inputs: x.view(),
+            labels: req.labels,
+            options: req.options.clone(),
+            progress: None,
+        },
+        None => Request {
+            model: req.model,
+            family: req.family,
+            inputs: req.inputs,
+            labels: req.labels,
+            options: req.options.clone(),
+            progress: None,
+        },
+    };
+    let scales: &[f64] = if scaled.is_some() { &scales } else { &[] };
+    let (mut prepared, batches, what) = prepare(&ctx, &device_req)?;
     let mut acc = Accumulator::new(model, b, req.options.per_input);
     let Prepared {
         plans,
@@ -255,7 +282,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     let (start0, count0) = batches[0];
     submit_batch(
         &ctx,
-        req,
+        &device_req,
         &plan_for(count0).0,
         start0,
         count0,
@@ -276,7 +303,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         host_seconds += host_started.elapsed().as_secs_f64();
         if let (Some(sums), Some(accum)) = (sums.as_mut(), accum) {
             if sums.merged + count > FLUSH_INPUTS {
-                sums.flush(&ctx, &mut acc)?;
+                sums.flush(&ctx, &mut acc, scales)?;
             }
             let scalars: Vec<f32> = spectra
                 .iter()
@@ -290,7 +317,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         if let Some(&(next, next_count)) = batches.get(k + 1) {
             submit_batch(
                 &ctx,
-                req,
+                &device_req,
                 &plan_for(next_count).0,
                 next,
                 next_count,
@@ -320,7 +347,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         }
     }
     if let Some(s) = sums.as_mut() {
-        s.flush(&ctx, &mut acc)?;
+        s.flush(&ctx, &mut acc, scales)?;
     }
     let mut times = timer.finish(&ctx)?;
     if let Ok(mut slot) = ctx.prepared.lock() {
@@ -328,6 +355,197 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     }
     times.host_seconds = host_seconds;
     Ok((acc, times, ctx.describe()))
+}
+
+/// Input columns whose largest magnitude lies in [2⁻⁸, 2⁸] are not rescaled.
+const UNSCALED: (f64, f64) = (1.0 / 256.0, 256.0);
+
+/// Per input column k, the power of two s_k that brings its largest magnitude into [1, 2)
+/// (1 for columns already in a moderate range, and for zero columns), so that the powers
+/// a², a⁴, a⁸ that the device accumulates in f32 neither underflow nor overflow.
+pub fn input_scales(x: ArrayView2<'_, f64>) -> Result<Vec<f64>> {
+    x.columns()
+        .into_iter()
+        .enumerate()
+        .map(|(k, col)| {
+            let m = col.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            if m == 0.0 || (UNSCALED.0..=UNSCALED.1).contains(&m) {
+                return Ok(1.0);
+            }
+            let s = (-m.log2().floor()).exp2();
+            if !(s.is_finite() && (m * s).is_finite() && s > 0.0) {
+                return Err(Error::Gpu(format!(
+                    "input column {k} reaches {m:e}, beyond what the f32 GPU engine can scale: \
+                     use --engine cpu (f64)"
+                )));
+            }
+            Ok(s)
+        })
+        .collect()
+}
+
+/// The model and inputs the device runs when some input column needs a scale: X·diag(s)
+/// and W_0·diag(s)⁻¹ (`None` when every scale is 1). Refused when a scaled first-layer
+/// weight leaves f32's normal range.
+fn scaled_request(
+    req: &Request<'_>,
+    scales: &[f64],
+) -> Result<Option<(crate::model::Mlp, ndarray::Array2<f64>)>> {
+    if scales.iter().all(|&s| s == 1.0) {
+        return Ok(None);
+    }
+    let mut model = req.model.clone();
+    let first = &mut model.layers_mut()[0].weight;
+    for (mut col, &s) in first.columns_mut().into_iter().zip(scales) {
+        col.mapv_inplace(|w| w / s);
+    }
+    if let Some(w) = first
+        .iter()
+        .find(|w| **w != 0.0 && !(f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&w.abs()))
+    {
+        return Err(Error::Gpu(format!(
+            "the inputs' scale makes a first-layer weight {w:e} on the device, outside f32's \
+             range: use --engine cpu (f64), or rescale the inputs"
+        )));
+    }
+    let mut x = req.inputs.to_owned();
+    for (mut col, &s) in x.columns_mut().into_iter().zip(scales) {
+        col.mapv_inplace(|v| v * s);
+    }
+    Ok(Some((model, x)))
+}
+
+/// The device accumulates, per parameter (unit j, input column k), products of powers up to
+/// the 8th of the unit's back-propagated derivative and of the layer input: g_j·|a_k| must
+/// stay in [2⁻¹⁵, 2¹⁴] (or be 0) for those powers and their sums to be normal f32 numbers.
+const PRODUCT_RANGE: (f64, f64) = (1.0 / 32768.0, 16384.0);
+
+/// Per layer, (largest bound g_j over the inputs of |∂h/∂z_j| per unit, largest |a_k| over
+/// the inputs per column of the layer input), from an f64 forward pass and a backward pass
+/// of bounds g_l = |σ'(z_l)| ⊙ |W_{l+1}|ᵀ g_{l+1} (g = 1 at the output). The first layer's
+/// input is taken as the device sees it, `x·diag(scales)`.
+fn derivative_ranges(req: &Request<'_>, scales: &[f64]) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let model = req.model;
+    let layers = model.layers();
+    let n = layers.len();
+    let per_input = |x: ndarray::ArrayView1<'_, f64>| {
+        let mut inputs = vec![x.to_owned()];
+        let mut slopes = Vec::with_capacity(n);
+        for (l, d) in layers.iter().enumerate() {
+            let mut z = d.weight.dot(&inputs[l]);
+            if let Some(bias) = &d.bias {
+                z += bias;
+            }
+            if l + 1 < n {
+                let act = model.activations()[l];
+                slopes.push(z.mapv(|v| act.eval(v).1.abs()));
+                inputs.push(z.mapv(|v| act.value(v)));
+            }
+        }
+        let mut g = vec![ndarray::Array1::<f64>::ones(model.output_dim())];
+        for l in (0..n - 1).rev() {
+            let up = layers[l + 1].weight.mapv(f64::abs).t().dot(&g[0]);
+            g.insert(0, &slopes[l] * &up);
+        }
+        if let Some(first) = inputs.first_mut() {
+            first.zip_mut_with(&ndarray::ArrayView1::from(scales), |v, s| *v *= s);
+        }
+        inputs
+            .into_iter()
+            .zip(g)
+            .map(|(a, g)| (g.mapv(f64::abs), a.mapv(f64::abs)))
+            .collect::<Vec<_>>()
+    };
+    let max_into = |a: &mut ndarray::Array1<f64>, b: &ndarray::Array1<f64>| {
+        a.zip_mut_with(b, |x, y| *x = x.max(*y));
+    };
+    req.inputs
+        .rows()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(per_input)
+        .reduce_with(|mut m, o| {
+            for ((mg, ma), (og, oa)) in m.iter_mut().zip(&o) {
+                max_into(mg, og);
+                max_into(ma, oa);
+            }
+            m
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(g, a)| (g.to_vec(), a.to_vec()))
+        .collect()
+}
+
+/// Refuses a run in which some parameter's accumulated powers would leave f32's normal range
+/// on the device ([`PRODUCT_RANGE`]): saturated units whose derivatives nearly vanish, or
+/// hidden activations that are tiny or huge. The first layer's input is rescaled instead
+/// ([`input_scales`]).
+fn check_f32_range(req: &Request<'_>, scales: &[f64]) -> Result<()> {
+    let names = req.model.params();
+    for (l, (g, a)) in derivative_ranges(req, scales).iter().enumerate() {
+        let bias = req.model.layers()[l].bias.is_some();
+        let nonzero_min = |v: &[f64]| v.iter().copied().filter(|v| *v > 0.0).reduce(f64::min);
+        let largest = |v: &[f64]| v.iter().copied().fold(0.0f64, f64::max);
+        let a_min = nonzero_min(a).map(|m| if bias { m.min(1.0) } else { m });
+        let a_max = if bias {
+            largest(a).max(1.0)
+        } else {
+            largest(a)
+        };
+        let (Some(g_min), Some(a_min)) = (nonzero_min(g), a_min) else {
+            continue;
+        };
+        let (low, high) = (g_min * a_min, largest(g) * a_max);
+        if low < PRODUCT_RANGE.0 || high > PRODUCT_RANGE.1 {
+            let name = names
+                .iter()
+                .find(|p| p.layer == l && !p.is_bias)
+                .map_or_else(|| format!("layer {l}"), |p| format!("'{}'", p.name));
+            let (what, v) = if low < PRODUCT_RANGE.0 {
+                ("as small as", low)
+            } else {
+                ("as large as", high)
+            };
+            return Err(Error::Gpu(format!(
+                "the parameters of {name} have derivatives (unit slope × layer input) {what} \
+                 {v:.1e} (saturated units, or tiny or huge activations); the f32 GPU engine \
+                 raises them to the 8th power, which leaves f32's range outside \
+                 [2^-15, 2^14]: use --engine cpu (f64), or rescale the model or its inputs"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Most dispatches the recorded Jacobian chains of the Hessian pass may hold: about
+/// layers² of them, each with its own uniform buffer and bind group.
+pub const MAX_CHAIN_DISPATCHES: usize = 40_000;
+
+/// The dispatches of the Hessian pass's Jacobian chains for a model of `layers` layers.
+pub fn chain_dispatches(layers: usize) -> usize {
+    let head = layers.saturating_sub(1);
+    (0..head.saturating_sub(1))
+        .map(|l| {
+            1 + (l + 1..head)
+                .map(|m| 1 + usize::from(m + 1 < head))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Refuses a model too deep for the GPU engine's recorded Hessian pass.
+fn check_depth(layers: usize) -> Result<()> {
+    let n = chain_dispatches(layers);
+    if n > MAX_CHAIN_DISPATCHES {
+        return Err(Error::Resources(format!(
+            "the GPU engine records {n} Hessian-pass dispatches for a {layers}-layer model (their \
+             number grows as the square of the depth; at most {MAX_CHAIN_DISPATCHES}, about 200 \
+             layers): use --engine cpu for this model"
+        )));
+    }
+    Ok(())
 }
 
 /// Cost model: floating-point operations per input of each [`Phase`] (GEMMs and the main

@@ -1,5 +1,5 @@
 //! Per-tensor results of the theory layer (SUMMARY.json): Cor. 4.6 (Eqs. 17–19) and Thm C.1
-//! (Eqs. 29–31) from the per-input hook, against dense A_S, B_S, G_S and M built from the
+//! (Eqs. 29–31) from the per-input hook, for every family, against dense A_S, B_S, G_S and M built from the
 //! hyper-dual oracle's J and D and a Jacobi eigensolver; the sandwiches of the exact sums;
 //! the skip of Thm C.1 for a large eigenproblem; and the summary's Lemma 4.8, log-ratios,
 //! recommendation, Chebyshev sample size and budget split.
@@ -143,27 +143,35 @@ fn bounds_array(t: &TensorBounds) -> ([f64; 6], [f64; 6]) {
 
 #[test]
 fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
-    let cases: Vec<(Mlp, Option<f64>)> = vec![
+    let fam = |name: &str| Family::from_name(name, 0.6).unwrap();
+    let cases: Vec<(Mlp, Family)> = vec![
         (
             random_model(&[3, 5, 4, 3], &[Tanh, Sigmoid], 1.1, 21, true),
-            None,
+            fam("categorical"),
         ),
-        (random_model(&[2, 6, 4], &[Softplus], 1.4, 22, true), None),
+        (
+            random_model(&[2, 6, 4], &[Softplus], 1.4, 22, true),
+            fam("categorical"),
+        ),
         (
             random_model(&[3, 4, 3, 2], &[LogSigmoid, Tanh], 0.9, 23, true),
-            Some(0.6),
+            fam("gaussian"),
         ),
         // n_l > O(O+1)/2: G_S's spectrum from the symmetric subspace, not the n_l×n_l Gram.
         (
             random_model(&[2, 7, 5, 2], &[Tanh, Softplus], 1.0, 25, true),
-            None,
+            fam("categorical"),
+        ),
+        (
+            random_model(&[3, 5, 4, 3], &[Sigmoid, Tanh], 1.2, 26, true),
+            fam("bernoulli"),
+        ),
+        (
+            random_model(&[3, 4, 2], &[Softplus], 0.7, 27, true),
+            fam("poisson"),
         ),
     ];
-    for (ci, (model, gaussian)) in cases.iter().enumerate() {
-        let family = match gaussian {
-            Some(s2) => Family::from_name("gaussian", *s2).unwrap(),
-            None => Family::from_name("categorical", 1.0).unwrap(),
-        };
+    for (ci, (model, family)) in cases.iter().enumerate() {
         let x = random_inputs(3, model.input_dim(), 24 + ci as u64);
         let mut mean_hook: Vec<TensorBounds> = vec![TensorBounds::default(); model.params().len()];
         for i in 0..x.nrows() {
@@ -180,12 +188,9 @@ fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
             let th = input_theory(&spec, &layers).unwrap();
             let xs = xi.as_slice().unwrap();
             let h = output(model, xs);
-            let mom = match gaussian {
-                Some(s2) => gaussian_moments(&h, *s2),
-                None => categorical_moments(&h),
-            };
+            let mom = family_moments(family, &h);
             let (jm, dm) = jac_and_diag_hess(model, xs);
-            let per = oracle_input(model, *gaussian, xs, None);
+            let per = oracle_input_family(model, family, xs, None);
             let mut off = 0;
             for (pi, p) in model.params().iter().enumerate() {
                 let range = off..off + p.numel();
@@ -243,7 +248,7 @@ fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
             }
         }
         // The report holds the means over inputs of the hook's bounds.
-        let report = analyze_cpu(model, &family, &x, 2);
+        let report = analyze_cpu(model, family, &x, 2);
         for (p, m) in report.params.iter().zip(mean_hook.iter_mut()) {
             m.scale(1.0 / x.nrows() as f64);
             let got = p.bounds.unwrap();

@@ -1,7 +1,7 @@
 //! Bernoulli family (multi-label): O independent binary outputs, logits h, t(y) = y ∈ {0,1}^O,
 //! η = σ(h), C = diag(η(1−η)) (docs/theory.md, "Families with independent outputs").
 
-use super::independent::{self as ind, Coord};
+use super::independent::{independent_moments, Coord};
 use super::{check_len, ExpFamily, Label};
 use crate::{rng, Error, Result};
 
@@ -66,28 +66,7 @@ impl ExpFamily for Bernoulli {
         h.iter().map(|&v| sigmoid(v)).collect()
     }
 
-    fn cov_apply(&self, eta: &[f64], u: &[f64]) -> Vec<f64> {
-        eta.iter()
-            .zip(u)
-            .map(|(&p, u)| Coord::bernoulli(p).c * u)
-            .collect()
-    }
-
-    fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
-        ind::cov_quad(eta, Coord::bernoulli, u)
-    }
-
-    fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
-        self.kurt_excess_quad(eta, u) + self.cov_quad(eta, u).powi(2)
-    }
-
-    fn kurt_excess_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
-        ind::kurt_excess_quad(eta, Coord::bernoulli, u)
-    }
-
-    fn third_central(&self, eta: &[f64], u: &[f64], v: &[f64]) -> f64 {
-        ind::third_central(eta, Coord::bernoulli, u, v)
-    }
+    independent_moments!(Coord::bernoulli);
 
     fn log_lik(&self, h: &[f64], y: &Label) -> Result<f64> {
         let t = indicators(y, h.len())?;

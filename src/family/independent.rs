@@ -88,6 +88,30 @@ pub fn third_central(eta: &[f64], coord: fn(f64) -> Coord, u: &[f64], v: &[f64])
         .sum()
 }
 
+/// The moment methods of [`crate::ExpFamily`] for a family with independent outputs whose
+/// per-coordinate moments are `$coord` (a `fn(f64) -> Coord` of η_a): C u, C[u,u], K[u⁴],
+/// (K − C⊗C)[u⁴] and the third-moment contraction, by the functions of this module.
+macro_rules! independent_moments {
+    ($coord:expr) => {
+        fn cov_apply(&self, eta: &[f64], u: &[f64]) -> Vec<f64> {
+            eta.iter().zip(u).map(|(&e, u)| $coord(e).c * u).collect()
+        }
+        fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
+            $crate::family::independent::cov_quad(eta, $coord, u)
+        }
+        fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
+            self.kurt_excess_quad(eta, u) + self.cov_quad(eta, u).powi(2)
+        }
+        fn kurt_excess_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
+            $crate::family::independent::kurt_excess_quad(eta, $coord, u)
+        }
+        fn third_central(&self, eta: &[f64], u: &[f64], v: &[f64]) -> f64 {
+            $crate::family::independent::third_central(eta, $coord, u, v)
+        }
+    };
+}
+pub(crate) use independent_moments;
+
 #[cfg(test)]
 mod tests {
     use super::*;

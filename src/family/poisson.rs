@@ -2,7 +2,7 @@
 //! C = diag(λ), fourth central moment λ + 3λ² (docs/theory.md, "Families with independent
 //! outputs").
 
-use super::independent::{self as ind, Coord};
+use super::independent::{independent_moments, Coord};
 use super::poisson_draw::{self, F32_MAX_RATE};
 use super::{check_len, ExpFamily, Label};
 use crate::{Error, Result};
@@ -81,25 +81,7 @@ impl ExpFamily for Poisson {
         h.iter().map(|v| v.exp()).collect()
     }
 
-    fn cov_apply(&self, lam: &[f64], u: &[f64]) -> Vec<f64> {
-        lam.iter().zip(u).map(|(l, u)| l * u).collect()
-    }
-
-    fn cov_quad(&self, lam: &[f64], u: &[f64]) -> f64 {
-        ind::cov_quad(lam, Coord::poisson, u)
-    }
-
-    fn kurt_quad(&self, lam: &[f64], u: &[f64]) -> f64 {
-        self.kurt_excess_quad(lam, u) + self.cov_quad(lam, u).powi(2)
-    }
-
-    fn kurt_excess_quad(&self, lam: &[f64], u: &[f64]) -> f64 {
-        ind::kurt_excess_quad(lam, Coord::poisson, u)
-    }
-
-    fn third_central(&self, lam: &[f64], u: &[f64], v: &[f64]) -> f64 {
-        ind::third_central(lam, Coord::poisson, u, v)
-    }
+    independent_moments!(Coord::poisson);
 
     fn log_lik(&self, h: &[f64], y: &Label) -> Result<f64> {
         let t = counts(y, h.len())?;

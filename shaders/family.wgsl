@@ -1,6 +1,6 @@
 // Exponential-family moments, label sampling and residuals (MATH §2, §6.6 step 1).
 // FAMILY: FAMILY_CATEGORICAL (η = softmax(h)), FAMILY_GAUSSIAN (η = h/σ²), FAMILY_BERNOULLI
-// (independent outputs, η = σ(h)) or FAMILY_POISSON (independent counts, η = λ = exp(h)),
+// (independent outputs, η = σ(h), stored signed: see eta_main) or FAMILY_POISSON (independent counts, η = λ = exp(h)),
 // constants of the generated prelude. Needs rng.wgsl. The Bernoulli and Poisson samplers mirror
 // src/family/bernoulli.rs and src/family/poisson_draw.rs (draw::<f32>) operation by operation.
 // Host launcher: src/engine/gpu/plan.rs (Plan::family; the uniforms are rewritten per batch by Plan::prepare).
@@ -173,6 +173,28 @@ fn poisson_draw(lam: f32, key: vec2<u32>, input: u32, sample: u32, a: u32) -> u3
     return split.whole;
 }
 
+// Bernoulli η is stored as e = σ(h) for h ≤ 0 and e = −σ(−h) = −(1 − η) for h > 0: the
+// smaller of p = η and q = 1 − η is always the one stored, so both are accurate in f32 even for
+// saturated logits (1 − η computed from η would lose every digit beyond h ≈ 17): p = e, q = 1 − e
+// for e ≥ 0, and p = 1 + e, q = −e for e < 0 (unit_stats.wgsl reads it the same way).
+
+// y = [u < p] for the stored e, exactly: for e < 0, u ≤ ½ < p, and for u > ½, 1 − u is exact
+// in f32, so u < 1 − q ⇔ 1 − u > q.
+fn bernoulli_label(e: f32, u: f32) -> f32 {
+    if (e >= 0.0) {
+        return select(0.0, 1.0, u < e);
+    }
+    return select(0.0, 1.0, u <= 0.5 || 1.0 - u > -e);
+}
+
+// t − p for a 0/1 label t, from the stored e without cancellation (t − p = (t − 1) + q).
+fn bernoulli_residual(t: f32, e: f32) -> f32 {
+    if (e >= 0.0) {
+        return t - e;
+    }
+    return (t - 1.0) - e;
+}
+
 // η of input x.
 @compute @workgroup_size(64)
 fn eta_main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -189,7 +211,12 @@ fn eta_main(@builtin(global_invocation_id) gid: vec3<u32>) {
     } else if (FAMILY == FAMILY_GAUSSIAN) {
         for (var a = 0u; a < p.o; a++) { eta[base + a] = h[base + a] / p.sigma2; }
     } else if (FAMILY == FAMILY_BERNOULLI) {
-        for (var a = 0u; a < p.o; a++) { eta[base + a] = sigmoid(h[base + a]); }
+        // Signed storage: the smaller of η and 1 − η, negated for 1 − η.
+        for (var a = 0u; a < p.o; a++) {
+            let v = h[base + a];
+            let small = sigmoid(-abs(v));
+            eta[base + a] = select(small, -small, v > 0.0);
+        }
     } else {
         for (var a = 0u; a < p.o; a++) { eta[base + a] = exp(h[base + a]); }
     }
@@ -234,6 +261,7 @@ fn sample_main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     } else if (FAMILY == FAMILY_BERNOULLI) {
         // y_a = 1 iff u_a < η_a, u_a from word a % 4 of block a / 4 (rng::label_uniforms).
+        // η is stored signed (see bernoulli_label).
         let blocks = (p.o + 3u) / 4u;
         for (var b = 0u; b < blocks; b++) {
             let w = philox(vec4<u32>(input, sample, b, STREAM_LABELS), key);
@@ -241,7 +269,7 @@ fn sample_main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 let a = 4u * b + q;
                 if (a < p.o) {
                     let e = eta[base + a];
-                    r[out + a] = select(0.0, 1.0, uniform01(w[q]) < e) - e;
+                    r[out + a] = bernoulli_residual(bernoulli_label(e, uniform01(w[q])), e);
                 }
             }
         }
@@ -267,8 +295,10 @@ fn data_main(@builtin(global_invocation_id) gid: vec3<u32>) {
             r_data[base + a] = select(0.0, 1.0, a == y) - eta[base + a];
         } else if (FAMILY == FAMILY_GAUSSIAN) {
             r_data[base + a] = (labels[base + a] - h[base + a]) / p.sigma2;
+        } else if (FAMILY == FAMILY_BERNOULLI) {
+            r_data[base + a] = bernoulli_residual(labels[base + a], eta[base + a]);
         } else {
-            // Bernoulli, Poisson: r = y − η.
+            // Poisson: r = y − λ.
             r_data[base + a] = labels[base + a] - eta[base + a];
         }
     }

@@ -77,9 +77,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             var mu3: f32;
             var vs: f32;
             if (FAMILY == FAMILY_BERNOULLI) {
-                // c = η(1−η), μ3 = c(1−2η), Var(s²) = c(1−2η)².
-                c = e * (1.0 - e);
-                let d = 1.0 - 2.0 * e;
+                // c = η(1−η), μ3 = c(1−2η), Var(s²) = c(1−2η)², from the stored e: e = η for
+                // η ≤ ½, e = −(1 − η) above (family.wgsl, eta_main), so |e| = min(η, 1−η)
+                // is accurate and 1 − 2η = ±(1 − 2|e|).
+                let m = abs(e);
+                c = m * (1.0 - m);
+                let d = select(-(1.0 - 2.0 * m), 1.0 - 2.0 * m, e >= 0.0);
                 mu3 = c * d;
                 vs = c * d * d;
             } else {

@@ -238,6 +238,15 @@ const INDEPENDENT_CASES: &[IndependentCase] = &[
         biases: true,
         offset: 2.0,
     },
+    // Saturated positive logits (h ≈ 15 to 21, 1 − η ≈ 1e-7 to 1e-9): the GPU stores the
+    // smaller of η and 1 − η, so c = η(1 − η) keeps f32 accuracy.
+    IndependentCase {
+        widths: &[4, 6, 3],
+        acts: &[Tanh],
+        family: "bernoulli",
+        biases: true,
+        offset: 18.0,
+    },
 ];
 
 /// The Bernoulli and Poisson families: the GPU engine reports the CPU engine's keys with the

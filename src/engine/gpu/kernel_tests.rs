@@ -359,13 +359,25 @@ fn wgsl_bernoulli_labels_match_rust() {
         sample0,
         seed,
     );
+    // η is stored signed: e = η ≤ ½, or e = −(1 − η) (family.wgsl, eta_main); p = η and
+    // q = 1 − η, both exact in f64 from the f32 e.
+    let pq = |e: f32| {
+        let e = f64::from(e);
+        if e >= 0.0 {
+            (e, 1.0 - e)
+        } else {
+            (1.0 + e, -e)
+        }
+    };
     for (a, &hv) in logits.iter().enumerate() {
-        let want = ExpFamily::eta(&Bernoulli, &[f64::from(hv)])[0];
-        let got = f64::from(eta[a]);
-        // The device's exp is accurate to a few ulps (lavapipe: 1.2e-6 relative at h = −30).
+        let (p, q) = pq(eta[a]);
+        let want_p = ExpFamily::eta(&Bernoulli, &[f64::from(hv)])[0];
+        let want_q = ExpFamily::eta(&Bernoulli, &[-f64::from(hv)])[0];
+        // The device's exp is accurate to a few ulps (lavapipe: 1.2e-6 relative at h = −30);
+        // 1 − η keeps that accuracy at h = 17 too (4e-8, lost entirely by 1 − f32(η)).
         assert!(
-            (got - want).abs() <= 1e-5 * want,
-            "σ({hv}) = {got} vs {want}"
+            (p - want_p).abs() <= 1e-5 * want_p && (q - want_q).abs() <= 1e-5 * want_q,
+            "σ({hv}): (p, q) = ({p}, {q}) vs ({want_p}, {want_q})"
         );
     }
     let mut ones = vec![0usize; o];
@@ -375,8 +387,17 @@ fn wgsl_bernoulli_labels_match_rust() {
             crate::rng::label_uniforms(seed, input0 + x as u32, sample0 + s as u32, &mut u);
             for a in 0..o {
                 let e = eta[x * o + a];
-                let y = label_of(r[(x * ns + s) * o + a], e);
-                let want = u32::from(u[a] < f64::from(e));
+                let (p, q) = pq(e);
+                let y = f64::from(r[(x * ns + s) * o + a]) + p;
+                let k = y.round();
+                assert!((y - k).abs() < 1e-6 && (k == 0.0 || k == 1.0), "y = {y}");
+                let y = k as u32;
+                // Exact in f64: u and p = e or 1 + e are exact.
+                let want = u32::from(u[a] < p);
+                // The residual keeps q's accuracy: 1 − p = q exactly for y = 1.
+                if y == 1 && e < 0.0 {
+                    assert_eq!(f64::from(r[(x * ns + s) * o + a]), q);
+                }
                 assert_eq!(y, want, "input {x} sample {s} output {a} (η = {e})");
                 ones[a] += y as usize;
             }
@@ -384,8 +405,8 @@ fn wgsl_bernoulli_labels_match_rust() {
     }
     let n = (bb * ns) as f64;
     for (a, &k) in ones.iter().enumerate() {
-        let p = f64::from(eta[a]);
-        let se = (p * (1.0 - p) / n).sqrt();
+        let (p, q) = pq(eta[a]);
+        let se = (p * q / n).sqrt();
         assert!(
             (k as f64 / n - p).abs() <= 5.0 * se + 1e-12,
             "output {a}: frequency {} vs η = {p}",
@@ -393,7 +414,13 @@ fn wgsl_bernoulli_labels_match_rust() {
         );
     }
     for i in 0..bb * o {
-        assert_eq!(r_data[i], labels[i] - eta[i], "data residual {i}");
+        let e = eta[i];
+        let want = if e >= 0.0 {
+            labels[i] - e
+        } else {
+            (labels[i] - 1.0) - e
+        };
+        assert_eq!(r_data[i], want, "data residual {i}");
     }
 }
 

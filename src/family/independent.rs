@@ -14,11 +14,11 @@
 pub struct Coord {
     /// c = Var(s_a), the diagonal of C.
     pub c: f64,
-    /// μ3 = E[s_a³].
+    /// μ3 = `E[s_a³]`.
     pub mu3: f64,
-    /// κ4 = E[s_a⁴] − 3c², the fourth cumulant (may be negative: Bernoulli).
+    /// κ4 = `E[s_a⁴]` − 3c², the fourth cumulant (may be negative: Bernoulli).
     pub kappa4: f64,
-    /// vs = Var(s_a²) = E[s_a⁴] − c² = κ4 + 2c² ≥ 0, computed without cancellation.
+    /// vs = Var(s_a²) = `E[s_a⁴]` − c² = κ4 + 2c² ≥ 0, computed without cancellation.
     pub var_s2: f64,
 }
 
@@ -46,7 +46,7 @@ impl Coord {
         }
     }
 
-    /// E[s_a⁴] = κ4 + 3c² = Var(s²) + c².
+    /// `E[s_a⁴]` = κ4 + 3c² = Var(s²) + c².
     pub fn mu4(&self) -> f64 {
         self.var_s2 + self.c * self.c
     }

@@ -44,7 +44,7 @@ pub struct IndependentSpectrum {
     pub lam_max_c: f64,
     /// λ_min(C) = min c_a.
     pub lam_min_c: f64,
-    /// max_a E[s_a⁴]: λ_max(K) when `convex`, a lower estimate otherwise (u = e_a).
+    /// `max_a E[s_a⁴]`: λ_max(K) when `convex`, a lower estimate otherwise (u = e_a).
     pub vertex_k: f64,
     /// max_a Var(s_a²): λ_max(K − C⊗C) when `convex`, a lower estimate otherwise.
     pub vertex_v: f64,

@@ -461,7 +461,7 @@ fn derivative_ranges(req: &Request<'_>, scales: &[f64]) -> Vec<(Vec<f64>, Vec<f6
             .map(|(a, g)| (column_max(g), column_max(a)))
             .collect::<Vec<_>>()
     };
-    let chunks: Vec<_> = req.inputs.axis_chunks_iter(Axis(0), 256).collect();
+    let chunks: Vec<_> = req.inputs.axis_chunks_iter(Axis(0), 64).collect();
     chunks
         .into_par_iter()
         .map(per_chunk)

@@ -166,13 +166,13 @@ fn output_error(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Whether `path`, or a symbolic link on the way to its file, lies under /dev or /proc
-/// (`/dev/stdout` is a link to `/proc/self/fd/1`, which may be a terminal, a pipe or a file
-/// that another process owns).
+/// Whether `path`, or a symbolic link on the way to its file, lies under /dev (other than
+/// the shared-memory folder /dev/shm) or /proc (`/dev/stdout` is a link to
+/// `/proc/self/fd/1`, which may be a terminal, a pipe or a file that another process owns).
 fn through_special(path: &Path) -> bool {
     let mut p = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     for _ in 0..40 {
-        if p.starts_with("/dev") || p.starts_with("/proc") {
+        if (p.starts_with("/dev") && !p.starts_with("/dev/shm")) || p.starts_with("/proc") {
             return true;
         }
         match std::fs::read_link(&p) {
@@ -533,5 +533,12 @@ mod tests {
         let e = Outputs::check(&[], &[("--out", &a), ("--summary", &b)]).unwrap_err();
         assert!(e.to_string().contains("name the same file"), "{e}");
         assert_eq!(std::fs::read(&input).unwrap(), b"data");
+        for special in ["/dev/null", "/dev/stdout", "/proc/self/fd/1"] {
+            let e = Outputs::check(&[], &[("--out", Path::new(special))]).unwrap_err();
+            assert!(e.to_string().contains("leads into /dev or /proc"), "{e}");
+        }
+        if Path::new("/dev/shm").is_dir() {
+            assert!(!through_special(Path::new("/dev/shm/diagfim-result.bin")));
+        }
     }
 }

@@ -505,7 +505,10 @@ fn assert_close_range(gpu: &diagfim::Report, cpu: &diagfim::Report, what: &str) 
         let (fisher, var_x) = (flat(diagfim::Key::Fisher), flat(diagfim::Key::VarX));
         let over_inputs = matches!(key, "var_x" | "var_ef" | "var_joint1" | "var_joint2");
         for (i, (gv, cv)) in g.iter().zip(c.iter()).enumerate() {
-            let (f, sd) = (fisher[i].abs(), var_x[i].abs().sqrt());
+            let (f, sd) = (
+                fisher[i % fisher.len()].abs(),
+                var_x[i % var_x.len()].abs().sqrt(),
+            );
             let floor = if over_inputs {
                 4e-6 * f * sd + 1e-12 * f * f
             } else {
@@ -596,6 +599,30 @@ fn gpu_numeric_range_across_input_scales() {
         }
     }
     assert!(agreed >= 5, "only {agreed} scales agreed");
+    // Per-input results (expanded on the host from the device's per-unit statistics).
+    let x = base.mapv(|v| v * 1e-12);
+    let go = |engine| {
+        diagfim::analyze(&Request {
+            model: &model,
+            family: family.as_dyn(),
+            inputs: x.view(),
+            labels: None,
+            options: AnalysisOptions {
+                samples: 4,
+                seed: 5,
+                per_input: true,
+                engine,
+                ..Default::default()
+            },
+            progress: None,
+        })
+        .unwrap()
+    };
+    assert_close_range(
+        &go(EngineKind::Gpu),
+        &go(EngineKind::Cpu),
+        "per input, × 1e-12",
+    );
 }
 
 /// Hidden activations beyond f32's range for a⁸ (here ≈ 1e6 through an identity layer) are

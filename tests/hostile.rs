@@ -738,6 +738,10 @@ fn hostile_options() {
         Case::new("DIAGFIM_GEMM_R=abc")
             .env("DIAGFIM_GEMM_R", "abc")
             .says(&["DIAGFIM_GEMM_R='abc'", "use 4"]),
+        Case::new("DIAGFIM_ADAPTER names no adapter")
+            .arg("--engine", "auto")
+            .env("DIAGFIM_ADAPTER", "no-such-adapter-xyz")
+            .says(&["DIAGFIM_ADAPTER='no-such-adapter-xyz'"]),
         Case::new("DIAGFIM_REQUIRE_GPU=yes")
             .env("DIAGFIM_REQUIRE_GPU", "yes")
             .says(&["DIAGFIM_REQUIRE_GPU='yes'", "use 1"]),

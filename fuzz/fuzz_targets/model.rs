@@ -5,8 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(model) = diagfim::model::model_from_bytes(Path::new("fuzz.safetensors"), data, None)
-    {
+    if let Ok(model) = diagfim::model::model_from_bytes(Path::new("fuzz.safetensors"), data, None) {
         // A model that loads describes itself and runs forward without panicking.
         let _ = model.describe();
         let x = ndarray_zeros(model.input_dim());

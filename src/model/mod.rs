@@ -6,7 +6,7 @@ mod init;
 mod io;
 
 pub use activation::{sigmoid, softplus, Activation};
-pub use io::{load_safetensors, save_safetensors, StoreDtype};
+pub use io::{load_safetensors, model_from_bytes, save_safetensors, StoreDtype};
 
 use crate::{Error, Result};
 use ndarray::{Array1, Array2, ArrayView1};

@@ -66,6 +66,11 @@ pub enum Error {
     /// The GPU engine is unavailable or failed.
     #[error("GPU engine: {0}")]
     Gpu(String),
+    /// The run leaves the f32 GPU engine's numeric range (scales, saturated units, Poisson
+    /// rates): the CPU engine (f64) can run it, and [`crate::EngineKind::Auto`] falls back to
+    /// it.
+    #[error("GPU engine: {0}")]
+    GpuRange(String),
     /// A partial result that cannot be read or merged (docs/scale-out.md).
     #[error("partial result: {0}")]
     Partial(String),

@@ -338,6 +338,7 @@ fn gpu_poisson_rate_beyond_f32_range_is_an_error() {
     };
     for batch in [1, 3] {
         let err = go(EngineKind::Gpu, batch).expect_err("h = 14.5 must be refused");
+        assert!(matches!(err, diagfim::Error::GpuRange(_)), "{err:?}");
         let msg = err.to_string();
         assert!(
             msg.contains("--engine cpu") && msg.contains("input 2"),
@@ -652,6 +653,8 @@ fn gpu_f32_range_refusal_names_the_cpu_engine() {
         })
     };
     let err = go(EngineKind::Gpu).expect_err("activations of 1e6 must be refused");
+    // The range refusal is the error kind `auto` falls back on (engine::auto_fallback).
+    assert!(matches!(err, diagfim::Error::GpuRange(_)), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("f32") && msg.contains("--engine cpu"), "{msg}");
     let cpu = go(EngineKind::Cpu).unwrap();

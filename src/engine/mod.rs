@@ -298,11 +298,30 @@ pub fn analyze(req: &Request<'_>) -> Result<Report> {
     let started = std::time::Instant::now();
     let mut report = match resolve_engine(req.options.engine, req.options.gpu.as_ref())? {
         #[cfg(feature = "gpu")]
-        EngineKind::Gpu => gpu::analyze(req)?,
+        EngineKind::Gpu => auto_fallback(
+            req.options.engine,
+            || gpu::analyze(req),
+            || cpu::analyze(req),
+        )?,
         _ => cpu::analyze(req)?,
     };
     report.run.wall_time_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Runs the GPU engine, and with [`EngineKind::Auto`] the CPU engine instead when the run
+/// leaves the GPU's f32 range ([`Error::GpuRange`]): `auto` picks the engine that can run it.
+/// An explicit `Gpu` keeps the error, whose message names `--engine cpu`.
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+fn auto_fallback<T>(
+    engine: EngineKind,
+    gpu: impl FnOnce() -> Result<T>,
+    cpu: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    match gpu() {
+        Err(Error::GpuRange(_)) if engine == EngineKind::Auto => cpu(),
+        other => other,
+    }
 }
 
 /// The short entry point: analyses `inputs` ([B, in]) without data labels or a progress
@@ -343,9 +362,40 @@ pub fn analyze_partial(req: &Request<'_>) -> Result<partial::Partial> {
     let started = std::time::Instant::now();
     let mut partial = match resolve_engine(req.options.engine, req.options.gpu.as_ref())? {
         #[cfg(feature = "gpu")]
-        EngineKind::Gpu => gpu::analyze_partial(req)?,
+        EngineKind::Gpu => auto_fallback(
+            req.options.engine,
+            || gpu::analyze_partial(req),
+            || cpu::analyze_partial(req),
+        )?,
         _ => cpu::analyze_partial(req)?,
     };
     partial.set_wall_time(started.elapsed().as_secs_f64());
     Ok(partial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `auto` falls back to the CPU engine on a range refusal only; `gpu` keeps the error, and
+    /// other GPU errors are never masked.
+    #[test]
+    fn auto_falls_back_to_the_cpu_engine_on_range_refusals_only() {
+        let range = || Err::<&str, _>(Error::GpuRange("f32".into()));
+        let lost = || Err::<&str, _>(Error::Gpu("device lost".into()));
+        let cpu = || Ok("cpu");
+        assert_eq!(auto_fallback(EngineKind::Auto, range, cpu).unwrap(), "cpu");
+        assert!(matches!(
+            auto_fallback(EngineKind::Gpu, range, cpu),
+            Err(Error::GpuRange(_))
+        ));
+        assert!(matches!(
+            auto_fallback(EngineKind::Auto, lost, cpu),
+            Err(Error::Gpu(_))
+        ));
+        assert_eq!(
+            auto_fallback(EngineKind::Auto, || Ok("gpu"), cpu).unwrap(),
+            "gpu"
+        );
+    }
 }

@@ -222,7 +222,7 @@ fn check_range(layer: usize, channels: &[(Key, &[f32])], welford: &[f32]) -> Res
         .or_else(|| welford.iter().find(|v| bad(v)).map(|v| ("fisher", *v)));
     match found {
         None => Ok(()),
-        Some((key, v)) => Err(Error::Gpu(format!(
+        Some((key, v)) => Err(Error::GpuRange(format!(
             "the sums of '{key}' in layer {layer} left f32's range on the device ({v:e}); the \
              model's activations or weights are too large or too small for the f32 GPU \
              engine: use --engine cpu (f64)"

@@ -374,7 +374,7 @@ pub fn input_scales(x: ArrayView2<'_, f64>) -> Result<Vec<f64>> {
             }
             let s = (-m.log2().floor()).exp2();
             if !(s.is_finite() && (m * s).is_finite() && s > 0.0) {
-                return Err(Error::Gpu(format!(
+                return Err(Error::GpuRange(format!(
                     "input column {k} reaches {m:e}, beyond what the f32 GPU engine can scale: \
                      use --engine cpu (f64)"
                 )));
@@ -403,7 +403,7 @@ fn scaled_request(
         .iter()
         .find(|w| **w != 0.0 && !(f32::MIN_POSITIVE as f64..=f32::MAX as f64).contains(&w.abs()))
     {
-        return Err(Error::Gpu(format!(
+        return Err(Error::GpuRange(format!(
             "the inputs' scale makes a first-layer weight {w:e} on the device, outside f32's \
              range: use --engine cpu (f64), or rescale the inputs"
         )));
@@ -508,7 +508,7 @@ fn check_f32_range(req: &Request<'_>, scales: &[f64]) -> Result<()> {
             } else {
                 ("as large as", high)
             };
-            return Err(Error::Gpu(format!(
+            return Err(Error::GpuRange(format!(
                 "the parameters of {name} have derivatives (unit slope × layer input) {what} \
                  {v:.1e} (saturated units, or tiny or huge activations); the f32 GPU engine \
                  raises them to the 8th power, which leaves f32's range outside \

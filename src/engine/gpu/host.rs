@@ -140,7 +140,10 @@ pub fn check_outputs(req: &Request<'_>, data: &BatchData, first: usize) -> Resul
     for i in 0..data.count {
         let h = to_f64(&data.h[i * o..(i + 1) * o]);
         let checked = if poisson {
-            check_log_rates(&h, max_log_rate_f32(), GPU_RATE_HINT)
+            check_log_rates(&h, max_log_rate_f32(), GPU_RATE_HINT).map_err(|e| match e {
+                Error::Input(msg) => Error::GpuRange(msg),
+                other => other,
+            })
         } else {
             Ok(())
         };
@@ -148,6 +151,7 @@ pub fn check_outputs(req: &Request<'_>, data: &BatchData, first: usize) -> Resul
             .and_then(|()| req.family.check_output(&h))
             .map_err(|e| match e {
                 Error::Input(msg) => Error::Input(format!("input {}: {msg}", first + i)),
+                Error::GpuRange(msg) => Error::GpuRange(format!("input {}: {msg}", first + i)),
                 other => other,
             })?;
     }

@@ -26,8 +26,34 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from . import _diagfim
-from ._diagfim import DiagfimError, Model
+
+def _private_runtime_dir() -> None:
+    """Mesa's Vulkan drivers warn on stderr when XDG_RUNTIME_DIR is unset. As the CLI does,
+    point it at a private folder of this user's ($TMPDIR/diagfim-runtime-UID, mode 0700; one
+    owned by someone else or open to others is not used), before any GPU device exists."""
+    if os.environ.get("XDG_RUNTIME_DIR") or not hasattr(os, "getuid"):
+        return
+    import stat
+    import tempfile
+
+    uid = os.getuid()
+    path = os.path.join(tempfile.gettempdir(), f"diagfim-runtime-{uid}")
+    try:
+        os.mkdir(path, 0o700)
+    except OSError:
+        pass
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and st.st_mode & 0o077 == 0:
+        os.environ["XDG_RUNTIME_DIR"] = path
+
+
+_private_runtime_dir()
+
+from . import _diagfim  # noqa: E402
+from ._diagfim import DiagfimError, Model  # noqa: E402
 
 __version__ = _diagfim.__version__
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -378,3 +380,29 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert proc.returncode == 0, err.decode(errors="replace")
     assert out.decode().strip() == "done 3000"
     assert b"analysing" in err and b"/3000 inputs" in err, err[-2000:]
+
+
+def test_no_xdg_runtime_dir_warning(tmp_path, small_model):
+    """Mesa warns on stderr when XDG_RUNTIME_DIR is unset; importing diagfim gives the drivers
+    a private folder first, so a GPU run prints nothing about it (where an adapter exists)."""
+    import subprocess
+
+    path, state, acts, x = small_model
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env["TMPDIR"] = str(tmp_path)
+    code = (
+        "import os, sys, numpy as np, diagfim\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        "print(os.environ['XDG_RUNTIME_DIR'])\n"
+        "try:\n"
+        f"    diagfim.analyze({str(path)!r}, x, engine='gpu', samples=2, bounds='none')\n"
+        "except diagfim.DiagfimError as e:\n"
+        "    print('no GPU:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    runtime = out.stdout.splitlines()[0]
+    assert runtime == str(tmp_path / f"diagfim-runtime-{os.getuid()}")
+    assert (os.stat(runtime).st_mode & 0o777) == 0o700
+    assert "XDG_RUNTIME_DIR" not in out.stderr, out.stderr

@@ -1,7 +1,7 @@
 //! Bernoulli family (multi-label): O independent binary outputs, logits h, t(y) = y ∈ {0,1}^O,
 //! η = σ(h), C = diag(η(1−η)) (docs/theory.md, "Families with independent outputs").
 
-use super::independent::{independent_moments, Coord};
+use super::independent::{independent_moments, label_vector, Coord};
 use super::{check_len, ExpFamily, Label};
 use crate::{rng, Error, Result};
 
@@ -26,24 +26,14 @@ fn softplus(h: f64) -> f64 {
 
 /// The 0/1 label vector of `y`, or an error naming the first bad entry.
 fn indicators(y: &Label, outputs: usize) -> Result<&[f64]> {
-    match y {
-        Label::Target(t) if t.len() == outputs => {
-            if let Some((a, v)) = t.iter().enumerate().find(|(_, v)| **v != 0.0 && **v != 1.0) {
-                return Err(Error::Input(format!(
-                    "Bernoulli label entry {a} is {v}: multi-label targets must be 0 or 1"
-                )));
-            }
-            Ok(t)
-        }
-        Label::Target(t) => Err(Error::Input(format!(
-            "a Bernoulli label has {} entries but the model has {outputs} outputs",
-            t.len()
-        ))),
-        Label::Class(_) => Err(Error::Input(
-            "the Bernoulli family needs a 0/1 vector of O labels per input, got a class index"
-                .into(),
-        )),
-    }
+    label_vector(
+        y,
+        outputs,
+        "Bernoulli",
+        "0/1 labels",
+        |v| v == 0.0 || v == 1.0,
+        "multi-label targets must be 0 or 1",
+    )
 }
 
 impl ExpFamily for Bernoulli {

@@ -88,6 +88,37 @@ pub fn third_central(eta: &[f64], coord: fn(f64) -> Coord, u: &[f64], v: &[f64])
         .sum()
 }
 
+/// The label vector of `y` for a family with independent outputs (`family`: its name in
+/// messages), or an error naming the first entry that fails `valid` (`rule` says what a valid
+/// entry is, `what` what the vector holds).
+pub fn label_vector<'a>(
+    y: &'a crate::family::Label,
+    outputs: usize,
+    family: &str,
+    what: &str,
+    valid: fn(f64) -> bool,
+    rule: &str,
+) -> crate::Result<&'a [f64]> {
+    use crate::{family::Label, Error};
+    match y {
+        Label::Target(t) if t.len() == outputs => {
+            if let Some((a, v)) = t.iter().enumerate().find(|(_, v)| !valid(**v)) {
+                return Err(Error::Input(format!(
+                    "{family} label entry {a} is {v}: {rule}"
+                )));
+            }
+            Ok(t)
+        }
+        Label::Target(t) => Err(Error::Input(format!(
+            "a {family} label has {} entries but the model has {outputs} outputs",
+            t.len()
+        ))),
+        Label::Class(_) => Err(Error::Input(format!(
+            "the {family} family needs a vector of O {what} per input, got a class index"
+        ))),
+    }
+}
+
 /// The moment methods of [`crate::ExpFamily`] for a family with independent outputs whose
 /// per-coordinate moments are `$coord` (a `fn(f64) -> Coord` of η_a): C u, C[u,u], K[u⁴],
 /// (K − C⊗C)[u⁴] and the third-moment contraction, by the functions of this module.

@@ -2,7 +2,7 @@
 //! C = diag(λ), fourth central moment λ + 3λ² (docs/theory.md, "Families with independent
 //! outputs").
 
-use super::independent::{independent_moments, Coord};
+use super::independent::{independent_moments, label_vector, Coord};
 use super::poisson_draw::{self, F32_MAX_RATE};
 use super::{check_len, ExpFamily, Label};
 use crate::{Error, Result};
@@ -22,27 +22,14 @@ pub fn max_log_rate_f32() -> f64 {
 
 /// The count vector of `y`, or an error naming the first bad entry.
 fn counts(y: &Label, outputs: usize) -> Result<&[f64]> {
-    match y {
-        Label::Target(t) if t.len() == outputs => {
-            if let Some((a, v)) = t
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !(v.is_finite() && **v >= 0.0 && v.fract() == 0.0))
-            {
-                return Err(Error::Input(format!(
-                    "Poisson label entry {a} is {v}: counts must be non-negative whole numbers"
-                )));
-            }
-            Ok(t)
-        }
-        Label::Target(t) => Err(Error::Input(format!(
-            "a Poisson label has {} entries but the model has {outputs} outputs",
-            t.len()
-        ))),
-        Label::Class(_) => Err(Error::Input(
-            "the Poisson family needs a vector of O counts per input, got a class index".into(),
-        )),
-    }
+    label_vector(
+        y,
+        outputs,
+        "Poisson",
+        "counts",
+        |v| v.is_finite() && v >= 0.0 && v.fract() == 0.0,
+        "counts must be non-negative whole numbers",
+    )
 }
 
 /// ln(y!) for a whole y ≥ 0 (Stirling's series with its error term beyond 20).

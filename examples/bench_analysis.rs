@@ -139,7 +139,7 @@ fn main() -> diagfim::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let channels = gpu::accumulated_channels(family.as_dyn().kind(), false, bounds.keys());
+    let channels = gpu::accumulated_channels(family.as_dyn().kind(), req.needs().channels);
     let flops = gpu::phase_flops(&widths, n, channels);
     let total_flops: f64 = flops.iter().sum::<f64>() * b as f64;
     println!(

@@ -40,7 +40,8 @@ pub mod train;
 
 pub use engine::partial::{self, Partial};
 pub use engine::{
-    analyze, analyze_model, analyze_partial, AnalysisOptions, Bounds, EngineKind, Request,
+    analyze, analyze_model, analyze_partial, AnalysisOptions, Bounds, EngineKind, KeySet, Needs,
+    Request,
 };
 pub use error::{Error, Result};
 pub use family::{Categorical, ExpFamily, Family, Gaussian, Label};

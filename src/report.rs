@@ -314,6 +314,14 @@ pub struct RunInfo {
     /// GPU engine: host seconds spent on the per-input spectra and bounds (MATH §5, §7),
     /// which overlap the device's work on the next batch; None on the CPU engine.
     pub host_theory_s: Option<f64>,
+    /// Seconds of the theory layer's per-input work (the family's spectra and the per-tensor
+    /// trace bounds), summed over threads (both engines); None when it did not run.
+    pub theory_s: Option<f64>,
+    /// The keys computed, in [`Key::ALL`] order.
+    pub keys: Vec<String>,
+    /// The keys that this family, labels and bounds mode have but that were not selected
+    /// (`--keys`): null in SUMMARY.json's means.
+    pub skipped_keys: Vec<String>,
 }
 
 /// The result of an analysis.
@@ -337,8 +345,9 @@ pub struct ParamSummary {
     pub kind: ParamKind,
     /// Number of entries of the tensor.
     pub count: usize,
-    /// Mean over the tensor's entries (and inputs) of each reported key, by key name.
-    pub means: BTreeMap<&'static str, f64>,
+    /// Mean over the tensor's entries (and inputs) of each reported key, by key name; null for
+    /// the keys that were not selected ([`RunInfo::skipped_keys`]).
+    pub means: BTreeMap<String, Option<f64>>,
     /// The theory layer's per-tensor results.
     pub theory: TensorTheory,
 }
@@ -401,21 +410,22 @@ impl SummaryOptions {
     }
 }
 
-/// Exact sums over a tensor S of per-parameter keys (means over inputs).
+/// Exact sums over a tensor S of per-parameter keys (means over inputs); None (null) for a key
+/// that was not computed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct TraceSums {
     /// Σ I(θ_i|x) over the tensor.
-    pub fisher: f64,
+    pub fisher: Option<f64>,
     /// Σ N·Var Î1.
-    pub var1: f64,
+    pub var1: Option<f64>,
     /// Σ N·Var Î2.
-    pub var2: f64,
+    pub var2: Option<f64>,
     /// Σ N·Cov(Î1, Î2).
-    pub cov12: f64,
+    pub cov12: Option<f64>,
     /// Σ N·Var of the per-parameter optimal combination.
-    pub var_opt: f64,
+    pub var_opt: Option<f64>,
     /// Σ Var_x I(θ_i|x) (Thm 4.7's input term).
-    pub var_x: f64,
+    pub var_x: Option<f64>,
 }
 
 /// One bound of Cor. 4.6: its two terms and their min (means over inputs of per-input values).
@@ -458,8 +468,8 @@ pub struct ThmC1 {
 /// keys (`--bounds none`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Lemma48 {
-    /// Σ Var_x I(θ_i|x), exact.
-    pub var_x: f64,
+    /// Σ Var_x I(θ_i|x), exact (None if `var_x` was not computed).
+    pub var_x: Option<f64>,
     /// `Σ E_x[‖J_i‖⁴ λ_max(C)²]`.
     pub bound: Option<f64>,
     /// The tighter \[X\] form.
@@ -517,10 +527,11 @@ pub struct TensorTheory {
     pub lemma48: Lemma48,
     /// Tightness of the Thm 4.1 upper bounds.
     pub log_ratio: LogRatio,
-    /// The recommended estimator and its sample sizes.
-    pub recommendation: Recommendation,
-    /// The N_x/N_y budget splits.
-    pub budget: Budget,
+    /// The recommended estimator and its sample sizes (None unless var1, var2, var_opt and
+    /// fisher were computed).
+    pub recommendation: Option<Recommendation>,
+    /// The N_x/N_y budget splits (None unless var_x, var1 and var2 were computed).
+    pub budget: Option<Budget>,
 }
 
 /// Fraction of the better estimator's variance below which the combination is recommended.
@@ -540,7 +551,11 @@ impl TensorTheory {
                 None => Vec::new(),
             }
         };
-        let sum = |k: Key| means(k).iter().sum::<f64>();
+        let sum = |k: Key| {
+            p.values
+                .contains_key(&k)
+                .then(|| means(k).iter().sum::<f64>())
+        };
         let exact = TraceSums {
             fisher: sum(Key::Fisher),
             var1: sum(Key::Var1),
@@ -553,7 +568,7 @@ impl TensorTheory {
         let has_bounds = p.values.contains_key(&Key::UbVarX);
         let lemma48 = Lemma48 {
             var_x: exact.var_x,
-            bound: has_bounds.then(|| sum(Key::UbVarX)),
+            bound: has_bounds.then(|| means(Key::UbVarX).iter().sum()),
             bound_tight: has_bounds.then(|| {
                 means(Key::UbVarX)
                     .iter()
@@ -562,32 +577,42 @@ impl TensorTheory {
                     .sum()
             }),
         };
-        let ratio = |ub: f64, exact: f64| (exact > 0.0 && ub > 0.0).then(|| (ub / exact).ln());
+        let ratio = |ub: Option<f64>, exact: Option<f64>| match (ub, exact) {
+            (Some(ub), Some(exact)) if exact > 0.0 && ub > 0.0 => Some((ub / exact).ln()),
+            _ => None,
+        };
         let log_ratio = LogRatio {
             fisher: ratio(sum(Key::UbFisher), exact.fisher),
             var1: ratio(sum(Key::UbVar1), exact.var1),
             var2: ratio(sum(Key::UbVar2), exact.var2),
         };
-        let fisher_sq: f64 = means(Key::Fisher).iter().map(|v| v * v).sum();
-        let cheb = |v: f64| chebyshev_samples(v, fisher_sq, opts.eps, opts.delta);
-        let best_single = exact.var1.min(exact.var2);
-        let estimator = if exact.var_opt < COMBINATION_GAIN * best_single {
-            Estimator::Combination
-        } else if exact.var2 <= exact.var1 {
-            Estimator::I2
-        } else {
-            Estimator::I1
-        };
-        let recommendation = Recommendation {
-            estimator,
-            n_i1: cheb(exact.var1),
-            n_i2: cheb(exact.var2),
-            n_combination: cheb(exact.var_opt),
+        let recommendation = match (exact.fisher, exact.var1, exact.var2, exact.var_opt) {
+            (Some(_), Some(var1), Some(var2), Some(var_opt)) => {
+                let fisher_sq: f64 = means(Key::Fisher).iter().map(|v| v * v).sum();
+                let cheb = |v: f64| chebyshev_samples(v, fisher_sq, opts.eps, opts.delta);
+                let estimator = if var_opt < COMBINATION_GAIN * var1.min(var2) {
+                    Estimator::Combination
+                } else if var2 <= var1 {
+                    Estimator::I2
+                } else {
+                    Estimator::I1
+                };
+                Some(Recommendation {
+                    estimator,
+                    n_i1: cheb(var1),
+                    n_i2: cheb(var2),
+                    n_combination: cheb(var_opt),
+                })
+            }
+            _ => None,
         };
         let (b, n) = (run.inputs as f64, run.samples as f64);
-        let budget = Budget {
-            i1: budget_split(exact.var_x, exact.var1, opts.input_cost, b, n),
-            i2: budget_split(exact.var_x, exact.var2, opts.input_cost, b, n),
+        let budget = match (exact.var_x, exact.var1, exact.var2) {
+            (Some(var_x), Some(var1), Some(var2)) => Some(Budget {
+                i1: budget_split(var_x, var1, opts.input_cost, b, n),
+                i2: budget_split(var_x, var2, opts.input_cost, b, n),
+            }),
+            _ => None,
         };
         let cor46 = p.bounds.map(|t| Cor46 {
             fisher: MinBound {
@@ -705,7 +730,8 @@ impl Report {
                 means: p
                     .values
                     .iter()
-                    .map(|(k, v)| (k.name(), v.mean().unwrap_or(f64::NAN)))
+                    .map(|(k, v)| (k.name().to_string(), Some(v.mean().unwrap_or(f64::NAN))))
+                    .chain(self.run.skipped_keys.iter().map(|k| (k.clone(), None)))
                     .collect(),
                 theory: TensorTheory::new(p, &self.run, opts),
             })
@@ -752,10 +778,15 @@ impl Report {
             for k in &keys {
                 out += &format!(
                     " {:>11.4e}",
-                    l.means.get(k.name()).copied().unwrap_or(f64::NAN)
+                    l.means.get(k.name()).copied().flatten().unwrap_or(f64::NAN)
                 );
             }
-            out += &format!(" {:>11}", l.theory.recommendation.estimator.as_str());
+            let best = l
+                .theory
+                .recommendation
+                .as_ref()
+                .map_or("-", |r| r.estimator.as_str());
+            out += &format!(" {best:>11}");
             out.push('\n');
         }
         out

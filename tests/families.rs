@@ -199,7 +199,7 @@ fn bounds_sandwich_the_exact_values() {
         assert_eq!(report.run.family, family.as_dyn().name());
         // The recommendation and the planner work unchanged.
         for layer in report.summary().layers {
-            let r = layer.theory.recommendation;
+            let r = layer.theory.recommendation.unwrap();
             assert!(
                 r.n_i1.is_some_and(|n| n.is_finite() && n > 0.0),
                 "case {ci}: planner {r:?}"

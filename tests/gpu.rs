@@ -127,6 +127,7 @@ fn run_with(
             threads: 0,
             engine,
             bounds,
+            keys: diagfim::KeySet::ALL,
             input_offset: 0,
             gpu: None,
         },
@@ -567,7 +568,8 @@ fn gpu_numeric_range_across_input_scales() {
                 let (gs, cs) = (gpu.summary(), cpu.summary());
                 for (g, c) in gs.layers.iter().zip(&cs.layers) {
                     assert_eq!(
-                        g.theory.recommendation.estimator, c.theory.recommendation.estimator,
+                        g.theory.recommendation.as_ref().unwrap().estimator,
+                        c.theory.recommendation.as_ref().unwrap().estimator,
                         "inputs × {scale:e}: recommendation of {}",
                         g.name
                     );

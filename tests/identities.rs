@@ -361,6 +361,7 @@ fn results_do_not_depend_on_batch_size_or_threads() {
                 threads,
                 engine: diagfim::EngineKind::Cpu,
                 bounds: diagfim::Bounds::All,
+                keys: diagfim::KeySet::ALL,
                 input_offset: 0,
                 gpu: None,
             },

@@ -106,7 +106,10 @@ fn assert_reports_close(got: &Report, want: &Report, tol: f64, summary: bool, wh
     // SUMMARY.json's per-layer recommendations and Chebyshev sample sizes.
     let (gs, ws) = (got.summary(), want.summary());
     for (g, w) in gs.layers.iter().zip(&ws.layers) {
-        let (gr, wr) = (&g.theory.recommendation, &w.theory.recommendation);
+        let (gr, wr) = (
+            g.theory.recommendation.as_ref().unwrap(),
+            w.theory.recommendation.as_ref().unwrap(),
+        );
         assert_eq!(
             gr.estimator, wr.estimator,
             "{what}: recommendation of {}",

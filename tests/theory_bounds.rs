@@ -565,6 +565,7 @@ fn chunked_accumulation_is_deterministic_and_consistent() {
                 threads,
                 engine: EngineKind::Cpu,
                 bounds: diagfim::Bounds::All,
+                keys: diagfim::KeySet::ALL,
                 input_offset: 0,
                 gpu: None,
             },

@@ -3,7 +3,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use diagfim::engine::GpuContext;
-use diagfim::engine::{analyze, analyze_partial, AnalysisOptions, Bounds, EngineKind, Request};
+use diagfim::engine::{
+    analyze, analyze_partial, AnalysisOptions, Bounds, EngineKind, KeySet, Request,
+};
 use diagfim::output::Outputs;
 use diagfim::report::SummaryOptions;
 use diagfim::theory::pair::{pair, ParamRef};
@@ -139,7 +141,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Exact FIM diagonal, estimator variances and Monte-Carlo estimates per parameter.
-    Analyze(AnalyzeArgs),
+    Analyze(Box<AnalyzeArgs>),
     /// Off-diagonal FIM entry I(θ_ij) of a parameter pair, the exact variances of both
     /// estimators and the bounds of Thm B.1 / Cor. B.3, as JSON on stdout (means over inputs).
     Pair(PairArgs),
@@ -221,6 +223,12 @@ struct AnalyzeArgs {
     /// keys do not change.
     #[arg(long, default_value = "all")]
     bounds: String,
+    /// Keys to compute, comma-separated (e.g. `fisher` or `fisher,var1,var2,var_opt`), or all.
+    /// Only what these keys need is computed (`--keys fisher`: one backward pass, no Hessian
+    /// pass, no sampling, no spectra); the other keys are absent from RESULT and null in
+    /// SUMMARY.json.
+    #[arg(long, default_value = "all")]
+    keys: String,
     /// Global index of the first input (a shard [K, K+B) of a data set): labels are sampled
     /// by global input index, so shards draw the labels of the whole run.
     #[arg(long, default_value_t = 0, value_parser = parse_u64)]
@@ -429,6 +437,10 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
     let engine: EngineKind = a.engine.parse()?;
     let gpu = gpu_from_env(engine)?;
     let bounds: Bounds = a.bounds.parse()?;
+    let keys = KeySet::parse(&a.keys).map_err(|e| match e {
+        diagfim::Error::Input(m) => diagfim::Error::Input(format!("--keys: {m}")),
+        other => other,
+    })?;
     let (family, mlp, inputs) = a.data.load()?;
     let labels = a
         .labels
@@ -467,6 +479,7 @@ fn run_analyze(a: AnalyzeArgs) -> diagfim::Result<()> {
             threads: a.threads,
             engine,
             bounds,
+            keys,
             input_offset,
             gpu,
         },
@@ -548,7 +561,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     remove_temporaries_on_signals();
     let result = match cli.command {
-        Command::Analyze(a) => run_analyze(a),
+        Command::Analyze(a) => run_analyze(*a),
         Command::Pair(a) => run_pair(a),
         Command::Merge(a) => run_merge(a),
         Command::Info { model, activations } => {

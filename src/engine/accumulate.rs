@@ -7,8 +7,8 @@
 //! inputs). So the result does not depend on how inputs were split into blocks or threads.
 
 use super::channels::Channel;
-pub(crate) use super::partial::channel_groups;
-use super::partial::{LayerStats, Partial, Values};
+use super::keys::Needs;
+use super::partial::{Groups, LayerStats, Partial, Values};
 use super::stats::InputStats;
 use super::Request;
 use crate::model::Mlp;
@@ -27,12 +27,14 @@ fn unit_factor(stats: &InputStats, layer: usize, j: usize, c: &Channel) -> f64 {
     stats.scalars[c.scalar as usize] * stats.units[layer].bases[[c.base.index(), j]]
 }
 
-/// Values of entry (unit j, layer input a) of one input: a^p · s(x) · base_j (a = 1 for biases).
-fn values(stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
+/// Values of entry (unit j, layer input a) of one input: a^p · s(x) · base_j (a = 1 for
+/// biases), for the accumulated channels.
+fn values(groups: &Groups, stats: &InputStats, layer: usize, j: usize, a: f64) -> Values {
     let mut out = [0.0; NUM_KEYS];
-    for (slot, key) in out.iter_mut().zip(Key::ALL) {
-        if let Some(c) = key.channel() {
-            *slot = a.powi(c.power as i32) * unit_factor(stats, layer, j, &c);
+    for (power, chans) in groups {
+        let ap = a.powi(*power as i32);
+        for (slot, c) in chans {
+            out[*slot] = ap * unit_factor(stats, layer, j, c);
         }
     }
     out
@@ -70,7 +72,7 @@ struct LayerAcc {
 
 impl LayerAcc {
     /// Adds the pending chunk with one GEMM per power group.
-    fn flush(&mut self, groups: &[(u32, Vec<(usize, Channel)>)]) {
+    fn flush(&mut self, groups: &Groups) {
         let m = self.pending.len();
         if m == 0 {
             return;
@@ -96,7 +98,11 @@ impl LayerAcc {
 /// Accumulates per-parameter results over the inputs, in input order.
 pub(crate) struct Accumulator {
     layers: Vec<LayerAcc>,
-    groups: Vec<(u32, Vec<(usize, Channel)>)>,
+    groups: Groups,
+    /// Whether the Fisher's and the empirical Fisher's Welford statistics are kept.
+    welford: (bool, bool),
+    /// Seconds of the theory layer's per-input work, if it ran.
+    theory_s: Option<f64>,
     added: usize,
     theory_added: usize,
     inputs: usize,
@@ -104,9 +110,10 @@ pub(crate) struct Accumulator {
 }
 
 impl Accumulator {
-    /// Accumulators for `inputs` inputs of the model, keeping per-input values if asked.
-    pub fn new(model: &Mlp, inputs: usize, per_input: bool) -> Accumulator {
-        let groups = channel_groups();
+    /// Accumulators for `inputs` inputs of the model and the channels and Welford statistics
+    /// that `needs` asks for, keeping per-input values if asked.
+    pub fn new(model: &Mlp, inputs: usize, per_input: bool, needs: &Needs) -> Accumulator {
+        let groups = needs.channel_groups();
         let layers = model
             .layers()
             .iter()
@@ -126,6 +133,8 @@ impl Accumulator {
         Accumulator {
             layers,
             groups,
+            welford: (needs.fisher_welford, needs.ef_welford),
+            theory_s: needs.spectra.then_some(0.0),
             added: 0,
             theory_added: 0,
             inputs,
@@ -141,29 +150,37 @@ impl Accumulator {
         let ef = Key::Ef
             .channel()
             .expect("the empirical Fisher is a channel");
+        let (fisher_welford, ef_welford) = self.welford;
         let groups = &self.groups;
         for (l, (layer, a)) in self.layers.iter_mut().zip(&stats.layer_inputs).enumerate() {
             let (n_in, row, n_out) = (layer.stats.n_in, layer.stats.row, layer.stats.n_out);
             let a2 = |k: usize| if k < n_in { a[k] * a[k] } else { 1.0 };
             // Welford updates, per entry in input order (both channels have power 2).
-            layer
-                .stats
-                .welford
-                .par_chunks_mut(row)
-                .enumerate()
-                .for_each(|(j, ws)| {
-                    let (qf, qe) = (
-                        unit_factor(stats, l, j, &fisher),
-                        unit_factor(stats, l, j, &ef),
-                    );
-                    for (k, w) in ws.iter_mut().enumerate() {
-                        w.fisher.push(a2(k) * qf, inv_n);
-                        w.ef.push(a2(k) * qe, inv_n);
-                    }
-                });
+            if fisher_welford || ef_welford {
+                layer
+                    .stats
+                    .welford
+                    .par_chunks_mut(row)
+                    .enumerate()
+                    .for_each(|(j, ws)| {
+                        let (qf, qe) = (
+                            unit_factor(stats, l, j, &fisher),
+                            unit_factor(stats, l, j, &ef),
+                        );
+                        for (k, w) in ws.iter_mut().enumerate() {
+                            if fisher_welford {
+                                w.fisher.push(a2(k) * qf, inv_n);
+                            }
+                            if ef_welford {
+                                w.ef.push(a2(k) * qe, inv_n);
+                            }
+                        }
+                    });
+            }
             if !layer.per_input.is_empty() {
-                let entry =
-                    |j: usize, k: usize| values(stats, l, j, if k < n_in { a[k] } else { 1.0 });
+                let entry = |j: usize, k: usize| {
+                    values(groups, stats, l, j, if k < n_in { a[k] } else { 1.0 })
+                };
                 layer.per_input[index * n_out * row..(index + 1) * n_out * row]
                     .par_chunks_mut(row)
                     .enumerate()
@@ -271,6 +288,13 @@ impl Accumulator {
         self.theory_added += 1;
     }
 
+    /// Adds seconds of the theory layer's per-input work.
+    pub fn add_theory_time(&mut self, seconds: f64) {
+        if let Some(t) = &mut self.theory_s {
+            *t += seconds;
+        }
+    }
+
     /// The sufficient statistics of the inputs accumulated ([`Partial`]), with the per-input
     /// values if they were kept.
     fn into_parts(
@@ -296,7 +320,8 @@ impl Accumulator {
             .into_iter()
             .map(|l| (l.stats, l.per_input))
             .unzip();
-        let partial = Partial::from_stats(req, stats, self.inputs, theory, engine, adapter);
+        let mut partial = Partial::from_stats(req, stats, self.inputs, theory, engine, adapter);
+        partial.set_theory_time(self.theory_s);
         Ok((partial, self.per_input.then_some(per_input)))
     }
 

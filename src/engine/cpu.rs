@@ -6,7 +6,7 @@
 use super::accumulate::Accumulator;
 use super::channels::{constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES};
 pub use super::stats::{InputStats, UnitStats};
-use super::{validate, AnalysisOptions, Request};
+use super::{validate, AnalysisOptions, Needs, Request};
 use crate::family::{ExpFamily, Label};
 use crate::model::{ForwardPass, Mlp};
 use crate::report::{Engine, Report};
@@ -153,38 +153,51 @@ pub fn sampled_residuals(
     (r, labels)
 }
 
-/// Per-unit statistics of one input, with the spectral scalars if `opts.bounds` asks for the
-/// bound keys, and with [`crate::engine::Bounds::All`] the per-tensor trace bounds of the
-/// theory layer from the same Δ_l, Hd_l and layer inputs (the per-input hook,
-/// [`crate::theory::input_theory`]).
-pub fn input_analysis(
-    model: &Mlp,
+/// One input's contribution: its per-unit statistics, its per-tensor trace bounds (when
+/// asked for) and the seconds its theory-layer work took.
+pub(crate) struct InputResult {
+    pub stats: InputStats,
+    pub theory: Option<InputTheory>,
+    pub theory_s: f64,
+}
+
+/// Per-unit statistics of one input from its derivatives: the bases that `needs` asks for
+/// (the others stay 0), the spectral scalars if a bound key is asked for, and the per-tensor
+/// trace bounds of the theory layer (the per-input hook, [`crate::theory::input_theory`]) if
+/// `needs.tensor_bounds`. Each base is computed on its own, so a subset of keys gives the
+/// full run's values bit for bit.
+pub(crate) fn input_stats(
     family: &dyn ExpFamily,
-    x: ArrayView1<f64>,
+    d: Derivatives,
     input: u32,
     label: Option<&Label>,
     opts: &AnalysisOptions,
-) -> Result<(InputStats, Option<InputTheory>)> {
-    let d = derivatives(model, family, x);
+    needs: &Needs,
+) -> Result<InputResult> {
     family.check_output(&d.h).map_err(|e| match e {
         Error::Input(msg) => Error::Input(format!("input {input}: {msg}")),
         other => other,
     })?;
-    let spectrum = if opts.bounds.keys() {
+    let started = std::time::Instant::now();
+    let spectrum = if needs.spectra {
         Some(Spectrum::new(family, &d.eta)?)
     } else {
         None
     };
-    let (r, _) = sampled_residuals(family, &d, opts.seed, input, opts.samples);
+    let mut theory_s = started.elapsed().as_secs_f64();
+    let r = needs
+        .samples
+        .then(|| sampled_residuals(family, &d, opts.seed, input, opts.samples).0);
     let r_data = match label {
-        Some(y) => {
+        Some(y) if needs.base(Base::Ef) => {
             let mut rd = vec![0.0; d.h.len()];
             family.residual(&d.h, &d.eta, y, &mut rd)?;
             Some(Array1::from(rd))
         }
-        None => None,
+        _ => None,
     };
     let o = d.h.len() as f64;
+    let want = |b: Base| needs.base(b);
     let units = d
         .delta
         .iter()
@@ -192,56 +205,72 @@ pub fn input_analysis(
         .map(|(delta, hd)| {
             let n = delta.nrows();
             let mut bases = Array2::zeros((NUM_BASES, n));
-            let beta = delta.dot(&r.t());
-            let hr = hd.dot(&r.t());
-            let score_sq = row_moments(&beta, true);
-            let hess_r = row_moments(&hr, false);
+            let score_sq = r.as_ref().map(|r| row_moments(&delta.dot(&r.t()), true));
+            let hess_r = match &r {
+                Some(r) if needs.hessian => Some(row_moments(&hd.dot(&r.t()), false)),
+                _ => None,
+            };
             let ef = r_data.as_ref().map(|rd| delta.dot(rd));
             for j in 0..n {
                 let dj = delta.row(j);
-                let hj = hd.row(j);
-                let (dj, hj) = (
-                    dj.as_slice().expect("contiguous"),
-                    hj.as_slice().expect("contiguous"),
-                );
-                let q = family.cov_quad(&d.eta, dj);
-                let dn2: f64 = dj.iter().map(|v| v * v).sum();
-                let dsum: f64 = dj.iter().sum();
-                let values = [
-                    (Base::Q, q),
-                    (Base::V, family.kurt_excess_quad(&d.eta, dj)),
-                    (Base::W, family.cov_quad(&d.eta, hj)),
-                    (Base::DeltaNorm2, dn2),
-                    (Base::HdNorm2, hj.iter().map(|v| v * v).sum()),
-                    (Base::Third, family.third_central(&d.eta, dj, hj)),
-                    (Base::ScoreSqMean, score_sq[j][0]),
-                    (Base::ScoreSqVar, score_sq[j][1]),
-                    (Base::ScoreSqVarVar, score_sq[j][2]),
-                    (Base::NegHessMean, q - hess_r[j][0]),
-                    (Base::HessRVar, hess_r[j][1]),
-                    (Base::HessRVarVar, hess_r[j][2]),
-                    (Base::Ef, ef.as_ref().map_or(0.0, |e| e[j] * e[j])),
-                    (Base::DeltaNorm4, dn2 * dn2),
-                    (Base::DeltaCentredNorm2, (dn2 - dsum * dsum / o).max(0.0)),
-                ];
-                for (base, v) in values {
-                    bases[[base.index(), j]] = v;
+                let dj = dj.as_slice().expect("contiguous");
+                let hj = (needs.hessian).then(|| hd.row(j));
+                let hj = hj.as_ref().map(|h| h.as_slice().expect("contiguous"));
+                let mut set = |base: Base, v: &dyn Fn() -> f64| {
+                    if want(base) {
+                        bases[[base.index(), j]] = v();
+                    }
+                };
+                let q = || family.cov_quad(&d.eta, dj);
+                let dn2 = || dj.iter().map(|v| v * v).sum::<f64>();
+                let hj = || hj.expect("the Hessian pass ran");
+                set(Base::Q, &q);
+                set(Base::V, &|| family.kurt_excess_quad(&d.eta, dj));
+                set(Base::W, &|| family.cov_quad(&d.eta, hj()));
+                set(Base::DeltaNorm2, &dn2);
+                set(Base::HdNorm2, &|| hj().iter().map(|v| v * v).sum());
+                set(Base::Third, &|| family.third_central(&d.eta, dj, hj()));
+                if let Some(m) = &score_sq {
+                    set(Base::ScoreSqMean, &|| m[j][0]);
+                    set(Base::ScoreSqVar, &|| m[j][1]);
+                    set(Base::ScoreSqVarVar, &|| m[j][2]);
                 }
+                if let Some(m) = &hess_r {
+                    set(Base::NegHessMean, &|| q() - m[j][0]);
+                    set(Base::HessRVar, &|| m[j][1]);
+                    set(Base::HessRVarVar, &|| m[j][2]);
+                }
+                if let Some(e) = &ef {
+                    set(Base::Ef, &|| e[j] * e[j]);
+                }
+                set(Base::DeltaNorm4, &|| dn2() * dn2());
+                set(Base::DeltaCentredNorm2, &|| {
+                    let dsum: f64 = dj.iter().sum();
+                    (dn2() - dsum * dsum / o).max(0.0)
+                });
             }
             UnitStats { bases }
         })
         .collect();
-    let bounds = if let (true, Some(spectrum)) = (opts.bounds.tensors(), &spectrum) {
-        Some(input_theory_of(spectrum, &d.delta, &d.hd, &d.layer_inputs)?)
-    } else {
-        None
+    let theory = match (&spectrum, needs.tensor_bounds) {
+        (Some(spectrum), true) => {
+            let started = std::time::Instant::now();
+            let t = input_theory_of(spectrum, &d.delta, &d.hd, &d.layer_inputs)?;
+            theory_s += started.elapsed().as_secs_f64();
+            Some(t)
+        }
+        _ => None,
     };
     let stats = InputStats {
         scalars: spectrum.as_ref().map_or_else(constant_scalars, scalars_of),
         layer_inputs: d.layer_inputs,
         units,
     };
-    Ok((stats, bounds))
+    Ok(InputResult {
+        stats,
+        theory,
+        theory_s: if needs.spectra { theory_s } else { 0.0 },
+    })
 }
 
 /// Runs the whole analysis on the CPU.
@@ -286,30 +315,33 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
     debug_assert!(opts.samples >= MIN_SAMPLES_FOR_VARIANCE);
     let b = req.inputs.nrows();
     check_sample_memory(req)?;
-    let mut acc = Accumulator::new(req.model, b, opts.per_input);
+    let needs = req.needs();
+    let mut acc = Accumulator::new(req.model, b, opts.per_input, &needs);
     let block = opts.batch_size.max(1);
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
             let end = (start + block).min(b);
-            let stats: Vec<(InputStats, Option<InputTheory>)> = (start..end)
+            let results: Vec<InputResult> = (start..end)
                 .into_par_iter()
                 .map(|i| {
                     let label = req.labels.map(|l| &l[i]);
-                    input_analysis(
-                        req.model,
+                    let d = derivatives(req.model, req.family, req.inputs.row(i));
+                    input_stats(
                         req.family,
-                        req.inputs.row(i),
+                        d,
                         (opts.input_offset + i as u64) as u32,
                         label,
                         opts,
+                        &needs,
                     )
                 })
                 .collect::<Result<_>>()?;
-            for (offset, (s, t)) in stats.iter().enumerate() {
-                acc.add(start + offset, s);
-                if let Some(t) = t {
+            for (offset, r) in results.iter().enumerate() {
+                acc.add(start + offset, &r.stats);
+                if let Some(t) = &r.theory {
                     acc.add_theory(start + offset, t);
                 }
+                acc.add_theory_time(r.theory_s);
             }
             if let Some(p) = req.progress {
                 p(end, b);

@@ -6,6 +6,7 @@ pub mod channels;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod keys;
 pub mod partial;
 pub mod stats;
 
@@ -13,6 +14,7 @@ use crate::family::{ExpFamily, Label};
 use crate::model::Mlp;
 use crate::report::Report;
 use crate::{Error, Result, MIN_SAMPLES_FOR_VARIANCE};
+pub use keys::{KeySet, Needs};
 use ndarray::ArrayView2;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -114,6 +116,10 @@ pub struct AnalysisOptions {
     pub engine: EngineKind,
     /// Which bounds to compute ([`Bounds`]); the other keys do not depend on it.
     pub bounds: Bounds,
+    /// The keys to compute ([`KeySet::ALL`] by default): each engine computes only what these
+    /// keys need ([`Needs`]), and the report holds only them. Every computed key equals the
+    /// full run's bit for bit on the CPU engine.
+    pub keys: KeySet,
     /// Global index of the first input: labels are sampled by (seed, global input index,
     /// sample), so a shard [K, K + B) of a data set given `input_offset = K` draws exactly the
     /// labels that an analysis of the whole data set draws for those inputs
@@ -134,6 +140,7 @@ impl Default for AnalysisOptions {
             threads: 0,
             engine: EngineKind::Auto,
             bounds: Bounds::All,
+            keys: KeySet::ALL,
             input_offset: 0,
             gpu: None,
         }
@@ -157,6 +164,24 @@ pub struct Request<'a> {
     pub options: AnalysisOptions,
     /// Called after each block with (inputs done, inputs in all).
     pub progress: Option<ProgressFn<'a>>,
+}
+
+impl Request<'_> {
+    /// The keys of the report: the selected ones that exist for the family, labels and
+    /// bounds mode ([`keys::report_keys`]).
+    pub fn report_keys(&self) -> KeySet {
+        keys::report_keys(
+            self.options.keys,
+            self.family.kind(),
+            self.labels.is_some(),
+            self.options.bounds,
+        )
+    }
+
+    /// What the engines compute for the report's keys.
+    pub fn needs(&self) -> Needs {
+        Needs::new(self.report_keys(), self.options.bounds)
+    }
 }
 
 /// Checks a request; every problem becomes an error that says how to fix it.
@@ -190,6 +215,12 @@ pub fn validate(req: &Request<'_>) -> Result<()> {
         });
     }
     req.family.check_outputs(req.model.output_dim())?;
+    keys::check_selection(
+        req.options.keys,
+        req.family.kind(),
+        req.labels.is_some(),
+        req.options.bounds,
+    )?;
     if req.options.samples < MIN_SAMPLES_FOR_VARIANCE {
         return Err(Error::Input(format!(
             "N = {} sampled labels per input: at least {MIN_SAMPLES_FOR_VARIANCE} are needed for \

@@ -18,6 +18,7 @@
 //! options are refused with an error that names the field that differs.
 
 use super::channels::Channel;
+use super::keys::{channel_groups_of, report_keys, KeySet};
 use super::{Bounds, Request};
 use crate::family::FamilyKind;
 use crate::io::{named, write_safetensors, OwnedTensor, StoreDtype};
@@ -44,18 +45,7 @@ const META_KEY: &str = "diagfim_partial";
 pub(crate) type Values = [f64; NUM_KEYS];
 
 /// The channels grouped by power: (p, [(key slot, channel)]).
-pub(crate) fn channel_groups() -> Vec<(u32, Vec<(usize, Channel)>)> {
-    let mut groups: Vec<(u32, Vec<(usize, Channel)>)> = Vec::new();
-    for key in Key::ALL {
-        if let Some(c) = key.channel() {
-            match groups.iter_mut().find(|g| g.0 == c.power) {
-                Some(g) => g.1.push((key.index(), c)),
-                None => groups.push((c.power, vec![(key.index(), c)])),
-            }
-        }
-    }
-    groups
-}
+pub(crate) type Groups = Vec<(u32, Vec<(usize, Channel)>)>;
 
 const FISHER: usize = Key::Fisher.index();
 const EF: usize = Key::Ef.index();
@@ -126,7 +116,7 @@ pub(crate) struct LayerStats {
     pub n_in: usize,
     pub row: usize,
     pub welford: Vec<EntryWelford>,
-    /// Per power group g of [`channel_groups`]: sums (|group g| · n_out) × row, row
+    /// Per power group g of the accumulated channels ([`Groups`]): sums (|group g| · n_out) × row, row
     /// c·n_out + j.
     pub sums: Vec<Array2<f64>>,
     /// Sums over inputs of the per-tensor bounds (theory hook).
@@ -221,6 +211,10 @@ struct Meta {
     wall_time_s: f64,
     device_phase_s: BTreeMap<String, f64>,
     host_theory_s: Option<f64>,
+    /// Seconds of the theory layer's per-input work (spectra and trace bounds), summed over
+    /// threads and merged partials.
+    #[serde(default)]
+    theory_s: Option<f64>,
     /// Per layer, the flags of the weight's and the bias's trace bounds.
     bound_flags: Vec<(BoundFlags, BoundFlags)>,
 }
@@ -263,6 +257,11 @@ fn bounds_name(b: Bounds) -> &'static str {
     }
 }
 
+fn bounds_of(name: &str) -> Result<Bounds> {
+    name.parse()
+        .map_err(|_| Error::Partial(format!("unknown bounds mode '{name}'")))
+}
+
 fn family_kind(family: &str, sigma2: Option<f64>) -> Result<FamilyKind> {
     match (family, sigma2) {
         ("categorical", _) => Ok(FamilyKind::Categorical),
@@ -275,19 +274,13 @@ fn family_kind(family: &str, sigma2: Option<f64>) -> Result<FamilyKind> {
     }
 }
 
-/// The keys of a report for this family, labels and bounds mode, in [`Key::ALL`] order.
-fn report_keys(kind: FamilyKind, labels: bool, bound_keys: bool) -> Vec<Key> {
-    Key::ALL
-        .into_iter()
-        .filter(|k| k.is_available(kind, labels) && (bound_keys || !k.is_bound()))
-        .collect()
-}
-
 /// The sufficient statistics of an analysis over a subset of the inputs: merge partials of
 /// disjoint input sets with [`Partial::merge`], then [`Partial::finish`] gives the report.
 #[derive(Clone, Debug)]
 pub struct Partial {
     meta: Meta,
+    /// The accumulated channels, from `meta.channels`.
+    groups: Groups,
     layers: Vec<LayerStats>,
 }
 
@@ -308,7 +301,8 @@ impl Partial {
             FamilyKind::Categorical | FamilyKind::Bernoulli | FamilyKind::Poisson => None,
         };
         let offset = req.options.input_offset;
-        let keys = report_keys(kind, req.labels.is_some(), req.options.bounds.keys());
+        let keys = req.report_keys();
+        let groups = req.needs().channel_groups();
         let meta = Meta {
             format_version: FORMAT_VERSION,
             model_fingerprint: model_fingerprint(req.model),
@@ -320,7 +314,7 @@ impl Partial {
             labels: req.labels.is_some(),
             keys: keys.iter().map(|k| k.name().to_string()).collect(),
             engine,
-            channels: channel_groups()
+            channels: groups
                 .iter()
                 .map(|(p, chans)| {
                     let names = chans
@@ -358,6 +352,7 @@ impl Partial {
             wall_time_s: 0.0,
             device_phase_s: BTreeMap::new(),
             host_theory_s: None,
+            theory_s: None,
             bound_flags: layers
                 .iter()
                 .map(|l| {
@@ -368,12 +363,21 @@ impl Partial {
                 })
                 .collect(),
         };
-        Partial { meta, layers }
+        Partial {
+            meta,
+            groups,
+            layers,
+        }
     }
 
     /// Records the run's wall time.
     pub(crate) fn set_wall_time(&mut self, wall_time_s: f64) {
         self.meta.wall_time_s = wall_time_s;
+    }
+
+    /// Records the seconds of the theory layer's per-input work.
+    pub(crate) fn set_theory_time(&mut self, theory_s: Option<f64>) {
+        self.meta.theory_s = theory_s;
     }
 
     /// Records the GPU engine's device seconds per phase and host seconds.
@@ -498,10 +502,12 @@ impl Partial {
         for (k, v) in &o.device_phase_s {
             *m.device_phase_s.entry(k.clone()).or_insert(0.0) += v;
         }
-        m.host_theory_s = match (m.host_theory_s, o.host_theory_s) {
+        let add = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (None, None) => None,
             (x, y) => Some(x.unwrap_or(0.0) + y.unwrap_or(0.0)),
         };
+        m.host_theory_s = add(m.host_theory_s, o.host_theory_s);
+        m.theory_s = add(m.theory_s, o.theory_s);
         Ok(())
     }
 
@@ -534,7 +540,6 @@ impl Partial {
         }
         let b = m.inputs as f64;
         let n = m.samples as f64;
-        family_kind(&m.family, m.sigma2)?;
         let keys: Vec<Key> = m
             .keys
             .iter()
@@ -546,7 +551,14 @@ impl Partial {
                 })
             })
             .collect::<Result<_>>()?;
-        let groups = channel_groups();
+        let groups = &self.groups;
+        let kind = family_kind(&m.family, m.sigma2)?;
+        let skipped_keys: Vec<String> =
+            report_keys(KeySet::ALL, kind, m.labels, bounds_of(&m.bounds)?)
+                .iter()
+                .filter(|k| !keys.contains(k))
+                .map(|k| k.name().to_string())
+                .collect();
         let with_theory = m.theory_inputs == m.inputs;
         let is_gpu = m.engine == Engine::Gpu;
         let mut params = Vec::new();
@@ -579,7 +591,6 @@ impl Partial {
                         }
                     }
                     let w = &layer.welford[pos];
-                    v[FISHER] = w.fisher.mean;
                     // Var of a mean of B independent estimates: Σ_x Var_x / B².
                     v[Key::McVar1Se.index()] /= b;
                     v[Key::McVar2Se.index()] /= b;
@@ -682,6 +693,9 @@ impl Partial {
                 wall_time_s: m.wall_time_s,
                 device_phase_s: m.device_phase_s.clone(),
                 host_theory_s: m.host_theory_s,
+                theory_s: m.theory_s,
+                keys: m.keys.clone(),
+                skipped_keys,
             },
         })
     }
@@ -788,7 +802,7 @@ impl Partial {
             serde_json::from_str(json).map_err(|e| bad(format!("unreadable metadata ({e})")))?;
         let tensors = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let groups = channel_groups();
+        let groups = groups_of(&meta.channels).map_err(|e| bad(e.to_string()))?;
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f64>> {
             let t = tensors
                 .tensor(name)
@@ -807,11 +821,6 @@ impl Partial {
         };
         if meta.bound_flags.len() != meta.layers.len() {
             return Err(bad("bound flags do not match the layers".into()));
-        }
-        if meta.channels.len() != groups.len() {
-            return Err(bad(
-                "its channels differ from this diagfim's (written by another version)".into(),
-            ));
         }
         let mut layers = Vec::with_capacity(meta.layers.len());
         for (l, &(n_out, n_in, bias)) in meta.layers.iter().enumerate() {
@@ -862,6 +871,42 @@ impl Partial {
         if meta.theory_inputs > meta.inputs {
             return Err(bad("more inputs with bounds than inputs".into()));
         }
-        Ok(Partial { meta, layers })
+        Ok(Partial {
+            meta,
+            groups,
+            layers,
+        })
     }
+}
+
+/// The channel groups recorded in a partial's metadata: every name must be a channel key, and
+/// the grouping must be the one this diagfim makes of those keys.
+fn groups_of(channels: &[(u32, Vec<String>)]) -> Result<Groups> {
+    let mut set = KeySet::EMPTY;
+    for name in channels.iter().flat_map(|(_, names)| names) {
+        match Key::from_name(name) {
+            Some(k) if k.channel().is_some() => set.insert(k),
+            _ => {
+                return Err(Error::Partial(format!(
+                    "'{name}' is not a channel of this diagfim (written by another version?)"
+                )))
+            }
+        }
+    }
+    let groups = channel_groups_of(set);
+    let same = groups.len() == channels.len()
+        && groups.iter().zip(channels).all(|((p, chans), (q, names))| {
+            p == q
+                && chans.len() == names.len()
+                && chans
+                    .iter()
+                    .zip(names)
+                    .all(|((slot, _), name)| Key::ALL[*slot].name() == name)
+        });
+    if !same {
+        return Err(Error::Partial(
+            "its channels differ from this diagfim's (written by another version)".into(),
+        ));
+    }
+    Ok(groups)
 }

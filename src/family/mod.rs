@@ -45,6 +45,16 @@ pub enum FamilyKind {
 }
 
 impl FamilyKind {
+    /// The family's name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FamilyKind::Categorical => "categorical",
+            FamilyKind::Gaussian { .. } => "gaussian",
+            FamilyKind::Bernoulli => "bernoulli",
+            FamilyKind::Poisson => "poisson",
+        }
+    }
+
     /// The per-coordinate moments of the families with independent outputs (None for the
     /// categorical and Gaussian families).
     pub fn coord(self) -> Option<fn(f64) -> independent::Coord> {

@@ -9,8 +9,9 @@
 use super::context::GpuContext;
 use super::kernels::{self, groups_1d, Dispatch, Epilogue, Gemm, Staging};
 use super::shaders::Shader;
-use crate::engine::accumulate::{channel_groups, Accumulator, LayerBlock};
+use crate::engine::accumulate::{Accumulator, LayerBlock};
 use crate::engine::channels::NUM_INPUT_SCALARS;
+use crate::engine::keys::{channel_groups_of, KeySet};
 use crate::family::FamilyKind;
 use crate::model::Mlp;
 use crate::report::Key;
@@ -31,28 +32,28 @@ pub(super) struct AccParams {
     pub(super) _p: [u32; 2],
 }
 
-/// The channel keys accumulated on the device for a family, labels and whether the bound keys
-/// are wanted, grouped by power: the available ones whose per-input scalar does not vanish
-/// identically (those stay 0).
-fn device_channels(kind: FamilyKind, has_ef: bool, bound_keys: bool) -> Vec<(u32, Vec<Key>)> {
-    channel_groups()
+/// The channel keys accumulated on the device for a family out of `channels` (the keys a
+/// request needs, [`crate::engine::Needs::channels`]), grouped by power: those whose per-input scalar does not
+/// vanish identically for the family (those stay 0).
+fn device_channels(kind: FamilyKind, channels: KeySet) -> Vec<(u32, Vec<Key>)> {
+    channel_groups_of(channels)
         .into_iter()
         .map(|(power, chans)| {
             let keys = chans
                 .iter()
                 .filter(|(_, c)| !c.scalar.vanishes(kind))
                 .map(|(slot, _)| Key::ALL[*slot])
-                .filter(|k| k.is_available(kind, has_ef) && (bound_keys || !k.is_bound()))
                 .collect();
             (power, keys)
         })
         .collect()
 }
 
-/// Number of channel sums the device keeps per parameter (22 for the categorical family with
-/// labels and bounds, 10 without bounds).
-pub fn accumulated_channels(kind: FamilyKind, has_ef: bool, bound_keys: bool) -> usize {
-    device_channels(kind, has_ef, bound_keys)
+/// Number of channel sums the device keeps per parameter for a family and the channel keys a
+/// request needs ([`crate::engine::Needs::channels`]; 22 for the categorical family with labels and every
+/// key, 10 without bounds).
+pub fn accumulated_channels(kind: FamilyKind, channels: KeySet) -> usize {
+    device_channels(kind, channels)
         .iter()
         .map(|(_, k)| k.len())
         .sum()
@@ -86,19 +87,18 @@ pub struct DeviceSums {
 }
 
 impl DeviceSums {
-    /// Sums for every channel key available for the family (`kind`) and labels (`has_ef`),
-    /// for batches of at most `bb_max` inputs. Channels of a power are split into chunks so
+    /// Sums for the channel keys `channels` of the family (`kind`), for batches of at most
+    /// `bb_max` inputs. Channels of a power are split into chunks so
     /// that no buffer exceeds the adapter's binding limit.
     pub fn new(
         ctx: &GpuContext,
         model: &Mlp,
         kind: FamilyKind,
-        has_ef: bool,
-        bound_keys: bool,
+        channels: KeySet,
         bb_max: usize,
     ) -> Result<DeviceSums> {
         let limit = ctx.max_binding_bytes() as usize / 4;
-        let groups = device_channels(kind, has_ef, bound_keys);
+        let groups = device_channels(kind, channels);
         let mut layers = Vec::new();
         for d in model.layers() {
             let (n_out, n_in) = (d.outputs(), d.inputs());

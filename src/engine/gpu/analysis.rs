@@ -14,7 +14,7 @@ use super::timer::Timer;
 pub use super::timer::{Phase, PhaseTimes};
 use crate::engine::accumulate::Accumulator;
 use crate::engine::stats::InputStats;
-use crate::engine::{validate, Request};
+use crate::engine::{validate, KeySet, Request};
 use crate::family::FamilyKind;
 use crate::family::Label;
 use crate::model::Activation;
@@ -72,6 +72,8 @@ struct ShapeKey {
     seed: u64,
     labels: bool,
     per_input: bool,
+    /// The report's keys (the channels and the host's work depend on them).
+    keys: KeySet,
     bound_keys: bool,
     /// Batch size, sample chunk and the last (possibly smaller) batch.
     batches: (usize, usize, usize),
@@ -89,6 +91,7 @@ impl ShapeKey {
             seed: req.options.seed,
             labels: req.labels.is_some(),
             per_input: req.options.per_input,
+            keys: req.report_keys(),
             bound_keys: req.options.bounds.keys(),
             batches: (bb, ns, last),
         }
@@ -126,8 +129,7 @@ impl Prepared {
                 ctx,
                 model,
                 req.family.kind(),
-                req.labels.is_some(),
-                req.options.bounds.keys(),
+                req.needs().channels,
                 bb,
             )?)
         };
@@ -264,7 +266,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     };
     let scales: &[f64] = if scaled.is_some() { &scales } else { &[] };
     let (mut prepared, batches, what) = prepare(&ctx, &device_req)?;
-    let mut acc = Accumulator::new(model, b, req.options.per_input);
+    let mut acc = Accumulator::new(model, b, req.options.per_input, &req.needs());
     let Prepared {
         plans,
         sums,

@@ -220,10 +220,17 @@ impl Needs {
                 channels.insert(k);
             }
         }
+        let fisher_welford = [Key::VarX, Key::VarJoint1, Key::VarJoint2]
+            .iter()
+            .any(|k| keys.contains(*k));
+        let ef_welford = keys.contains(Key::VarEf);
         let mut bases = [false; NUM_BASES];
         for c in channels.iter().filter_map(Key::channel) {
             bases[c.base.index()] = true;
         }
+        // The Welford statistics read the Fisher's and the empirical Fisher's bases.
+        bases[Base::Q.index()] |= fisher_welford;
+        bases[Base::Ef.index()] |= ef_welford;
         let any = |list: &[Base]| list.iter().any(|b| bases[b.index()]);
         let tensor_bounds = bounds.tensors() && keys.iter().any(Key::is_bound);
         let sampled = [
@@ -237,10 +244,8 @@ impl Needs {
         Needs {
             keys,
             channels,
-            fisher_welford: [Key::VarX, Key::VarJoint1, Key::VarJoint2]
-                .iter()
-                .any(|k| keys.contains(*k)),
-            ef_welford: keys.contains(Key::VarEf),
+            fisher_welford,
+            ef_welford,
             bases,
             hessian: tensor_bounds
                 || any(&[
@@ -315,7 +320,9 @@ mod tests {
         );
         assert!(n.hessian && !n.samples && !n.spectra);
         let n = Needs::new(KeySet::from_iter([Key::Mc1, Key::VarX]), Bounds::All);
-        assert!(n.samples && !n.hessian && n.fisher_welford);
+        assert!(n.samples && !n.hessian && n.fisher_welford && n.base(Base::Q));
+        let n = Needs::new(KeySet::from_iter([Key::VarEf]), Bounds::All);
+        assert!(n.ef_welford && n.base(Base::Ef) && n.channels.is_empty());
         let n = Needs::new(KeySet::from_iter([Key::UbFisher]), Bounds::All);
         assert!(n.spectra && n.tensor_bounds && n.hessian);
         let n = Needs::new(KeySet::from_iter([Key::UbFisher]), Bounds::Keys);

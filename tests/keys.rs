@@ -84,10 +84,21 @@ fn cpu_key_subsets_are_bit_identical_to_the_full_run() {
         for per_input in [false, true] {
             let full = run(&case, KeySet::ALL, per_input, EngineKind::Cpu).unwrap();
             let available: Vec<Key> = full.params[0].values.keys().copied().collect();
-            let mut subsets: Vec<KeySet> = available.iter().map(|&k| [k].into_iter().collect()).collect();
-            subsets.push([Key::Fisher, Key::Var1, Key::Var2, Key::VarOpt].into_iter().collect());
+            let mut subsets: Vec<KeySet> = available
+                .iter()
+                .map(|&k| [k].into_iter().collect())
+                .collect();
+            subsets.push(
+                [Key::Fisher, Key::Var1, Key::Var2, Key::VarOpt]
+                    .into_iter()
+                    .collect(),
+            );
             subsets.push([Key::Mc1, Key::McVar2Se, Key::EfBias].into_iter().collect());
-            subsets.push([Key::VarJoint2, Key::UbVar1, Key::Cov12].into_iter().collect());
+            subsets.push(
+                [Key::VarJoint2, Key::UbVar1, Key::Cov12]
+                    .into_iter()
+                    .collect(),
+            );
             for keys in subsets {
                 let ctx = format!("{} per_input={per_input} keys={keys:?}", case.name);
                 let sub = run(&case, keys, per_input, EngineKind::Cpu).unwrap();
@@ -98,13 +109,23 @@ fn cpu_key_subsets_are_bit_identical_to_the_full_run() {
                     for (k, a) in &p.values {
                         let b = &q.values[k];
                         assert_eq!(a.shape(), b.shape(), "{ctx}");
-                        let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "{ctx}: {}/{} differs from the full run: {a:?} vs {b:?}", k.name(), p.info.name);
+                        let same = a
+                            .iter()
+                            .zip(b.iter())
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{ctx}: {}/{} differs from the full run: {a:?} vs {b:?}",
+                            k.name(),
+                            p.info.name
+                        );
                     }
                 }
                 assert_eq!(
                     sub.run.keys,
-                    keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
+                    keys.iter()
+                        .map(|k| k.name().to_string())
+                        .collect::<Vec<_>>(),
                     "{ctx}"
                 );
             }
@@ -125,20 +146,36 @@ fn summary_marks_keys_not_computed_as_null() {
     let f = json(&full);
     assert_eq!(f["skipped_keys"].as_array().unwrap().len(), 0);
     let layer = &f["layers"][0];
-    assert!(layer["means"].as_object().unwrap().values().all(|v| v.is_f64()));
+    assert!(layer["means"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|v| v.is_f64()));
     assert!(layer["theory"]["recommendation"]["estimator"].is_string());
     assert!(layer["theory"]["cor46"].is_object());
 
-    let sub = run(case, KeySet::parse("fisher").unwrap(), false, EngineKind::Cpu).unwrap();
+    let sub = run(
+        case,
+        KeySet::parse("fisher").unwrap(),
+        false,
+        EngineKind::Cpu,
+    )
+    .unwrap();
     let s = json(&sub);
     assert_eq!(s["keys"], serde_json::json!(["fisher"]));
     let layer = &s["layers"][0];
     let means = layer["means"].as_object().unwrap();
-    assert_eq!(means.len(), f["layers"][0]["means"].as_object().unwrap().len());
+    assert_eq!(
+        means.len(),
+        f["layers"][0]["means"].as_object().unwrap().len()
+    );
     assert_eq!(means["fisher"], f["layers"][0]["means"]["fisher"]);
     assert!(means["var1"].is_null() && means["ef"].is_null());
     assert!(layer["theory"]["exact"]["var1"].is_null());
-    assert_eq!(layer["theory"]["exact"]["fisher"], f["layers"][0]["theory"]["exact"]["fisher"]);
+    assert_eq!(
+        layer["theory"]["exact"]["fisher"],
+        f["layers"][0]["theory"]["exact"]["fisher"]
+    );
     assert!(layer["theory"]["recommendation"].is_null() && layer["theory"]["budget"].is_null());
     // No bound key: no spectra, no trace bounds, no theory time.
     assert!(layer["theory"]["cor46"].is_null());
@@ -217,7 +254,10 @@ fn partials_of_a_subset_merge_and_other_subsets_are_refused() {
     assert_eq!(merged.params[0].values.len(), 3);
     let mut a2 = a2;
     a2.merge(&b).unwrap();
-    assert_eq!(flat(&a2.finish().unwrap(), Key::VarX), flat(&merged, Key::VarX));
+    assert_eq!(
+        flat(&a2.finish().unwrap(), Key::VarX),
+        flat(&merged, Key::VarX)
+    );
 }
 
 /// The GPU engine computes the same subsets: each key equals the full GPU run's to f32
@@ -230,7 +270,12 @@ fn gpu_key_subsets_match_the_full_gpu_run() {
     }
     for case in cases() {
         let full = run(&case, KeySet::ALL, false, EngineKind::Gpu).unwrap();
-        for keys in ["fisher", "fisher,var_x", "mc1,mc2,mc_var1_se", "var_opt,ub_var1,ef_bias"] {
+        for keys in [
+            "fisher",
+            "fisher,var_x",
+            "mc1,mc2,mc_var1_se",
+            "var_opt,ub_var1,ef_bias",
+        ] {
             let keys = KeySet::parse(keys).unwrap();
             let ctx = format!("{} keys={keys:?}", case.name);
             let sub = run(&case, keys, false, EngineKind::Gpu).unwrap();

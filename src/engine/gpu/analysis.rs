@@ -213,7 +213,7 @@ fn prepare(ctx: &GpuContext, req: &Request<'_>) -> Result<(Prepared, Batches, Re
     let b = req.inputs.nrows();
     let ns = sample_chunk(model.output_dim(), req.options.samples);
     let bb = choose_batch(ctx, &widths, ns, req.options.batch_size.max(1).min(b))?;
-    let what = Readback::of(&req.options);
+    let what = Readback::of(req);
     let batches: Batches = (0..b).step_by(bb).map(|s| (s, bb.min(b - s))).collect();
     let key = ShapeKey::new(req, bb, ns, batches.last().map_or(bb, |l| l.1));
     let cached = ctx
@@ -266,7 +266,8 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
     };
     let scales: &[f64] = if scaled.is_some() { &scales } else { &[] };
     let (mut prepared, batches, what) = prepare(&ctx, &device_req)?;
-    let mut acc = Accumulator::new(model, b, req.options.per_input, &req.needs());
+    let needs = req.needs();
+    let mut acc = Accumulator::new(model, b, req.options.per_input, &needs);
     let Prepared {
         plans,
         sums,
@@ -298,10 +299,20 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         let data = layout.unpack(staging[k % 2].read(&ctx, layout.regions())?)?;
         check_outputs(req, &data, req.options.input_offset as usize + start)?;
         let host_started = std::time::Instant::now();
-        let spectra: Vec<Option<Spectrum>> = (0..count)
+        let spectra: Vec<(Option<Spectrum>, f64)> = (0..count)
             .into_par_iter()
-            .map(|i| input_spectrum(req, &data, i))
+            .map(|i| {
+                let t = std::time::Instant::now();
+                input_spectrum(req, &data, i, needs.spectra).map(|s| (s, t.elapsed().as_secs_f64()))
+            })
             .collect::<Result<_>>()?;
+        let spectra: Vec<Option<Spectrum>> = spectra
+            .into_iter()
+            .map(|(s, secs)| {
+                acc.add_theory_time(secs);
+                s
+            })
+            .collect();
         host_seconds += host_started.elapsed().as_secs_f64();
         if let (Some(sums), Some(accum)) = (sums.as_mut(), accum) {
             if sums.merged + count > FLUSH_INPUTS {
@@ -331,11 +342,18 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         // Host side, in parallel over the batch's inputs, while the device runs the next batch.
         let host_started = std::time::Instant::now();
         let rows = req.inputs.slice(ndarray::s![start..start + count, ..]);
-        let per_input: Vec<(Option<InputStats>, Option<InputTheory>)> = (0..count)
+        let per_input: Vec<(Option<InputStats>, Option<InputTheory>, f64)> = (0..count)
             .into_par_iter()
-            .map(|i| host_input(req, &data, i, spectra[i].as_ref(), rows.row(i)))
+            .map(|i| {
+                let t = std::time::Instant::now();
+                host_input(req, &data, i, spectra[i].as_ref(), rows.row(i))
+                    .map(|(s, th)| (s, th, t.elapsed().as_secs_f64()))
+            })
             .collect::<Result<_>>()?;
-        for (i, (stats, theory)) in per_input.iter().enumerate() {
+        for (i, (stats, theory, secs)) in per_input.iter().enumerate() {
+            if theory.is_some() {
+                acc.add_theory_time(*secs);
+            }
             if let Some(stats) = stats {
                 acc.add(start + i, stats);
             }

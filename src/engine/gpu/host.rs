@@ -28,11 +28,12 @@ pub struct Readback {
 }
 
 impl Readback {
-    pub fn of(options: &crate::engine::AnalysisOptions) -> Readback {
+    pub fn of(req: &Request<'_>) -> Readback {
+        let tensor_bounds = req.needs().tensor_bounds;
         Readback {
-            dh: options.bounds.tensors(),
-            act: options.bounds.tensors() || options.per_input,
-            bases: options.per_input,
+            dh: tensor_bounds,
+            act: tensor_bounds || req.options.per_input,
+            bases: req.options.per_input,
         }
     }
 }
@@ -163,9 +164,14 @@ const GPU_RATE_HINT: &str = " or leave the range of the GPU engine's f32 sampler
                              2^20); use --engine cpu, which accepts log-rates up to 80";
 
 /// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7), when the
-/// bound keys are asked for.
-pub fn input_spectrum(req: &Request<'_>, data: &BatchData, i: usize) -> Result<Option<Spectrum>> {
-    if !req.options.bounds.keys() {
+/// keys need them (`spectra`, [`crate::engine::Needs::spectra`]).
+pub fn input_spectrum(
+    req: &Request<'_>,
+    data: &BatchData,
+    i: usize,
+    spectra: bool,
+) -> Result<Option<Spectrum>> {
+    if !spectra {
         return Ok(None);
     }
     let o = req.model.output_dim();

@@ -614,12 +614,23 @@ impl Plan {
             has_labels: req.labels.is_some(),
             fam_consts: [GpuFamily::from(kind).constant()],
         };
+        // Only what the keys need: without Hd_l (e.g. `--keys fisher`) the backward pass alone,
+        // without Monte-Carlo keys no sampling.
+        let needs = req.needs();
         let phases = [
             rec.forward()?,
             rec.family()?,
-            rec.hessian()?,
+            if needs.hessian {
+                rec.hessian()?
+            } else {
+                Recorded::new(Phase::Hessian, rec.backward()?)
+            },
             rec.unit_stats()?,
-            rec.samples()?,
+            if needs.samples {
+                rec.samples()?
+            } else {
+                Recorded::new(Phase::Samples, Vec::new())
+            },
         ];
         let (mut dispatches, mut segments, mut family_uniforms) =
             (Vec::new(), Vec::new(), Vec::new());

@@ -61,23 +61,40 @@ fn unscale(scales: &[f64], k: usize, power: i32) -> f64 {
     scales.get(k).map_or(1.0, |s| s.powi(power))
 }
 
+/// One input of a layer's pending chunk.
+struct PendingInput {
+    /// The layer input a.
+    a: Vec<f64>,
+    /// Per power group, the unit factors (|group| · n_out, channel-major).
+    factors: Vec<Vec<f64>>,
+    /// The Fisher's and the empirical Fisher's unit factors, for the Welford statistics.
+    welford: [Vec<f64>; 2],
+}
+
 /// One layer's accumulators: its sufficient statistics and the pending chunk.
 struct LayerAcc {
     stats: LayerStats,
-    /// Pending chunk, per input: the layer input and, per group, the unit factors
-    /// (|group| · n_out, channel-major).
-    pending: Vec<(Vec<f64>, Vec<Vec<f64>>)>,
+    /// The pending chunk, in input order.
+    pending: Vec<PendingInput>,
     per_input: Vec<Values>,
 }
 
 impl LayerAcc {
-    /// Adds the pending chunk with one GEMM per power group.
-    fn flush(&mut self, groups: &Groups) {
+    /// Adds the pending chunk, whose first input is input number `first`: one GEMM per power
+    /// group, and the Welford updates (`welford`: the Fisher's, the empirical Fisher's) entry
+    /// by entry over the chunk's inputs in order, so that each entry's statistics stay in
+    /// registers while the chunk streams past.
+    fn flush(&mut self, groups: &Groups, first: usize, welford: (bool, bool)) {
         let m = self.pending.len();
         if m == 0 {
             return;
         }
-        let (pending, row, n_out) = (&self.pending, self.stats.row, self.stats.n_out);
+        let (pending, row, n_out, n_in) = (
+            &self.pending,
+            self.stats.row,
+            self.stats.n_out,
+            self.stats.n_in,
+        );
         self.stats
             .sums
             .par_iter_mut()
@@ -85,12 +102,34 @@ impl LayerAcc {
             .enumerate()
             .for_each(|(g, (sums, (power, chans)))| {
                 let a = Array2::from_shape_fn((m, row), |(x, k)| {
-                    pending[x].0.get(k).map_or(1.0, |v| v.powi(*power as i32))
+                    pending[x].a.get(k).map_or(1.0, |v| v.powi(*power as i32))
                 });
-                let b =
-                    Array2::from_shape_fn((m, chans.len() * n_out), |(x, c)| pending[x].1[g][c]);
+                let b = Array2::from_shape_fn((m, chans.len() * n_out), |(x, c)| {
+                    pending[x].factors[g][c]
+                });
                 general_mat_mul(1.0, &b.t(), &a, 1.0, sums);
             });
+        let (fisher, ef) = welford;
+        if fisher || ef {
+            let inv_n: Vec<f64> = (0..m).map(|x| 1.0 / (first + x + 1) as f64).collect();
+            self.stats
+                .welford
+                .par_chunks_mut(row)
+                .enumerate()
+                .for_each(|(j, ws)| {
+                    for (k, w) in ws.iter_mut().enumerate() {
+                        for (p, &inv) in pending.iter().zip(&inv_n) {
+                            let a2 = if k < n_in { p.a[k] * p.a[k] } else { 1.0 };
+                            if fisher {
+                                w.fisher.push(a2 * p.welford[0][j], inv);
+                            }
+                            if ef {
+                                w.ef.push(a2 * p.welford[1][j], inv);
+                            }
+                        }
+                    }
+                });
+        }
         self.pending.clear();
     }
 }
@@ -145,7 +184,6 @@ impl Accumulator {
     /// Adds input number `index`; inputs must come in order 0, 1, 2, …
     pub fn add(&mut self, index: usize, stats: &InputStats) {
         assert_eq!(index, self.added, "inputs must be accumulated in order");
-        let inv_n = 1.0 / (self.added + 1) as f64;
         let fisher = Key::Fisher.channel().expect("the Fisher is a channel");
         let ef = Key::Ef
             .channel()
@@ -154,29 +192,17 @@ impl Accumulator {
         let groups = &self.groups;
         for (l, (layer, a)) in self.layers.iter_mut().zip(&stats.layer_inputs).enumerate() {
             let (n_in, row, n_out) = (layer.stats.n_in, layer.stats.row, layer.stats.n_out);
-            let a2 = |k: usize| if k < n_in { a[k] * a[k] } else { 1.0 };
-            // Welford updates, per entry in input order (both channels have power 2).
-            if fisher_welford || ef_welford {
-                layer
-                    .stats
-                    .welford
-                    .par_chunks_mut(row)
-                    .enumerate()
-                    .for_each(|(j, ws)| {
-                        let (qf, qe) = (
-                            unit_factor(stats, l, j, &fisher),
-                            unit_factor(stats, l, j, &ef),
-                        );
-                        for (k, w) in ws.iter_mut().enumerate() {
-                            if fisher_welford {
-                                w.fisher.push(a2(k) * qf, inv_n);
-                            }
-                            if ef_welford {
-                                w.ef.push(a2(k) * qe, inv_n);
-                            }
-                        }
-                    });
-            }
+            let unit_factors = |on: bool, c: &Channel| -> Vec<f64> {
+                if on {
+                    (0..n_out).map(|j| unit_factor(stats, l, j, c)).collect()
+                } else {
+                    Vec::new()
+                }
+            };
+            let welford = [
+                unit_factors(fisher_welford, &fisher),
+                unit_factors(ef_welford, &ef),
+            ];
             if !layer.per_input.is_empty() {
                 let entry = |j: usize, k: usize| {
                     values(groups, stats, l, j, if k < n_in { a[k] } else { 1.0 })
@@ -199,7 +225,11 @@ impl Accumulator {
                         .collect()
                 })
                 .collect();
-            layer.pending.push((a.to_vec(), factors));
+            layer.pending.push(PendingInput {
+                a: a.to_vec(),
+                factors,
+                welford,
+            });
         }
         self.added += 1;
         if self.added.is_multiple_of(CHUNK) {
@@ -268,9 +298,13 @@ impl Accumulator {
         Ok(())
     }
 
+    /// Adds the pending chunk of every layer.
     fn flush(&mut self) {
-        let groups = &self.groups;
-        self.layers.par_iter_mut().for_each(|l| l.flush(groups));
+        let (groups, welford) = (&self.groups, self.welford);
+        let first = self.added - self.layers.first().map_or(0, |l| l.pending.len());
+        self.layers
+            .par_iter_mut()
+            .for_each(|l| l.flush(groups, first, welford));
     }
 
     /// Adds the per-tensor bounds of input number `index` (the theory hook,

@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example bench_analysis -- [--layers 784,512,256,128,10]
 //!  [--activation sigmoid] [--inputs 256] [--samples 16] [--engine gpu|cpu] [--reps 10]
-//!  [--bounds all|keys|none] [--peak-gflops P] [--save-model PATH]`
+//!  [--bounds all|keys|none] [--keys fisher,var1,…|all] [--peak-gflops P] [--save-model PATH]`
 //!
 //! `--gemm N` instead times the WGSL GEMM on N×N×N with `engine::gpu::gemm_benchmark` (device
 //! time from timestamp queries when available, else wall time) and prints its GFLOP/s.
@@ -79,6 +79,7 @@ fn main() -> diagfim::Result<()> {
         return bench_gemm(gemm, reps.max(1));
     }
     let bounds: diagfim::Bounds = arg(&args, "--bounds", "all").parse()?;
+    let keys = diagfim::KeySet::parse(&arg(&args, "--keys", "all"))?;
 
     let model = Mlp::init(&widths, vec![act; widths.len() - 2], 0)?;
     // --save-model PATH writes the model (and PATH.x.npy the inputs) for benches/compare_pytorch.py.
@@ -106,6 +107,7 @@ fn main() -> diagfim::Result<()> {
             engine,
             batch_size: b,
             bounds,
+            keys,
             gpu: match engine {
                 EngineKind::Cpu => None,
                 _ => Some(device()?),
@@ -115,7 +117,7 @@ fn main() -> diagfim::Result<()> {
         progress: None,
     };
     println!(
-        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels, bounds {bounds:?}",
+        "MLP {widths:?} {act}, {} parameters, B = {b} inputs, N = {n} labels, bounds {bounds:?}, keys {keys:?}",
         model.num_params(),
     );
     // Warm-up (pipeline compilation, allocation), then timed repetitions.

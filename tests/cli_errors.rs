@@ -631,3 +631,71 @@ fn bernoulli_and_poisson_labels_that_are_not_indicators_or_counts() {
     let err = s.analyze_labels(&t, &pois);
     assert_says(&err, &["non-finite", "index 1"]);
 }
+
+// ---------------------------------------------------------------- key selection
+
+#[test]
+fn unknown_or_impossible_keys() {
+    let s = Setup::new();
+    let e = s.analyze_ok_files(&["--keys", "fisher,fishr"]);
+    assert_says(&e, &["--keys", "unknown key 'fishr'", "var_opt", "all"]);
+    let e = s.analyze_ok_files(&["--keys", ""]);
+    assert_says(&e, &["--keys"]);
+    let e = s.analyze_ok_files(&["--keys", "ef"]);
+    assert_says(&e, &["'ef'", "--labels"]);
+    let e = s.analyze_ok_files(&["--keys", "ub_var1", "--bounds", "none"]);
+    assert_says(&e, &["'ub_var1'", "--bounds none"]);
+    assert!(!s.path("result.safetensors").exists());
+}
+
+/// `--keys` writes only those keys to RESULT, and SUMMARY lists them with nulls for the rest.
+#[test]
+fn selected_keys_alone_reach_the_outputs() {
+    let s = Setup::new();
+    let out = Command::new(BIN)
+        .args([
+            "analyze",
+            "--model",
+            &s.p("model.safetensors"),
+            "--inputs",
+            &s.p("x.npy"),
+        ])
+        .args([
+            "--engine",
+            "cpu",
+            "--keys",
+            "fisher,var_opt",
+            "--out",
+            &s.p("r.safetensors"),
+        ])
+        .args(["--summary", &s.p("s.json")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(s.path("r.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fisher/0.bias",
+            "fisher/0.weight",
+            "fisher/2.bias",
+            "fisher/2.weight",
+            "var_opt/0.bias",
+            "var_opt/0.weight",
+            "var_opt/2.bias",
+            "var_opt/2.weight"
+        ]
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("s.json")).unwrap()).unwrap();
+    assert_eq!(summary["keys"], serde_json::json!(["fisher", "var_opt"]));
+    assert!(summary["layers"][0]["means"]["var1"].is_null());
+    assert!(summary["layers"][0]["means"]["var_opt"].is_f64());
+}

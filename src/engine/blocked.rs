@@ -50,14 +50,32 @@ pub fn block_derivatives(
         model.input_dim()
     );
     let b = xs.nrows();
+    let weights = Weights {
+        w: model
+            .layers()
+            .iter()
+            .map(|d| d.weight.as_standard_layout().into_owned())
+            .collect(),
+        wt: model
+            .layers()
+            .iter()
+            .map(|d| d.weight.t().as_standard_layout().into_owned())
+            .collect(),
+    };
     let chunks: Vec<Vec<Derivatives>> = (0..b.div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
             let rows = c * CHUNK..((c + 1) * CHUNK).min(b);
-            chunk_derivatives(model, family, xs.slice(s![rows, ..]), hessian)
+            chunk_derivatives(model, &weights, family, xs.slice(s![rows, ..]), hessian)
         })
         .collect();
     chunks.into_iter().flatten().collect()
+}
+
+/// Every layer's weight `W_l` and its transpose, both row-major.
+struct Weights {
+    w: Vec<Array2<f64>>,
+    wt: Vec<Array2<f64>>,
 }
 
 /// `dst (= or +=) lhs · rhs`, sequential.
@@ -68,6 +86,7 @@ fn gemm(dst: MatMut<'_, f64>, accum: Accum, lhs: MatRef<'_, f64>, rhs: MatRef<'_
 /// One chunk of at most [`CHUNK`] inputs, computed as a full chunk (zero padding).
 fn chunk_derivatives(
     model: &Mlp,
+    weights: &Weights,
     family: &dyn ExpFamily,
     xs: ArrayView2<f64>,
     hessian: bool,
@@ -77,11 +96,7 @@ fn chunk_derivatives(
     let w = model.widths();
     let o = w[nl];
     let k = xs.nrows();
-    let weights: Vec<_> = layers
-        .iter()
-        .map(|d| d.weight.as_standard_layout())
-        .collect();
-    let weight = |l: usize| weights[l].as_slice().expect("standard layout");
+    let weight = |l: usize| weights.w[l].as_slice().expect("standard layout");
 
     // Forward, rows = inputs: acts[l] = a_l (CHUNK × w[l]); the last entry is h.
     let mut a0 = vec![0.0; CHUNK * w[0]];
@@ -172,14 +187,14 @@ fn chunk_derivatives(
         for l in 0..nl.saturating_sub(2) {
             let n = w[l + 1];
             let nm0 = w[l + 2];
-            let w_next = weight(l + 1);
+            // B_{l→l+1}ᵀ[x] = diag(σ'_l[x]) W_{l+1}ᵀ; the padding rows stay zero.
+            let wt_next = weights.wt[l + 1].as_slice().expect("standard layout");
             let mut t = vec![0.0; CHUNK * n * nm0];
-            for x in 0..CHUNK {
-                for u in 0..n {
+            for (x, block) in t.chunks_exact_mut(n * nm0).take(k).enumerate() {
+                for (u, row) in block.chunks_exact_mut(nm0).enumerate() {
                     let su = s1[l][x * n + u];
-                    let row = &mut t[(x * n + u) * nm0..(x * n + u + 1) * nm0];
-                    for (v, dst) in row.iter_mut().enumerate() {
-                        *dst = su * w_next[v * n + u];
+                    for (dst, wv) in row.iter_mut().zip(&wt_next[u * nm0..(u + 1) * nm0]) {
+                        *dst = su * wv;
                     }
                 }
             }
@@ -189,9 +204,19 @@ fn chunk_derivatives(
                 // Hd_l[x]ᵀ (O × n) += C_m[x]ᵀ (O × n_m) · (B_{l→m}[x] ⊙ B_{l→m}[x]) (n_m × n).
                 let (hd_l, ct_m) = (&mut hdt[l], &ct[m]);
                 let sq = &mut sq[..n * nm];
+                let step = m + 1 < nl - 1;
                 for x in 0..k {
-                    for (dst, &v) in sq.iter_mut().zip(&t[x * n * nm..(x + 1) * n * nm]) {
-                        *dst = v * v;
+                    // The squares for Hd_l, and while the chain continues the scaling
+                    // B_{l→m}ᵀ diag(σ'_m) in place, in one pass over the input's rows.
+                    let sd = &s1[m][x * nm..(x + 1) * nm];
+                    let rows = t[x * n * nm..(x + 1) * n * nm].chunks_exact_mut(nm);
+                    for (row, sq_row) in rows.zip(sq.chunks_exact_mut(nm)) {
+                        for ((v, dst), s) in row.iter_mut().zip(sq_row).zip(sd) {
+                            *dst = *v * *v;
+                            if step {
+                                *v *= s;
+                            }
+                        }
                     }
                     gemm(
                         MatMut::from_row_major_slice_mut(
@@ -204,17 +229,9 @@ fn chunk_derivatives(
                         MatRef::from_column_major_slice(sq, nm, n),
                     );
                 }
-                if m + 1 < nl - 1 {
-                    // B_{l→m+1}ᵀ = (B_{l→m}ᵀ diag(σ'_m)) W_{m+1}ᵀ.
+                if step {
+                    // B_{l→m+1}ᵀ = (B_{l→m}ᵀ diag(σ'_m)) W_{m+1}ᵀ, over all the chunk's rows.
                     let nn = w[m + 2];
-                    for (x, block) in t.chunks_exact_mut(n * nm).enumerate() {
-                        let sd = &s1[m][x * nm..(x + 1) * nm];
-                        for row in block.chunks_exact_mut(nm) {
-                            for (v, s) in row.iter_mut().zip(sd) {
-                                *v *= s;
-                            }
-                        }
-                    }
                     let mut next = vec![0.0; CHUNK * n * nn];
                     gemm(
                         MatMut::from_row_major_slice_mut(&mut next, CHUNK * n, nn),

@@ -1,12 +1,17 @@
 //! CPU reference engine benchmarks: one input's forward + exact Hessian recursion (MATH §6.2),
 //! reported as FLOP/s of the recursion ("elem/s" = FLOP/s), and the whole analysis of a batch
-//! (elem/s = inputs/s).
+//! (elem/s = inputs/s). Then `blocked::block_derivatives` (the reverse form of DESIGN §2) against
+//! the per-input `cpu::derivatives` on blocks of inputs, with 1 and 2 threads: "elem/s" = FLOP/s
+//! of the reverse form, so both groups of a size compare directly (same FLOP count per input);
+//! a summary line per case gives GFLOP/s and inputs/s.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use diagfim::engine::{analyze, cpu, AnalysisOptions, EngineKind, Request};
+use diagfim::engine::{analyze, blocked, cpu, AnalysisOptions, EngineKind, Request};
 use diagfim::{Activation, Family, Mlp};
 use ndarray::Array2;
+use rayon::prelude::*;
 use std::hint::black_box;
+use std::time::Instant;
 
 fn model(widths: &[usize]) -> Mlp {
     Mlp::init(widths, vec![Activation::Sigmoid; widths.len() - 2], 0).expect("valid widths")
@@ -29,6 +34,118 @@ fn recursion_flops(w: &[usize]) -> u64 {
             o * (2 * nl * nl * nm + if l > 1 { 2 * nl * nm * nm } else { 2 * nl * nm })
         })
         .sum()
+}
+
+/// FLOPs of the reverse form (DESIGN §2) for one input, with the Hessian: the forward pass
+/// `2·n_{l−1}·n_l` per layer, `G_l = W_{l+1}ᵀ Δ_{l+1}` (`2·n_l·n_{l+1}·O`) per hidden layer, and
+/// along each chain `Hd_l += (B ⊙ B)ᵀ C_m` (`2·n_l·n_m·O`) and the step to m+1
+/// (`2·n_l·n_m·n_{m+1}`) while m+1 is hidden. Without the Hessian only the first two terms.
+fn reverse_flops(w: &[usize], hessian: bool) -> u64 {
+    let w: Vec<u64> = w.iter().map(|&v| v as u64).collect();
+    let layers = w.len() - 1;
+    let o = w[layers];
+    let forward: u64 = (0..layers).map(|l| 2 * w[l] * w[l + 1]).sum();
+    // Hidden unit layers l = 1 … L−1 have width w[l].
+    let backward: u64 = (1..layers).map(|l| 2 * w[l] * w[l + 1] * o).sum();
+    let chain: u64 = (1..layers)
+        .map(|l| {
+            (l + 1..layers)
+                .map(|m| {
+                    2 * w[l] * w[m] * o
+                        + if m + 1 < layers {
+                            2 * w[l] * w[m] * w[m + 1]
+                        } else {
+                            0
+                        }
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    forward + backward + if hessian { chain } else { 0 }
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+}
+
+/// One timed run of `f`, best of `reps`, printed as GFLOP/s and inputs/s.
+fn summary(label: &str, inputs: usize, flops: u64, reps: usize, f: &mut dyn FnMut()) {
+    f();
+    let best = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    println!(
+        "{label}: {:.3} s, {:.2} GFLOP/s (reverse-form FLOPs), {:.0} inputs/s",
+        best,
+        flops as f64 / best / 1e9,
+        inputs as f64 / best
+    );
+}
+
+fn bench_blocked(c: &mut Criterion) {
+    let family = Family::from_name("categorical", 1.0).expect("known family");
+    let widths = [784, 256, 128, 64, 10];
+    let m = model(&widths);
+    let mut g = c.benchmark_group("cpu_blocked_derivatives");
+    g.sample_size(10);
+    for threads in [1, 2] {
+        let p = pool(threads);
+        for b in [256, 1024] {
+            let x = inputs(b, widths[0]);
+            for hessian in [true, false] {
+                let flops = b as u64 * reverse_flops(&widths, hessian);
+                let label = format!("784-256-128-64-10 B={b} hessian={hessian} threads={threads}");
+                g.throughput(Throughput::Elements(flops));
+                g.bench_function(&label, |bch| {
+                    bch.iter(|| {
+                        p.install(|| {
+                            black_box(blocked::block_derivatives(
+                                &m,
+                                family.as_dyn(),
+                                x.view(),
+                                hessian,
+                            ))
+                        })
+                    })
+                });
+                summary(&format!("blocked   {label}"), b, flops, 3, &mut || {
+                    p.install(|| {
+                        black_box(blocked::block_derivatives(
+                            &m,
+                            family.as_dyn(),
+                            x.view(),
+                            hessian,
+                        ));
+                    })
+                });
+            }
+        }
+        // The per-input reference (always with the Hessian) on fewer inputs: it is slow.
+        let b = 16;
+        let x = inputs(b, widths[0]);
+        let flops = b as u64 * reverse_flops(&widths, true);
+        let label = format!("784-256-128-64-10 B={b} hessian=true threads={threads}");
+        let mut reference = || {
+            p.install(|| {
+                let d: Vec<_> = (0..b)
+                    .into_par_iter()
+                    .map(|i| cpu::derivatives(&m, family.as_dyn(), x.row(i)))
+                    .collect();
+                black_box(d);
+            })
+        };
+        g.throughput(Throughput::Elements(flops));
+        g.bench_function(format!("reference {label}"), |bch| bch.iter(&mut reference));
+        summary(&format!("reference {label}"), b, flops, 2, &mut reference);
+    }
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -73,5 +190,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_blocked);
 criterion_main!(benches);

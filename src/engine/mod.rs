@@ -2,6 +2,7 @@
 //! engine (f64) is the reference and the fallback when no GPU adapter exists.
 
 pub(crate) mod accumulate;
+pub mod blocked;
 pub mod channels;
 pub mod cpu;
 #[cfg(feature = "gpu")]

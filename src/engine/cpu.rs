@@ -1,9 +1,12 @@
-//! The CPU reference engine, in f64 (DESIGN §5): forward pass, the exact backward recursion of
-//! MATH §6.2 for Δ_l and the output-Hessian diagonals Hd_l, per-unit statistics (§6.5) and the
-//! per-sample route (§6.6). Parallel over inputs with rayon; reductions over inputs run in
-//! input order so results are bit-identical for any thread count or batch size.
+//! The CPU engine, in f64 (DESIGN §5): Δ_l and the output-Hessian diagonals Hd_l of blocks of
+//! inputs by batched dense products ([`super::blocked`], the reverse form of DESIGN §2), then
+//! per-unit statistics (MATH §6.5) per input, and their accumulation by GEMMs. This module
+//! also keeps the per-input recursion of MATH §6.2 ([`derivatives`]) and the per-sample route
+//! (§6.6) as independent references for the tests. Parallel with rayon; reductions over
+//! inputs run in input order so results are bit-identical for any thread count or batch size.
 
 use super::accumulate::Accumulator;
+use super::blocked;
 use super::channels::{constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES};
 pub use super::stats::{InputStats, UnitStats};
 use super::{validate, AnalysisOptions, Needs, Request};
@@ -317,20 +320,28 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
     check_sample_memory(req)?;
     let needs = req.needs();
     let mut acc = Accumulator::new(req.model, b, opts.per_input, &needs);
-    let block = opts.batch_size.max(1);
+    // Blocks of whole derivative chunks from input 0, so that every input's derivatives are
+    // computed in the same chunk whatever the batch size.
+    let block = opts.batch_size.max(1).div_ceil(blocked::CHUNK) * blocked::CHUNK;
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
             let end = (start + block).min(b);
-            let results: Vec<InputResult> = (start..end)
+            let ds = blocked::block_derivatives(
+                req.model,
+                req.family,
+                req.inputs.slice(ndarray::s![start..end, ..]),
+                needs.hessian,
+            );
+            let results: Vec<InputResult> = ds
                 .into_par_iter()
-                .map(|i| {
-                    let label = req.labels.map(|l| &l[i]);
-                    let d = derivatives(req.model, req.family, req.inputs.row(i));
+                .enumerate()
+                .map(|(offset, d)| {
+                    let i = start + offset;
                     input_stats(
                         req.family,
                         d,
                         (opts.input_offset + i as u64) as u32,
-                        label,
+                        req.labels.map(|l| &l[i]),
                         opts,
                         &needs,
                     )

@@ -81,9 +81,9 @@ struct LayerAcc {
 
 impl LayerAcc {
     /// Adds the pending chunk, whose first input is input number `first`: one GEMM per power
-    /// group, and the Welford updates (`welford`: the Fisher's, the empirical Fisher's) entry
-    /// by entry over the chunk's inputs in order, so that each entry's statistics stay in
-    /// registers while the chunk streams past.
+    /// group, and the Welford updates (`welford`: the Fisher's, the empirical Fisher's) row by
+    /// row of entries over the chunk's inputs in order, so that a row's statistics stay in
+    /// cache while the chunk streams past.
     fn flush(&mut self, groups: &Groups, first: usize, welford: (bool, bool)) {
         let m = self.pending.len();
         if m == 0 {
@@ -117,14 +117,20 @@ impl LayerAcc {
                 .par_chunks_mut(row)
                 .enumerate()
                 .for_each(|(j, ws)| {
-                    for (k, w) in ws.iter_mut().enumerate() {
-                        for (p, &inv) in pending.iter().zip(&inv_n) {
-                            let a2 = if k < n_in { p.a[k] * p.a[k] } else { 1.0 };
-                            if fisher {
-                                w.fisher.push(a2 * p.welford[0][j], inv);
+                    // Input by input, a whole row of entries at a time: each entry's updates
+                    // stay in input order, and the row's independent updates pipeline.
+                    for (p, &inv) in pending.iter().zip(&inv_n) {
+                        let a2 = |k: usize| if k < n_in { p.a[k] * p.a[k] } else { 1.0 };
+                        if fisher {
+                            let q = p.welford[0][j];
+                            for (k, w) in ws.iter_mut().enumerate() {
+                                w.fisher.push(a2(k) * q, inv);
                             }
-                            if ef {
-                                w.ef.push(a2 * p.welford[1][j], inv);
+                        }
+                        if ef {
+                            let q = p.welford[1][j];
+                            for (k, w) in ws.iter_mut().enumerate() {
+                                w.ef.push(a2(k) * q, inv);
                             }
                         }
                     }

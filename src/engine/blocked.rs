@@ -4,7 +4,10 @@
 //! A block of inputs is cut into fixed chunks of [`CHUNK`] inputs (the last one padded with
 //! zero inputs, whose results are dropped). Each chunk is one rayon task, and every product
 //! inside it runs with `Par::Seq` on operands of the same shape whatever the block, so results
-//! do not depend on the number of threads. Per chunk:
+//! do not depend on the number of threads. They were also bit-identical across block sizes in
+//! every test (faer gives a row the same operations wherever it sits in a product of one
+//! shape); without the padding, products of other shapes differed by up to 3e-15 relative.
+//! Per chunk:
 //!
 //! * forward: one GEMM per layer, `Z_l = A_{l−1} W_lᵀ` over the chunk's rows;
 //! * backward: `G_l = W_{l+1}ᵀ Δ_{l+1}` as one GEMM over all inputs' O columns, then
@@ -12,8 +15,9 @@
 //! * chain (hidden layers below the last one): `B_{l→m+1}ᵀ = (B_{l→m}ᵀ diag(σ'_m)) W_{m+1}ᵀ` as
 //!   one GEMM over all inputs' rows, and per input `Hd_l += (B_{l→m} ⊙ B_{l→m})ᵀ C_m`.
 //!
-//! The chain buffers hold one chunk, `CHUNK · n_l · n_m` values: about 17 MB per worker for
-//! 784-512-256-128-10.
+//! The two chain buffers hold one chunk, `CHUNK · n_l · n_m` values each: about 25 MB per
+//! worker for 784-512-256-128-10, whose block of 256 inputs peaks at 118 MB of resident memory
+//! with two threads, outputs included.
 
 use super::cpu::Derivatives;
 use crate::family::ExpFamily;

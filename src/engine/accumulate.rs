@@ -8,7 +8,7 @@
 
 use super::channels::Channel;
 use super::keys::Needs;
-use super::partial::{Groups, LayerStats, Partial, Values};
+use super::partial::{Groups, LayerStats, Partial, Values, Welford};
 use super::stats::InputStats;
 use super::Request;
 use crate::model::Mlp;
@@ -61,6 +61,14 @@ fn unscale(scales: &[f64], k: usize, power: i32) -> f64 {
     scales.get(k).map_or(1.0, |s| s.powi(power))
 }
 
+/// Welford's update of a running mean and M2 by the n-th value `x` (`inv_n` = 1/n).
+#[inline]
+fn welford_push(mean: &mut f64, m2: &mut f64, x: f64, inv_n: f64) {
+    let delta = x - *mean;
+    *mean += delta * inv_n;
+    *m2 += delta * (x - *mean);
+}
+
 /// One input of a layer's pending chunk.
 struct PendingInput {
     /// The layer input a.
@@ -74,6 +82,10 @@ struct PendingInput {
 /// One layer's accumulators: its sufficient statistics and the pending chunk.
 struct LayerAcc {
     stats: LayerStats,
+    /// The Welford statistics of inputs added one by one, as columns (mean, M2) per entry:
+    /// the Fisher's and the empirical Fisher's (empty when not kept); written into `stats`
+    /// at the end.
+    welford: [[Vec<f64>; 2]; 2],
     /// The pending chunk, in input order.
     pending: Vec<PendingInput>,
     per_input: Vec<Values>,
@@ -89,12 +101,7 @@ impl LayerAcc {
         if m == 0 {
             return;
         }
-        let (pending, row, n_out, n_in) = (
-            &self.pending,
-            self.stats.row,
-            self.stats.n_out,
-            self.stats.n_in,
-        );
+        let (pending, row, n_out) = (&self.pending, self.stats.row, self.stats.n_out);
         self.stats
             .sums
             .par_iter_mut()
@@ -112,29 +119,33 @@ impl LayerAcc {
         let (fisher, ef) = welford;
         if fisher || ef {
             let inv_n: Vec<f64> = (0..m).map(|x| 1.0 / (first + x + 1) as f64).collect();
-            self.stats
-                .welford
-                .par_chunks_mut(row)
-                .enumerate()
-                .for_each(|(j, ws)| {
-                    // Input by input, a whole row of entries at a time: each entry's updates
-                    // stay in input order, and the row's independent updates pipeline.
-                    for (p, &inv) in pending.iter().zip(&inv_n) {
-                        let a2 = |k: usize| if k < n_in { p.a[k] * p.a[k] } else { 1.0 };
-                        if fisher {
-                            let q = p.welford[0][j];
-                            for (k, w) in ws.iter_mut().enumerate() {
-                                w.fisher.push(a2(k) * q, inv);
+            let a2: Vec<Vec<f64>> = pending
+                .iter()
+                .map(|p| {
+                    let mut v: Vec<f64> = p.a.iter().map(|a| a * a).collect();
+                    v.resize(row, 1.0);
+                    v
+                })
+                .collect();
+            for (stat, on) in [(0, fisher), (1, ef)] {
+                if !on {
+                    continue;
+                }
+                let [mean, m2] = &mut self.welford[stat];
+                mean.par_chunks_mut(row)
+                    .zip(m2.par_chunks_mut(row))
+                    .enumerate()
+                    .for_each(|(j, (mean, m2))| {
+                        // Input by input, a whole row of entries at a time: each entry's
+                        // updates stay in input order (Welford), and the row vectorises.
+                        for ((p, a2), &inv) in pending.iter().zip(&a2).zip(&inv_n) {
+                            let q = p.welford[stat][j];
+                            for ((mu, m2), &a2) in mean.iter_mut().zip(m2.iter_mut()).zip(a2) {
+                                welford_push(mu, m2, a2 * q, inv);
                             }
                         }
-                        if ef {
-                            let q = p.welford[1][j];
-                            for (k, w) in ws.iter_mut().enumerate() {
-                                w.ef.push(a2(k) * q, inv);
-                            }
-                        }
-                    }
-                });
+                    });
+            }
         }
         self.pending.clear();
     }
@@ -171,6 +182,7 @@ impl Accumulator {
                         Vec::new()
                     },
                     stats,
+                    welford: Default::default(),
                     pending: Vec::with_capacity(CHUNK),
                 }
             })
@@ -209,6 +221,11 @@ impl Accumulator {
                 unit_factors(fisher_welford, &fisher),
                 unit_factors(ef_welford, &ef),
             ];
+            for (stat, on) in [fisher_welford, ef_welford].into_iter().enumerate() {
+                if on && layer.welford[stat][0].is_empty() {
+                    layer.welford[stat] = [vec![0.0; n_out * row], vec![0.0; n_out * row]];
+                }
+            }
             if !layer.per_input.is_empty() {
                 let entry = |j: usize, k: usize| {
                     values(groups, stats, l, j, if k < n_in { a[k] } else { 1.0 })
@@ -358,7 +375,24 @@ impl Accumulator {
         let (stats, per_input): (Vec<LayerStats>, Vec<Vec<Values>>) = self
             .layers
             .into_iter()
-            .map(|l| (l.stats, l.per_input))
+            .map(|mut l| {
+                for (e, w) in l.stats.welford.iter_mut().enumerate() {
+                    let [fisher, ef] = &l.welford;
+                    if !fisher[0].is_empty() {
+                        w.fisher = Welford {
+                            mean: fisher[0][e],
+                            m2: fisher[1][e],
+                        };
+                    }
+                    if !ef[0].is_empty() {
+                        w.ef = Welford {
+                            mean: ef[0][e],
+                            m2: ef[1][e],
+                        };
+                    }
+                }
+                (l.stats, l.per_input)
+            })
             .unzip();
         let mut partial = Partial::from_stats(req, stats, self.inputs, theory, engine, adapter);
         partial.set_theory_time(self.theory_s);

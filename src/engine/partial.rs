@@ -79,13 +79,6 @@ pub(crate) struct Welford {
 }
 
 impl Welford {
-    /// Adds the n-th value; `inv_n` = 1/n.
-    pub fn push(&mut self, x: f64, inv_n: f64) {
-        let delta = x - self.mean;
-        self.mean += delta * inv_n;
-        self.m2 += delta * (x - self.mean);
-    }
-
     /// Chan's merge of `n_a` values summarised by self with `n_b` values summarised by
     /// (mean, m2).
     pub fn merge(&mut self, n_a: f64, n_b: f64, mean: f64, m2: f64) {

@@ -16,11 +16,14 @@ use crate::report::{Engine, Key, Report, NUM_KEYS};
 use crate::theory::InputTheory;
 use crate::{Error, Result};
 use ndarray::linalg::general_mat_mul;
-use ndarray::Array2;
+use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 
 /// Inputs per accumulation chunk (fixed: results must not depend on the engine's batches).
 pub const CHUNK: usize = 64;
+
+/// Output rows (channel × unit) per parallel task of a chunk's GEMM.
+const GEMM_ROWS: usize = 64;
 
 /// The per-unit factor s(x)·base_j(x) of a channel for one input.
 fn unit_factor(stats: &InputStats, layer: usize, j: usize, c: &Channel) -> f64 {
@@ -114,7 +117,15 @@ impl LayerAcc {
                 let b = Array2::from_shape_fn((m, chans.len() * n_out), |(x, c)| {
                     pending[x].factors[g][c]
                 });
-                general_mat_mul(1.0, &b.t(), &a, 1.0, sums);
+                // Fixed blocks of output rows in parallel: each entry is the same dot product
+                // over the chunk's inputs whatever the split or the thread count.
+                sums.axis_chunks_iter_mut(Axis(0), GEMM_ROWS)
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each(|(i, mut block)| {
+                        let rows = i * GEMM_ROWS..i * GEMM_ROWS + block.nrows();
+                        general_mat_mul(1.0, &b.slice(s![.., rows]).t(), &a, 1.0, &mut block);
+                    });
             });
         let (fisher, ef) = welford;
         if fisher || ef {

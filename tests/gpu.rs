@@ -902,3 +902,49 @@ fn cli_gpu_prints_no_xdg_runtime_dir_warning() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
 }
+
+/// Key selection on the GPU engine: every key computed alone (a Welford key such as var_x
+/// alone leaves no channel to accumulate) equals the full GPU run's value bit for bit.
+#[test]
+fn gpu_each_key_alone_equals_the_full_run() {
+    if gpu().is_none() {
+        return;
+    }
+    let model = random_model(&[4, 6, 5, 3], &[Sigmoid, Tanh], 1.0, 83, true);
+    let family = Family::from_name("categorical", 1.0).unwrap();
+    let x = random_inputs(5, 4, 84);
+    let labels: Vec<Label> = (0..5).map(|i| Label::Class(i % 3)).collect();
+    for per_input in [false, true] {
+        let run = |keys: diagfim::KeySet| {
+            analyze(&Request {
+                model: &model,
+                family: family.as_dyn(),
+                inputs: x.view(),
+                labels: Some(&labels),
+                options: AnalysisOptions {
+                    samples: 4,
+                    seed: 3,
+                    per_input,
+                    engine: EngineKind::Gpu,
+                    keys,
+                    ..Default::default()
+                },
+                progress: None,
+            })
+            .unwrap()
+        };
+        let full = run(diagfim::KeySet::ALL);
+        for name in &full.run.keys {
+            let key = diagfim::Key::from_name(name).unwrap();
+            let alone = run(diagfim::KeySet::from_iter([key]));
+            assert_eq!(alone.run.keys, std::slice::from_ref(name));
+            for (p, q) in alone.params.iter().zip(&full.params) {
+                assert!(
+                    p.values[&key] == q.values[&key],
+                    "{name} of {} alone differs from the full GPU run ({per_input})",
+                    p.info.name
+                );
+            }
+        }
+    }
+}

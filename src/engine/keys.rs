@@ -220,8 +220,20 @@ impl Needs {
                 channels.insert(k);
             }
         }
+        let fisher_welford = [Key::VarX, Key::VarJoint1, Key::VarJoint2]
+            .iter()
+            .any(|k| keys.contains(*k));
+        let ef_welford = keys.contains(Key::VarEf);
         let mut bases = [false; NUM_BASES];
-        for c in channels.iter().filter_map(Key::channel) {
+        // The Welford statistics read the per-input Fisher (empirical Fisher) of each entry:
+        // their channel's base, even when that key itself is not reported.
+        let welford = [(fisher_welford, Key::Fisher), (ef_welford, Key::Ef)];
+        let welford_channels = welford.iter().filter(|w| w.0).map(|w| w.1);
+        for c in channels
+            .iter()
+            .chain(welford_channels)
+            .filter_map(Key::channel)
+        {
             bases[c.base.index()] = true;
         }
         let any = |list: &[Base]| list.iter().any(|b| bases[b.index()]);
@@ -237,10 +249,8 @@ impl Needs {
         Needs {
             keys,
             channels,
-            fisher_welford: [Key::VarX, Key::VarJoint1, Key::VarJoint2]
-                .iter()
-                .any(|k| keys.contains(*k)),
-            ef_welford: keys.contains(Key::VarEf),
+            fisher_welford,
+            ef_welford,
             bases,
             hessian: tensor_bounds
                 || any(&[
@@ -318,6 +328,15 @@ mod tests {
         assert!(n.samples && !n.hessian && n.fisher_welford);
         let n = Needs::new(KeySet::from_iter([Key::UbFisher]), Bounds::All);
         assert!(n.spectra && n.tensor_bounds && n.hessian);
+        // The Welford statistics read the Fisher's (empirical Fisher's) base even when that
+        // key is not selected.
+        let base = |k: Key| k.channel().expect("a channel").base;
+        for k in [Key::VarX, Key::VarJoint1, Key::VarJoint2] {
+            let n = Needs::new(KeySet::from_iter([k]), Bounds::All);
+            assert!(n.fisher_welford && n.base(base(Key::Fisher)), "{k:?}");
+        }
+        let n = Needs::new(KeySet::from_iter([Key::VarEf]), Bounds::All);
+        assert!(n.ef_welford && n.base(base(Key::Ef)));
         let n = Needs::new(KeySet::from_iter([Key::UbFisher]), Bounds::Keys);
         assert!(n.spectra && !n.tensor_bounds && !n.hessian);
     }

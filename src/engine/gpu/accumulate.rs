@@ -237,6 +237,9 @@ pub struct AccumPlan {
     dispatches: Vec<Dispatch>,
     /// Welford dispatches, whose uniform carries the inputs merged so far.
     welford: Vec<(usize, AccParams)>,
+    /// The channel table bound by the Welford dispatches (which do not read it) when a
+    /// layer has no channel chunk: a selection of Welford keys only (`--keys var_x`).
+    _empty_table: wgpu::Buffer,
 }
 
 impl AccumPlan {
@@ -258,6 +261,7 @@ impl AccumPlan {
             .max()
             .unwrap_or(1);
         let scaled = kernels::storage(ctx, "scaled bases", bb * widest)?;
+        let empty_table = kernels::upload_u32(ctx, "empty channel table", &[0, 0])?;
         let mut dispatches = Vec::new();
         let mut welford = Vec::new();
         for ((l, b), a) in sums.layers.iter().zip(bases).zip(inputs) {
@@ -298,7 +302,13 @@ impl AccumPlan {
                 "welford_main",
                 &[],
                 &params,
-                &[b, &scalars, a, &l.chunks[0].table, &l.welford],
+                &[
+                    b,
+                    &scalars,
+                    a,
+                    l.chunks.first().map_or(&empty_table, |c| &c.table),
+                    &l.welford,
+                ],
                 groups_1d((l.n_out * l.row) as u64)?,
             )?);
         }
@@ -307,6 +317,7 @@ impl AccumPlan {
             scalars,
             dispatches,
             welford,
+            _empty_table: empty_table,
         })
     }
 

@@ -228,14 +228,15 @@ def package_version(name):
 
 
 def median_time(fn, reps, warmup=None):
-    """Median wall time of `fn` over `reps` runs after one warm-up (`warmup`, else `fn`)."""
+    """Median wall time of `fn` over `reps` runs after one warm-up (`warmup`, else `fn`),
+    all times, and the last run's value."""
     (warmup or fn)()
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
-        fn()
+        value = fn()
         ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2], ts
+    return sorted(ts)[len(ts) // 2], ts, value
 
 
 def run_inprocess(a):
@@ -254,6 +255,7 @@ def run_inprocess(a):
         from backpack.extensions import DiagHessian
 
     threads = a.threads if a.threads and a.threads > 0 else os.cpu_count()
+    a.reps = max(1, a.reps)
     torch.set_num_threads(threads)
     b, n = a.inputs, a.samples
     widths = [int(w) for w in a.layers.split(",")]
@@ -344,14 +346,13 @@ def run_inprocess(a):
         return [[t / (stop * (n if j < 2 else 1)) for j, t in enumerate(a4)] for a4 in acc]
 
     hess_name = "BatchDiagHessian" if BatchDiagHessian is not None else "DiagHessian per label"
-    t_a, ts_a = median_time(fisher_only, a.reps)
-    t_b, ts_b = median_time(full, a.reps)
-    t_c, ts_c = median_time(ggn, a.reps)
-    d_reps = a.per_sample_reps or min(a.reps, 3)
-    t_d, ts_d = median_time(per_sample, d_reps, warmup=lambda: per_sample(per_chunk))
+    t_a, ts_a, result = median_time(fisher_only, a.reps)
+    t_b, ts_b, full_result = median_time(full, a.reps)
+    t_c, ts_c, _ = median_time(ggn, a.reps)
+    d_reps = max(1, a.per_sample_reps or min(a.reps, 3))
+    t_d, ts_d, stats = median_time(per_sample, d_reps, warmup=lambda: per_sample(per_chunk))
 
     # Agreement: diagfim's Fisher (mean over inputs) against DiagGGNExact / B (float32).
-    result = fisher_only()
     ggn()
     worst_ggn = 0.0
     for name, p in model.named_parameters():
@@ -362,8 +363,6 @@ def run_inprocess(a):
     # B·N labels differ from the Fisher by Monte-Carlo error of variance var1/(B·N),
     # var2/(B·N) per entry (z-scores of RMS ≈ 1), and its per-input sample variances over the
     # N labels, averaged over inputs, estimate var1 and var2 (ratio of sums ≈ 1).
-    full_result = full()
-    stats = per_sample()
     z2 = {"Î1": [0.0, 0], "Î2": [0.0, 0]}
     var_ratio = {"Î1": [0.0, 0.0], "Î2": [0.0, 0.0]}
     for (name, _), st in zip(model.named_parameters(), stats):

@@ -406,3 +406,57 @@ fn results_do_not_depend_on_batch_size_or_threads() {
         mf.index_axis(ndarray::Axis(0), 4)
     );
 }
+
+/// Key selection (`AnalysisOptions::keys`): every key computed alone, or with the keys it is
+/// derived from left out, equals the full run's value bit for bit on the CPU engine (the
+/// Welford keys var_x, var_joint*, var_ef read the Fisher's base without the fisher key).
+#[test]
+fn each_key_alone_equals_the_full_run() {
+    let model = random_model(&[4, 6, 5, 3], &[Tanh, Sigmoid], 1.0, 81, true);
+    let x = random_inputs(9, 4, 82);
+    let classes: Vec<Label> = (0..9).map(|i| Label::Class(i % 3)).collect();
+    let targets: Vec<Label> = (0..9)
+        .map(|i| Label::Target(vec![0.1 * i as f64, -0.3, 0.7]))
+        .collect();
+    for (fam, labels) in [(cat(), &classes), (gauss(0.8), &targets)] {
+        for per_input in [false, true] {
+            let run = |keys: diagfim::KeySet| {
+                diagfim::analyze(&diagfim::Request {
+                    model: &model,
+                    family: fam.as_dyn(),
+                    inputs: x.view(),
+                    labels: Some(labels),
+                    options: diagfim::AnalysisOptions {
+                        samples: 4,
+                        seed: 3,
+                        per_input,
+                        threads: 1,
+                        engine: diagfim::EngineKind::Cpu,
+                        keys,
+                        ..Default::default()
+                    },
+                    progress: None,
+                })
+                .unwrap()
+            };
+            let full = run(diagfim::KeySet::ALL);
+            assert!(full.run.skipped_keys.is_empty());
+            for name in &full.run.keys {
+                let key = Key::from_name(name).unwrap();
+                let alone = run(diagfim::KeySet::from_iter([key]));
+                assert_eq!(alone.run.keys, std::slice::from_ref(name));
+                for (p, q) in alone.params.iter().zip(&full.params) {
+                    assert_eq!(p.values.len(), 1);
+                    let (a, b) = (&p.values[&key], &q.values[&key]);
+                    let same = a.shape() == b.shape()
+                        && a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits());
+                    assert!(
+                        same,
+                        "{name} of {} alone differs from the full run",
+                        p.info.name
+                    );
+                }
+            }
+        }
+    }
+}

@@ -62,6 +62,7 @@ __all__ = [
     "Model",
     "Partial",
     "Result",
+    "KEY_NAMES",
     "SUPPORTED_ACTIVATIONS",
     "analyze",
     "analyze_partial",
@@ -71,6 +72,10 @@ __all__ = [
 
 #: Activation names of the library (one per hidden layer of a model).
 SUPPORTED_ACTIVATIONS = tuple(_diagfim.activation_names())
+
+#: The output key names (``fisher``, ``var1``, …), in contract order: the names ``keys=``
+#: takes.
+KEY_NAMES = tuple(_diagfim.key_names())
 
 #: torch.nn module class name -> diagfim activation name.
 _TORCH_ACTIVATIONS = {
@@ -394,8 +399,29 @@ def _count(name: str, value: Any, minimum: int = 0, optional: bool = False) -> A
     return int(value)
 
 
+def _key_list(keys: Any) -> Any:
+    """None (every key), a comma-separated string, or a list of key names (checked by the
+    library, whose error lists the valid names)."""
+    if keys is None or isinstance(keys, str):
+        return keys
+    if isinstance(keys, (Sequence, set, frozenset)) and not isinstance(keys, (bytes, bytearray)):
+        names = list(keys)
+        for k in names:
+            if not isinstance(k, str):
+                raise DiagfimError(
+                    f"invalid input: keys must be key names (strings); got {k!r} "
+                    f"(the keys are {', '.join(KEY_NAMES)})"
+                )
+        return names
+    raise DiagfimError(
+        "invalid input: keys must be None (every key), a list of key names or a "
+        f"comma-separated string (the keys are {', '.join(KEY_NAMES)}); got "
+        f"{type(keys).__name__}"
+    )
+
+
 def _common(model, inputs, family, sigma2, activations, samples, seed, labels, engine,
-            bounds, input_offset, batch_size, threads, progress):
+            bounds, input_offset, batch_size, threads, keys, progress):
     mlp = load_model(model, activations)
     if not isinstance(family, str):
         raise DiagfimError(f"invalid input: family must be a string, got {family!r}")
@@ -414,6 +440,7 @@ def _common(model, inputs, family, sigma2, activations, samples, seed, labels, e
         input_offset=_count("input_offset", input_offset),
         batch_size=_count("batch_size", batch_size, 1, optional=True),
         threads=_count("threads", threads, 0, optional=True),
+        keys=_key_list(keys),
         progress=bool(progress),
     )
     return mlp, x, kwargs
@@ -435,6 +462,7 @@ def analyze(
     input_offset: int = 0,
     batch_size: Optional[int] = None,
     threads: Optional[int] = None,
+    keys: Any = None,
     progress: bool = False,
 ) -> "Result":
     """Exact FIM diagonal, estimator variances, Monte-Carlo estimates and bounds per parameter.
@@ -463,13 +491,20 @@ def analyze(
             of input ``input_offset + i`` (shards of one data set then draw what one run would).
         batch_size: inputs per block (memory only; results do not change). Default 256.
         threads: CPU worker threads (default: all cores; results do not change).
+        keys: the keys to compute (README, "Output keys"): None for every key this family,
+            labels and bounds mode have, or a list of names (``["fisher", "var1"]``) or a
+            comma-separated string (``"fisher,var1"``). The engines then compute only what
+            these keys need (``keys=["fisher"]`` skips the sampling and the bounds); the
+            values of the keys computed do not change. An unknown name, or a key this run
+            cannot compute (``ef`` without labels, a bound with ``bounds="none"``), raises
+            :class:`DiagfimError`. SUMMARY's means are None for the keys not selected.
         progress: draw a progress bar on stderr (when stderr is a terminal).
 
     The GIL is released while the analysis runs. Errors raise :class:`DiagfimError`.
     """
     mlp, x, kwargs = _common(model, inputs, family, sigma2, activations, samples, seed,
                              labels, engine, bounds, input_offset, batch_size, threads,
-                             progress)
+                             keys, progress)
     return Result(_diagfim.analyze(mlp, x, per_input=bool(per_input), **kwargs))
 
 
@@ -523,6 +558,18 @@ class Result(Mapping):
         return [k for k in _diagfim.key_names() if k in present]
 
     @property
+    def computed_keys(self) -> list:
+        """The keys computed (SUMMARY.json's ``keys``), in contract order: the selection
+        (``keys=``) less what this family, labels and bounds mode do not have."""
+        return list(self._report.computed_keys)
+
+    @property
+    def skipped_keys(self) -> list:
+        """The keys this run could compute but that ``keys=`` did not select (SUMMARY.json's
+        ``skipped_keys``; their means are None there)."""
+        return list(self._report.skipped_keys)
+
+    @property
     def params(self) -> list:
         """The parameter names (``0.weight``, ``0.bias``, …), in model order."""
         out = []
@@ -551,6 +598,12 @@ class Result(Mapping):
     @property
     def wall_time_s(self) -> float:
         return self._report.wall_time_s
+
+    @property
+    def theory_s(self) -> Optional[float]:
+        """Seconds of the theory layer's per-input work (spectra, trace bounds), summed over
+        threads; None when it did not run (e.g. ``bounds="none"`` or ``keys=["fisher"]``)."""
+        return self._report.theory_s
 
     def table(self) -> str:
         """The per-tensor table of key means that the command line prints."""
@@ -683,6 +736,7 @@ def analyze_partial(
     input_offset: int = 0,
     batch_size: Optional[int] = None,
     threads: Optional[int] = None,
+    keys: Any = None,
     progress: bool = False,
 ) -> Partial:
     """The analysis of one shard of a data set, to :func:`merge` with the other shards'.
@@ -693,7 +747,7 @@ def analyze_partial(
     """
     mlp, x, kwargs = _common(model, inputs, family, sigma2, activations, samples, seed,
                              labels, engine, bounds, input_offset, batch_size, threads,
-                             progress)
+                             keys, progress)
     return Partial(_diagfim.analyze_partial(mlp, x, **kwargs))
 
 

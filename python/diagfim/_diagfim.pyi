@@ -59,6 +59,12 @@ class Report:
     def per_input(self) -> bool: ...
     @property
     def wall_time_s(self) -> float: ...
+    @property
+    def theory_s(self) -> Optional[float]: ...
+    @property
+    def computed_keys(self) -> List[str]: ...
+    @property
+    def skipped_keys(self) -> List[str]: ...
 
 class Partial:
     """A mergeable partial analysis (diagfim::Partial)."""
@@ -91,6 +97,7 @@ def analyze(
     input_offset: int = 0,
     batch_size: Optional[int] = None,
     threads: Optional[int] = None,
+    keys: Union[str, Sequence[str], None] = None,
     progress: bool = False,
 ) -> Report: ...
 def analyze_partial(
@@ -107,6 +114,7 @@ def analyze_partial(
     input_offset: int = 0,
     batch_size: Optional[int] = None,
     threads: Optional[int] = None,
+    keys: Union[str, Sequence[str], None] = None,
     progress: bool = False,
 ) -> Partial: ...
 def merge(partials: Sequence[Partial]) -> Report: ...

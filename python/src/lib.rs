@@ -5,7 +5,7 @@
 //! becomes `diagfim.DiagfimError` (a `ValueError`) with the library's message, the same text
 //! the command line prints.
 
-use diagfim::engine::{AnalysisOptions, Bounds, EngineKind, ProgressFn, Request};
+use diagfim::engine::{AnalysisOptions, Bounds, EngineKind, KeySet, ProgressFn, Request};
 use diagfim::model::{Dense, Mlp};
 use diagfim::{Activation, Family, Label, Report};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -141,6 +141,27 @@ pub struct PyReport {
 
 #[pymethods]
 impl PyReport {
+    /// The key names computed (`fisher`, `var1`, …), in contract order (SUMMARY.json's
+    /// `keys`).
+    #[getter]
+    fn computed_keys(&self) -> Vec<String> {
+        self.report.run.keys.clone()
+    }
+
+    /// The keys this family, labels and bounds mode have but that were not selected
+    /// (SUMMARY.json's `skipped_keys`).
+    #[getter]
+    fn skipped_keys(&self) -> Vec<String> {
+        self.report.run.skipped_keys.clone()
+    }
+
+    /// Seconds of the theory layer's per-input work, summed over threads; None when it did
+    /// not run.
+    #[getter]
+    fn theory_s(&self) -> Option<f64> {
+        self.report.run.theory_s
+    }
+
     /// The tensor names `<key>/<param>` in RESULT.safetensors order.
     fn keys(&self) -> Vec<String> {
         self.report.tensors().map(|(name, _)| name).collect()
@@ -300,7 +321,29 @@ pub(crate) struct Args<'py> {
     pub input_offset: u64,
     pub batch_size: Option<usize>,
     pub threads: Option<usize>,
+    pub keys: Option<Bound<'py, PyAny>>,
     pub progress: bool,
+}
+
+/// The keys to compute: None (every key), a comma-separated string (`"fisher,var1"` or
+/// `"all"`) or a sequence of key names. An unknown name is an error listing the valid ones.
+pub(crate) fn parse_keys(keys: Option<&Bound<'_, PyAny>>) -> PyResult<KeySet> {
+    let Some(keys) = keys else {
+        return Ok(KeySet::ALL);
+    };
+    if let Ok(text) = keys.extract::<String>() {
+        return KeySet::parse(&text).map_err(py_err);
+    }
+    let names: Vec<String> = keys.extract().map_err(|_| {
+        input_err(format!(
+            "keys must be None, a comma-separated string or a list of key names; got {}",
+            keys.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "?".into())
+        ))
+    })?;
+    KeySet::from_names(&names).map_err(py_err)
 }
 
 impl Args<'_> {
@@ -308,6 +351,7 @@ impl Args<'_> {
         let family = Family::from_name(self.family, self.sigma2).map_err(py_err)?;
         let engine: EngineKind = self.engine.parse().map_err(py_err)?;
         let bounds: Bounds = self.bounds.parse().map_err(py_err)?;
+        let keys = parse_keys(self.keys.as_ref())?;
         let labels = self
             .labels
             .as_ref()
@@ -323,6 +367,7 @@ impl Args<'_> {
             engine,
             bounds,
             input_offset: self.input_offset,
+            keys,
             ..defaults
         };
         Ok(Prepared {
@@ -382,7 +427,7 @@ pub(crate) fn run_request<T: Send>(
 #[pyfunction]
 #[pyo3(signature = (model, inputs, *, family="categorical", sigma2=1.0, samples=16, seed=0,
     labels=None, engine="auto", bounds="all", per_input=false, input_offset=0, batch_size=None,
-    threads=None, progress=false))]
+    threads=None, keys=None, progress=false))]
 #[allow(clippy::too_many_arguments)]
 fn analyze<'py>(
     py: Python<'py>,
@@ -399,6 +444,7 @@ fn analyze<'py>(
     input_offset: u64,
     batch_size: Option<usize>,
     threads: Option<usize>,
+    keys: Option<Bound<'py, PyAny>>,
     progress: bool,
 ) -> PyResult<PyReport> {
     let args = Args {
@@ -413,6 +459,7 @@ fn analyze<'py>(
         input_offset,
         batch_size,
         threads,
+        keys,
         progress,
     };
     let mlp = &model.get().mlp;

@@ -76,7 +76,7 @@ impl PyPartial {
 #[pyfunction]
 #[pyo3(signature = (model, inputs, *, family="categorical", sigma2=1.0, samples=16, seed=0,
     labels=None, engine="auto", bounds="all", input_offset=0, batch_size=None, threads=None,
-    progress=false))]
+    keys=None, progress=false))]
 #[allow(clippy::too_many_arguments)]
 fn analyze_partial<'py>(
     py: Python<'py>,
@@ -92,6 +92,7 @@ fn analyze_partial<'py>(
     input_offset: u64,
     batch_size: Option<usize>,
     threads: Option<usize>,
+    keys: Option<Bound<'py, PyAny>>,
     progress: bool,
 ) -> PyResult<PyPartial> {
     let args = Args {
@@ -106,6 +107,7 @@ fn analyze_partial<'py>(
         input_offset,
         batch_size,
         threads,
+        keys,
         progress,
     };
     let mlp = &model.get().mlp;

@@ -50,8 +50,10 @@ def _load(path):
 
 
 def _summary_without_time(s):
+    """SUMMARY.json without its timings (wall time, the theory layer's seconds)."""
     s = dict(s)
     s.pop("wall_time_s")
+    s.pop("theory_s")
     return s
 
 

@@ -225,7 +225,15 @@ impl Needs {
             .any(|k| keys.contains(*k));
         let ef_welford = keys.contains(Key::VarEf);
         let mut bases = [false; NUM_BASES];
-        for c in channels.iter().filter_map(Key::channel) {
+        // The Welford statistics read the per-input Fisher (empirical Fisher) of each entry:
+        // their channel's base, even when that key itself is not reported.
+        let welford = [(fisher_welford, Key::Fisher), (ef_welford, Key::Ef)];
+        let welford_channels = welford.iter().filter(|w| w.0).map(|w| w.1);
+        for c in channels
+            .iter()
+            .chain(welford_channels)
+            .filter_map(Key::channel)
+        {
             bases[c.base.index()] = true;
         }
         // The Welford statistics read the Fisher's and the empirical Fisher's bases.
@@ -325,6 +333,15 @@ mod tests {
         assert!(n.ef_welford && n.base(Base::Ef) && n.channels.is_empty());
         let n = Needs::new(KeySet::from_iter([Key::UbFisher]), Bounds::All);
         assert!(n.spectra && n.tensor_bounds && n.hessian);
+        // The Welford statistics read the Fisher's (empirical Fisher's) base even when that
+        // key is not selected.
+        let base = |k: Key| k.channel().expect("a channel").base;
+        for k in [Key::VarX, Key::VarJoint1, Key::VarJoint2] {
+            let n = Needs::new(KeySet::from_iter([k]), Bounds::All);
+            assert!(n.fisher_welford && n.base(base(Key::Fisher)), "{k:?}");
+        }
+        let n = Needs::new(KeySet::from_iter([Key::VarEf]), Bounds::All);
+        assert!(n.ef_welford && n.base(base(Key::Ef)));
         let n = Needs::new(KeySet::from_iter([Key::UbFisher]), Bounds::Keys);
         assert!(n.spectra && !n.tensor_bounds && !n.hessian);
     }

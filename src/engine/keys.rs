@@ -236,9 +236,6 @@ impl Needs {
         {
             bases[c.base.index()] = true;
         }
-        // The Welford statistics read the Fisher's and the empirical Fisher's bases.
-        bases[Base::Q.index()] |= fisher_welford;
-        bases[Base::Ef.index()] |= ef_welford;
         let any = |list: &[Base]| list.iter().any(|b| bases[b.index()]);
         let tensor_bounds = bounds.tensors() && keys.iter().any(Key::is_bound);
         let sampled = [

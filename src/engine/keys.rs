@@ -62,6 +62,11 @@ impl KeySet {
         self.0.count_ones() as usize
     }
 
+    /// The keys of `self` that are not in `other`.
+    pub fn minus(self, other: KeySet) -> KeySet {
+        KeySet(self.0 & !other.0)
+    }
+
     /// The keys of both sets.
     pub fn intersection(self, other: KeySet) -> KeySet {
         KeySet(self.0 & other.0)
@@ -265,6 +270,21 @@ impl Needs {
             spectra: tensor_bounds || channels.iter().any(Key::is_bound),
             tensor_bounds,
         }
+    }
+
+    /// What the report keys need for a family: [`Needs::new`] without the channels whose
+    /// per-input scalar is identically 0 for the family ([`InputScalar::vanishes`]: the
+    /// categorical family's lower bounds), which stay 0 without being accumulated.
+    ///
+    /// [`InputScalar::vanishes`]: super::channels::InputScalar::vanishes
+    pub fn for_family(keys: KeySet, bounds: Bounds, kind: FamilyKind) -> Needs {
+        let vanishing: KeySet = keys
+            .iter()
+            .filter(|k| k.channel().is_some_and(|c| c.scalar.vanishes(kind)))
+            .collect();
+        let mut needs = Needs::new(keys.minus(vanishing), bounds);
+        needs.keys = keys;
+        needs
     }
 
     /// Whether the per-unit base is needed.

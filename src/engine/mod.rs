@@ -181,7 +181,7 @@ impl Request<'_> {
 
     /// What the engines compute for the report's keys.
     pub fn needs(&self) -> Needs {
-        Needs::new(self.report_keys(), self.options.bounds)
+        Needs::for_family(self.report_keys(), self.options.bounds, self.family.kind())
     }
 }
 

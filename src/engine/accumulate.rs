@@ -15,8 +15,9 @@ use crate::model::Mlp;
 use crate::report::{Engine, Key, Report, NUM_KEYS};
 use crate::theory::InputTheory;
 use crate::{Error, Result};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, Axis};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
 use rayon::prelude::*;
 
 /// Inputs per accumulation chunk (fixed: results must not depend on the engine's batches).
@@ -111,20 +112,37 @@ impl LayerAcc {
             .zip(groups)
             .enumerate()
             .for_each(|(g, (sums, (power, chans)))| {
-                let a = Array2::from_shape_fn((m, row), |(x, k)| {
-                    pending[x].a.get(k).map_or(1.0, |v| v.powi(*power as i32))
-                });
-                let b = Array2::from_shape_fn((m, chans.len() * n_out), |(x, c)| {
-                    pending[x].factors[g][c]
-                });
-                // Fixed blocks of output rows in parallel: each entry is the same dot product
-                // over the chunk's inputs whatever the split or the thread count.
-                sums.axis_chunks_iter_mut(Axis(0), GEMM_ROWS)
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(i, mut block)| {
-                        let rows = i * GEMM_ROWS..i * GEMM_ROWS + block.nrows();
-                        general_mat_mul(1.0, &b.slice(s![.., rows]).t(), &a, 1.0, &mut block);
+                // A = [a^p | 1] (m × row) and Uᵀ (channels·n_out × m), both row-major.
+                let mut a = vec![1.0; m * row];
+                for (dst, p) in a.chunks_exact_mut(row).zip(pending) {
+                    for (d, v) in dst.iter_mut().zip(&p.a) {
+                        *d = v.powi(*power as i32);
+                    }
+                }
+                let cols = chans.len() * n_out;
+                let mut ut = vec![0.0; cols * m];
+                for (x, p) in pending.iter().enumerate() {
+                    for (c, &f) in p.factors[g].iter().enumerate() {
+                        ut[c * m + x] = f;
+                    }
+                }
+                let a = MatRef::from_row_major_slice(&a, m, row);
+                // Fixed blocks of output rows in parallel, each product sequential: every
+                // entry is the same dot product over the chunk's inputs whatever the split
+                // or the thread count.
+                let sums = sums.as_slice_mut().expect("standard layout");
+                sums.par_chunks_mut(GEMM_ROWS * row)
+                    .zip(ut.par_chunks(GEMM_ROWS * m))
+                    .for_each(|(dst, ut)| {
+                        let rows = dst.len() / row;
+                        matmul(
+                            MatMut::from_row_major_slice_mut(dst, rows, row),
+                            Accum::Add,
+                            MatRef::from_row_major_slice(ut, rows, m),
+                            a,
+                            1.0,
+                            Par::Seq,
+                        );
                     });
             });
         let (fisher, ef) = welford;

@@ -61,6 +61,34 @@ impl Runs {
     }
 }
 
+/// g_a = p_a (x_a − x̄)³ with x̄ = pᵀx; returns (x̄, Σ_a p_a (x_a − x̄)³). Four partial sums.
+fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64) {
+    let xb = dot(p, x);
+    let mut m3 = [0.0f64; 4];
+    let mut tail = 0.0;
+    let (mut gc, pc, xc) = (g.chunks_exact_mut(4), p.chunks_exact(4), x.chunks_exact(4));
+    for ((g, p), x) in (&mut gc).zip(pc.clone()).zip(xc.clone()) {
+        for k in 0..4 {
+            let w = x[k] - xb;
+            let t = p[k] * (w * w * w);
+            g[k] = t;
+            m3[k] += t;
+        }
+    }
+    for ((g, p), x) in gc
+        .into_remainder()
+        .iter_mut()
+        .zip(pc.remainder())
+        .zip(xc.remainder())
+    {
+        let w = x - xb;
+        let t = p * (w * w * w);
+        *g = t;
+        tail += t;
+    }
+    (xb, (m3[0] + m3[1]) + (m3[2] + m3[3]) + tail)
+}
+
 impl<'a> Moments<'a> {
     /// The moments of `family` at η = `eta`.
     pub fn new(family: &dyn ExpFamily, eta: &'a [f64]) -> Moments<'a> {
@@ -127,15 +155,8 @@ impl<'a> Moments<'a> {
     pub fn kurt_x3(&self, x: &[f64], g: &mut [f64]) {
         match self.kind {
             FamilyKind::Categorical => {
-                let p = self.eta;
-                let xb = dot(p, x);
-                let mut m3 = 0.0;
-                for ((g, p), x) in g.iter_mut().zip(p).zip(x) {
-                    let w3 = (x - xb).powi(3);
-                    *g = p * w3;
-                    m3 += p * w3;
-                }
-                for (g, p) in g.iter_mut().zip(p) {
+                let (_, m3) = categorical_x3(self.eta, x, g);
+                for (g, p) in g.iter_mut().zip(self.eta) {
                     *g -= p * m3;
                 }
             }
@@ -151,6 +172,30 @@ impl<'a> Moments<'a> {
                 let q: f64 = ks.iter().zip(x).map(|(k, x)| k.c * x * x).sum();
                 for ((g, k), x) in g.iter_mut().zip(&ks).zip(x) {
                     *g = k.kappa4 * x * x * x + 3.0 * q * k.c * x;
+                }
+            }
+        }
+    }
+
+    /// g = (K − C⊗C) x³ = K x³ − (xᵀCx) C x, the contraction of [`super::zeig::ExcessMoment`];
+    /// one pass over the classes for the categorical family.
+    pub fn excess_x3(&self, x: &[f64], g: &mut [f64]) {
+        match self.kind {
+            FamilyKind::Categorical => {
+                // With w = x − x̄: g_a = p_a w_a³ − p_a Σ p w³ − (Σ p w²) p_a w_a.
+                let p = self.eta;
+                let (xb, m3) = categorical_x3(p, x, g);
+                let q: f64 = p.iter().zip(x).map(|(p, x)| p * (x - xb) * (x - xb)).sum();
+                for ((g, p), x) in g.iter_mut().zip(p).zip(x) {
+                    *g -= p * m3 + q * (p * (x - xb));
+                }
+            }
+            _ => {
+                self.kurt_x3(x, g);
+                let cx = self.cov_apply(x);
+                let q: f64 = cx.iter().zip(x).map(|(c, x)| c * x).sum();
+                for (g, c) in g.iter_mut().zip(&cx) {
+                    *g -= q * c;
                 }
             }
         }
@@ -259,10 +304,42 @@ impl<'a> Moments<'a> {
         }
     }
 
-    /// The positive eigenvalues of M = Cov(s⊗s) (O²×O²), descending. Categorical: from the
-    /// O×O Gram G̃_yz = √(p_y p_z)[(S_yᵀS_z)² − S_yᵀCS_y − S_zᵀCS_z + ‖C‖_F²], S_y = e_y − p
-    /// (MATH §7). Gaussian: M = (I + swap)/σ⁴, so 2/σ⁴ with multiplicity O(O+1)/2.
+    /// An upper bound on λ_max(C) in O(O): ρ(p) = min{p_max, 1 − ‖p‖²} (Thm 5.2) for the
+    /// categorical family, exact for the others.
+    pub fn cov_max_bound(&self) -> f64 {
+        match self.kind {
+            FamilyKind::Categorical => super::closed::rho(self.eta),
+            FamilyKind::Gaussian { sigma2 } => 1.0 / sigma2,
+            FamilyKind::Bernoulli | FamilyKind::Poisson => {
+                self.coords().iter().map(|k| k.c).fold(0.0, f64::max)
+            }
+        }
+    }
+
+    /// The positive eigenvalues of M = Cov(s⊗s) (O²×O²), descending. Categorical: those of
+    /// the O×O Gram matrix `Π (diag(p∘(1 + 4a)) + 2 (√p∘a)(√p∘a)ᵀ) Π`, Π = I − √p√pᵀ,
+    /// a = ‖p‖²/2 − p, by two secular equations in O(O²) ([`super::secular::categorical_m`];
+    /// [`Moments::m_spectrum_dense`] is the previous dense route). Gaussian: M = (I + swap)/σ⁴,
+    /// so 2/σ⁴ with multiplicity O(O+1)/2.
     pub fn m_spectrum(&self) -> Result<Runs> {
+        match self.kind {
+            FamilyKind::Categorical => {
+                if let Some(index) = self.eta.iter().position(|v| !v.is_finite()) {
+                    return Err(crate::Error::NonFinite {
+                        what: "a matrix of the theory layer (the model's outputs overflow)".into(),
+                        index,
+                    });
+                }
+                Ok(Runs::from_values(super::secular::categorical_m(self.eta)))
+            }
+            _ => self.m_spectrum_dense(),
+        }
+    }
+
+    /// As [`Moments::m_spectrum`], with the categorical spectrum from the dense O×O Gram
+    /// G̃_yz = √(p_y p_z)[(S_yᵀS_z)² − S_yᵀCS_y − S_zᵀCS_z + ‖C‖_F²], S_y = e_y − p
+    /// (MATH §7), O(O³): the previous route, kept as the reference of the tests.
+    pub fn m_spectrum_dense(&self) -> Result<Runs> {
         let o = self.dim();
         match self.kind {
             FamilyKind::Categorical => {

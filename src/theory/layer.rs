@@ -434,6 +434,13 @@ mod tests {
             m[[j, a]] = v;
         }
         cases.push(m);
+        // Two non-zeros per row (not diagonal: must take the Gram route).
+        let mut m = Array2::zeros((4, 5));
+        for j in 0..4 {
+            m[[j, j]] = 1.0 + j as f64;
+            m[[j, j + 1]] = -0.5;
+        }
+        cases.push(m);
         for m in cases {
             let (n, o) = m.dim();
             let want = Runs::from_values(sym_eigenvalues(o, &gram(m.view())).unwrap());

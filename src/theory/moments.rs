@@ -168,11 +168,7 @@ impl<'a> Moments<'a> {
             }
             FamilyKind::Bernoulli | FamilyKind::Poisson => {
                 // K[x⁴] = Σ κ4_a x_a⁴ + 3 q², q = Σ c_a x_a²: g_a = κ4_a x_a³ + 3 q c_a x_a.
-                let ks = self.coords();
-                let q: f64 = ks.iter().zip(x).map(|(k, x)| k.c * x * x).sum();
-                for ((g, k), x) in g.iter_mut().zip(&ks).zip(x) {
-                    *g = k.kappa4 * x * x * x + 3.0 * q * k.c * x;
-                }
+                self.independent_x3(x, g, 3.0);
             }
         }
     }
@@ -190,7 +186,9 @@ impl<'a> Moments<'a> {
                     *g -= p * m3 + q * (p * (x - xb));
                 }
             }
-            _ => {
+            // K x³ − q C x = κ4 ∘ x³ + 2 q c ∘ x.
+            FamilyKind::Bernoulli | FamilyKind::Poisson => self.independent_x3(x, g, 2.0),
+            FamilyKind::Gaussian { .. } => {
                 self.kurt_x3(x, g);
                 let cx = self.cov_apply(x);
                 let q: f64 = cx.iter().zip(x).map(|(c, x)| c * x).sum();
@@ -198,6 +196,25 @@ impl<'a> Moments<'a> {
                     *g -= q * c;
                 }
             }
+        }
+    }
+
+    /// g_a = κ4_a x_a³ + w q c_a x_a with q = Σ c_a x_a², for the families with independent
+    /// outputs (w = 3: K x³; w = 2: (K − C⊗C) x³), without allocating: the per-coordinate
+    /// moments are recomputed from η in each pass.
+    fn independent_x3(&self, x: &[f64], g: &mut [f64], w: f64) {
+        fn run(eta: &[f64], x: &[f64], g: &mut [f64], w: f64, f: impl Fn(f64) -> Coord) {
+            let q: f64 = eta.iter().zip(x).map(|(&e, x)| f(e).c * x * x).sum();
+            for ((g, &e), x) in g.iter_mut().zip(eta).zip(x) {
+                let k = f(e);
+                *g = k.kappa4 * x * x * x + w * q * k.c * x;
+            }
+        }
+        // A direct call per family, so that the per-coordinate moments are inlined.
+        match self.kind {
+            FamilyKind::Bernoulli => run(self.eta, x, g, w, Coord::bernoulli),
+            FamilyKind::Poisson => run(self.eta, x, g, w, Coord::poisson),
+            FamilyKind::Categorical | FamilyKind::Gaussian { .. } => {}
         }
     }
 

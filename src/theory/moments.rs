@@ -61,18 +61,21 @@ impl Runs {
     }
 }
 
-/// g_a = p_a (x_a − x̄)³ with x̄ = pᵀx; returns (x̄, Σ_a p_a (x_a − x̄)³). Four partial sums.
-fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64) {
+/// g_a = p_a (x_a − x̄)³ with x̄ = pᵀx; returns (x̄, Σ_a p_a (x_a − x̄)³, Σ_a p_a (x_a − x̄)²).
+/// Four partial sums of each, so that the loop is not bound by the latency of one chain.
+fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64, f64) {
     let xb = dot(p, x);
-    let mut m3 = [0.0f64; 4];
-    let mut tail = 0.0;
+    let (mut m3, mut m2) = ([0.0f64; 4], [0.0f64; 4]);
+    let (mut t3, mut t2) = (0.0, 0.0);
     let (mut gc, pc, xc) = (g.chunks_exact_mut(4), p.chunks_exact(4), x.chunks_exact(4));
     for ((g, p), x) in (&mut gc).zip(pc.clone()).zip(xc.clone()) {
         for k in 0..4 {
             let w = x[k] - xb;
+            let pw2 = p[k] * (w * w);
             let t = p[k] * (w * w * w);
             g[k] = t;
             m3[k] += t;
+            m2[k] += pw2;
         }
     }
     for ((g, p), x) in gc
@@ -84,9 +87,11 @@ fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64) {
         let w = x - xb;
         let t = p * (w * w * w);
         *g = t;
-        tail += t;
+        t3 += t;
+        t2 += p * (w * w);
     }
-    (xb, (m3[0] + m3[1]) + (m3[2] + m3[3]) + tail)
+    let sum = |s: [f64; 4], t: f64| (s[0] + s[1]) + (s[2] + s[3]) + t;
+    (xb, sum(m3, t3), sum(m2, t2))
 }
 
 impl<'a> Moments<'a> {
@@ -155,7 +160,7 @@ impl<'a> Moments<'a> {
     pub fn kurt_x3(&self, x: &[f64], g: &mut [f64]) {
         match self.kind {
             FamilyKind::Categorical => {
-                let (_, m3) = categorical_x3(self.eta, x, g);
+                let (_, m3, _) = categorical_x3(self.eta, x, g);
                 for (g, p) in g.iter_mut().zip(self.eta) {
                     *g -= p * m3;
                 }
@@ -180,8 +185,7 @@ impl<'a> Moments<'a> {
             FamilyKind::Categorical => {
                 // With w = x − x̄: g_a = p_a w_a³ − p_a Σ p w³ − (Σ p w²) p_a w_a.
                 let p = self.eta;
-                let (xb, m3) = categorical_x3(p, x, g);
-                let q: f64 = p.iter().zip(x).map(|(p, x)| p * (x - xb) * (x - xb)).sum();
+                let (xb, m3, q) = categorical_x3(p, x, g);
                 for ((g, p), x) in g.iter_mut().zip(p).zip(x) {
                     *g -= p * m3 + q * (p * (x - xb));
                 }

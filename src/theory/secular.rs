@@ -168,11 +168,17 @@ fn solve(poles: &[f64], w: &[f64], rho: f64, kind: Kind) -> Root {
             (false, true) => b2 / a,
             (false, false) => f64::NAN,
         };
-        tau = if next.is_finite() && next > lo && next < hi {
-            next
+        if next.is_finite() && next > lo && next < hi {
+            // The model is exact in value and slope, so its error is second order in the
+            // step: a step below a few ulps of τ leaves the root to rounding.
+            let done = (next - tau).abs() <= 4.0 * EPS * next.abs();
+            tau = next;
+            if done {
+                break;
+            }
         } else {
-            0.5 * (lo + hi)
-        };
+            tau = 0.5 * (lo + hi);
+        }
     }
     Root {
         pole: poles[org],

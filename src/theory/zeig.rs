@@ -365,12 +365,10 @@ fn geap_fixed(
         it += 1;
         let mut ln = f64::NAN;
         for a in [trial, shift] {
-            let mut n2 = 0.0;
             for ((xn, g), x) in xn.iter_mut().zip(&g).zip(&x) {
                 *xn = beta * g + a * x;
-                n2 += *xn * *xn;
             }
-            let n = n2.sqrt();
+            let n = dot(&xn, &xn).sqrt();
             if !(n.is_finite() && n > 0.0) {
                 return Ok(ZEigenpair {
                     value: lambda,
@@ -470,25 +468,28 @@ pub fn extreme_z_eigenvalue(
     opts: &GeapOptions,
 ) -> Result<ZEigenpair> {
     let sign = if maximize { 1.0 } else { -1.0 };
-    let mut probes = Vec::with_capacity(starts.len());
-    for s in starts {
+    // The probe steps always use the exact adaptive shift (or the fixed one): they decide
+    // which starts are kept.
+    let exact = GeapOptions {
+        shift_every: 1,
+        ..*opts
+    };
+    // Only the values are kept (not O vectors of length O): the kept probes are run again,
+    // with the same result, as the method is deterministic.
+    let mut probes: Vec<(f64, usize)> = Vec::with_capacity(starts.len());
+    for (i, s) in starts.iter().enumerate() {
         if s.iter().all(|v| *v == 0.0) {
             continue;
         }
-        // The probe steps always use the exact adaptive shift: they decide which starts are
-        // kept.
-        let exact = GeapOptions {
-            shift_every: 1,
-            ..*opts
-        };
-        probes.push(geap(t, s, maximize, &exact, opts.probe_iter)?);
+        probes.push((geap(t, s, maximize, &exact, opts.probe_iter)?.value, i));
     }
-    probes.sort_by(|a, b| (sign * b.value).total_cmp(&(sign * a.value)));
+    probes.sort_by(|a, b| (sign * b.0).total_cmp(&(sign * a.0)));
     let mut kept: Vec<ZEigenpair> = Vec::new();
-    for p in probes {
+    for (_, i) in probes {
         if kept.len() >= opts.keep.max(1) {
             break;
         }
+        let p = geap(t, &starts[i], maximize, &exact, opts.probe_iter)?;
         // Distinct up to sign (T[x⁴] is even).
         let same = kept.iter().any(|k| {
             let d: f64 = k.vector.iter().zip(&p.vector).map(|(a, b)| a * b).sum();

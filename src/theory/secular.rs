@@ -395,7 +395,8 @@ impl RankOne {
 /// direction 1) and the roots of `Σ_j p_j/(p_j − λ) = 0`, one between consecutive distinct
 /// p's, with eigenvectors x_j ∝ p_j/(p_j − λ). This form has no cancellation, unlike
 /// `1 = Σ_j p_j²/(p_j − λ)`, or the dense C, whose entry p_a − p_a² loses the relative accuracy
-/// of 1 − p_a when p_a is close to 1.
+/// of 1 − p_a when p_a is close to 1. It is the spectrum of the C of p/Σp (a computed softmax
+/// sums to 1 up to rounding).
 pub fn categorical_cov(p: &[f64], vectors: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     let r: Vec<f64> = p.iter().map(|v| v.sqrt()).collect();
     let dec = RankOne::new(p, &r, 0.0);

@@ -266,10 +266,38 @@ fn sym_gram_reference(delta: ArrayView2<f64>) -> Vec<f64> {
     g
 }
 
+/// The positive eigenvalues of mᵀm (m is n×O) from the smaller of the Gram matrices mᵀm (O×O)
+/// and m mᵀ (n×n), which share them: O(n·O·min(n, O)) to form, min(n, O)³ to solve, at most
+/// O(n·O²) in all. When every row of m has at most one non-zero entry (the head's Δ = I, its
+/// Hd = 0, saturated units), mᵀm is diagonal, with the column sums of squares as eigenvalues:
+/// O(n·O).
+fn gram_spectrum(m: ArrayView2<f64>) -> Result<Runs> {
+    let (n, o) = m.dim();
+    let sparse = m
+        .rows()
+        .into_iter()
+        .all(|r| r.iter().filter(|v| **v != 0.0).count() <= 1);
+    if sparse {
+        let mut d = vec![0.0; o];
+        for r in m.rows() {
+            for (d, v) in d.iter_mut().zip(r) {
+                *d += v * v;
+            }
+        }
+        return Ok(Runs::from_values(d));
+    }
+    if n < o {
+        let g: Vec<f64> = m.dot(&m.t()).iter().copied().collect();
+        Ok(Runs::from_values(sym_eigenvalues(n, &g)?))
+    } else {
+        Ok(Runs::from_values(sym_eigenvalues(o, &gram(m))?))
+    }
+}
+
 fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
     let (n, o) = delta.dim();
-    let u = Runs::from_values(sym_eigenvalues(o, &gram(delta))?);
-    let v = Runs::from_values(sym_eigenvalues(o, &gram(hd))?);
+    let u = gram_spectrum(delta)?;
+    let v = gram_spectrum(hd)?;
     let norms2: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
     let tr_u = norms2.iter().sum();
     let tr_v = hd.iter().map(|v| v * v).sum();
@@ -391,6 +419,42 @@ mod tests {
                 v
             }
         })
+    }
+
+    /// The spectrum of ΔᵀΔ from the smaller Gram matrix, or from the column sums of squares
+    /// when every row has at most one non-zero entry, against the O×O eigensolve.
+    #[test]
+    fn gram_spectrum_matches_dense() {
+        let mut cases = vec![matrix(3, 12, 1), matrix(12, 3, 2), matrix(7, 7, 3)];
+        cases.push(Array2::eye(9));
+        cases.push(Array2::zeros((4, 6)));
+        // A scaled partial permutation with a zero row and a repeated column.
+        let mut m = Array2::zeros((5, 4));
+        for (j, a, v) in [(0, 2, 1.5), (1, 0, -0.5), (3, 2, 2.0), (4, 3, 0.25)] {
+            m[[j, a]] = v;
+        }
+        cases.push(m);
+        // Two non-zeros per row (not diagonal: must take the Gram route).
+        let mut m = Array2::zeros((4, 5));
+        for j in 0..4 {
+            m[[j, j]] = 1.0 + j as f64;
+            m[[j, j + 1]] = -0.5;
+        }
+        cases.push(m);
+        for m in cases {
+            let (n, o) = m.dim();
+            let want = Runs::from_values(sym_eigenvalues(o, &gram(m.view())).unwrap());
+            let got = gram_spectrum(m.view()).unwrap();
+            let scale = want.max().max(1e-300);
+            for k in 0..o.max(want.len()).max(got.len()) {
+                assert!(
+                    (got.get(k) - want.get(k)).abs() <= 1e-13 * scale,
+                    "{n}×{o}, eigenvalue {k}: {} vs {}",
+                    got.get(k),
+                    want.get(k)
+                );
+            }
+        }
     }
 
     /// The fourth-moment construction of G_S against the previous outer-product sum.

@@ -6,6 +6,8 @@
 //! * [`moments`]: C, K x³, K x², B², tr M and the spectrum of M per family.
 //! * [`zeig`]: extreme Z-eigenvalues of symmetric 4-tensors (GEAP, multi-start).
 //! * [`closed`]: Prop. 5.1 and Thm 5.2 closed forms.
+//! * [`secular`]: eigenvalues of diagonal-plus-rank-one matrices (λ(C) and λ(M) of the
+//!   categorical family in O(O²)).
 //! * [`spectrum`]: all spectral quantities of one input ([`Spectrum`]).
 //! * [`layer`]: per-tensor trace bounds of one input (Cor. 4.6, Thm C.1): the per-input hook.
 //! * [`advice`]: optimal Î1/Î2 combination, Chebyshev sample size, input/label budget split.
@@ -19,6 +21,7 @@ pub mod eigen;
 pub mod layer;
 pub mod moments;
 pub mod pair;
+pub mod secular;
 pub mod spectrum;
 pub mod zeig;
 

@@ -6,6 +6,7 @@
 use super::closed;
 use super::eigen::sym_eigen;
 use super::moments::{Moments, Runs};
+use super::secular;
 use super::zeig::{extreme_z_eigenvalue, standard_starts, ExcessMoment, FourthMoment, GeapOptions};
 use crate::family::{ExpFamily, FamilyKind};
 use crate::Result;
@@ -66,9 +67,33 @@ impl Spectrum {
         eta: &[f64],
         opts: &GeapOptions,
     ) -> Result<Spectrum> {
+        Spectrum::build(family, eta, opts, false)
+    }
+
+    /// The previous solver, kept as the reference of the tests: the eigenvalues and
+    /// eigenvectors of C and the spectrum of M by dense O×O eigensolves (O(O³)), and GEAP with
+    /// the adaptive shift (an O×O eigenproblem per shift), whatever `opts.fixed_shift` says.
+    pub fn reference(family: &dyn ExpFamily, eta: &[f64], opts: &GeapOptions) -> Result<Spectrum> {
+        let opts = GeapOptions {
+            fixed_shift: false,
+            ..*opts
+        };
+        Spectrum::build(family, eta, &opts, true)
+    }
+
+    fn build(
+        family: &dyn ExpFamily,
+        eta: &[f64],
+        opts: &GeapOptions,
+        dense: bool,
+    ) -> Result<Spectrum> {
         let m = Moments::new(family, eta);
         let o = m.dim();
-        let eig_m = m.m_spectrum()?;
+        let eig_m = if dense {
+            m.m_spectrum_dense()?
+        } else {
+            m.m_spectrum()?
+        };
         let trace_m = m.m_trace();
         let trace_c = m.cov_trace();
         let stat_bound2 = m.stat_bound2();
@@ -135,16 +160,28 @@ impl Spectrum {
                 })
             }
             FamilyKind::Categorical => {
-                let (mut eig_c, vecs) = sym_eigen(o, &m.cov_matrix())?;
-                eig_c.iter_mut().for_each(|v| *v = v.max(0.0));
-                // §9a: C·1 = 0 exactly; do not trust a computed ±1e-17.
-                if let Some(last) = eig_c.last_mut() {
-                    *last = 0.0;
-                }
+                let (eig_c, vecs) = if dense {
+                    let (mut eig_c, vecs) = sym_eigen(o, &m.cov_matrix())?;
+                    eig_c.iter_mut().for_each(|v| *v = v.max(0.0));
+                    // §9a: C·1 = 0 exactly; do not trust a computed ±1e-17.
+                    if let Some(last) = eig_c.last_mut() {
+                        *last = 0.0;
+                    }
+                    (eig_c, vecs)
+                } else {
+                    // The secular equation of diag(p) − p pᵀ: O(O²), with the eigenvectors of
+                    // the three largest eigenvalues (the GEAP starts).
+                    secular::categorical_cov(eta, 3)
+                };
                 let lam_max_c = eig_c[0];
                 let lam_min_c_perp = if o >= 2 { eig_c[o - 2] } else { 0.0 };
-                let starts =
-                    standard_starts(o, Some(eta), PAIR_TOP, &vecs[..o.min(3)], RANDOM_STARTS);
+                let starts = standard_starts(
+                    o,
+                    Some(eta),
+                    PAIR_TOP,
+                    &vecs[..vecs.len().min(3)],
+                    RANDOM_STARTS,
+                );
                 let k = extreme_z_eigenvalue(&FourthMoment(m), &starts, true, opts)?;
                 let v = extreme_z_eigenvalue(&ExcessMoment::new(m), &starts, true, opts)?;
                 let lam_max_m = eig_m.max();

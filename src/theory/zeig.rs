@@ -6,7 +6,7 @@
 //! starts is a lower estimate of λ_max (an upper estimate of λ_min). Certified values come
 //! from closed forms or λ_max(M) (see [`super::spectrum`]).
 
-use super::eigen::{sym_eigen, sym_min_eigenvalue};
+use super::eigen::{dot, sym_eigen, sym_min_eigenvalue};
 use super::moments::Moments;
 use crate::{rng, Error, Result};
 
@@ -18,6 +18,14 @@ pub trait SymTensor4 {
     fn apply3(&self, x: &[f64], g: &mut [f64]);
     /// G = T x² (O×O, row-major), G_ab = Σ_cd T_abcd x_c x_d.
     fn apply2(&self, x: &[f64], gm: &mut [f64]);
+    /// A bound c ≥ max over unit x of the largest eigenvalue of `−β T x²` (β = +1 to maximise,
+    /// −1 to minimise), if the tensor knows one. With it, the shift α = β(τ + 12c)/4 makes
+    /// `β T[x⁴] + |α| ‖x‖⁴` convex on all of R^O, so that one fixed shift makes every step of the
+    /// power method monotone (Kolda & Mayo 2011, Thm 4.4) and no per-iteration eigenproblem
+    /// is needed (docs/theory.md, "Spectra that scale in O"). None: the adaptive shift.
+    fn shift_bound(&self, _maximize: bool) -> Option<f64> {
+        None
+    }
     /// `T[x⁴]`.
     fn value(&self, x: &[f64]) -> f64 {
         let mut g = vec![0.0; self.dim()];
@@ -123,6 +131,10 @@ impl SymTensor4 for FourthMoment<'_> {
     fn apply2(&self, x: &[f64], gm: &mut [f64]) {
         self.0.kurt_x2(x, gm)
     }
+    fn shift_bound(&self, maximize: bool) -> Option<f64> {
+        // K x² = E[(xᵀs)² s sᵀ] ⪰ 0 for every x: K[x⁴] is convex, c = 0.
+        maximize.then_some(0.0)
+    }
 }
 
 /// sym(K − C⊗C)_abcd = K_abcd − (C_ab C_cd + C_ac C_bd + C_ad C_bc)/3, whose quartic form is
@@ -130,14 +142,15 @@ impl SymTensor4 for FourthMoment<'_> {
 #[derive(Clone, Debug)]
 pub struct ExcessMoment<'a> {
     m: Moments<'a>,
-    c: Vec<f64>,
+    /// An upper bound on λ_max(C).
+    lam_c: f64,
 }
 
 impl<'a> ExcessMoment<'a> {
-    /// sym(K − C⊗C) of the moments `m` (C is formed densely once).
+    /// sym(K − C⊗C) of the moments `m`.
     pub fn new(m: Moments<'a>) -> Self {
         ExcessMoment {
-            c: m.cov_matrix(),
+            lam_c: m.cov_max_bound(),
             m,
         }
     }
@@ -149,24 +162,25 @@ impl SymTensor4 for ExcessMoment<'_> {
     }
     fn apply3(&self, x: &[f64], g: &mut [f64]) {
         // K x³ − (xᵀCx) C x.
-        self.m.kurt_x3(x, g);
-        let cx = self.m.cov_apply(x);
-        let q: f64 = cx.iter().zip(x).map(|(c, x)| c * x).sum();
-        for (g, c) in g.iter_mut().zip(&cx) {
-            *g -= q * c;
-        }
+        self.m.excess_x3(x, g)
     }
     fn apply2(&self, x: &[f64], gm: &mut [f64]) {
         // K x² − ((xᵀCx) C + 2 (Cx)(Cx)ᵀ)/3.
         let o = self.dim();
         self.m.kurt_x2(x, gm);
+        let c = self.m.cov_matrix();
         let cx = self.m.cov_apply(x);
         let q: f64 = cx.iter().zip(x).map(|(c, x)| c * x).sum();
         for a in 0..o {
             for b in 0..o {
-                gm[a * o + b] -= (q * self.c[a * o + b] + 2.0 * cx[a] * cx[b]) / 3.0;
+                gm[a * o + b] -= (q * c[a * o + b] + 2.0 * cx[a] * cx[b]) / 3.0;
             }
         }
+    }
+    fn shift_bound(&self, maximize: bool) -> Option<f64> {
+        // At unit x, (K − C⊗C) x² ⪰ −((xᵀCx) C + 2 (Cx)(Cx)ᵀ)/3 ⪰ −λ_max(C)² I, since
+        // K x² ⪰ 0, xᵀCx ≤ λ_max(C) and ‖Cx‖² ≤ λ_max(C)².
+        maximize.then_some(self.lam_c * self.lam_c)
     }
 }
 
@@ -187,6 +201,9 @@ pub struct GeapOptions {
     pub probe_iter: usize,
     /// Number of probed starts run to convergence.
     pub keep: usize,
+    /// Use the tensor's fixed shift ([`SymTensor4::shift_bound`]) where it has one; false:
+    /// always the adaptive shift (the previous method, O(O³) per shift).
+    pub fixed_shift: bool,
 }
 
 impl Default for GeapOptions {
@@ -198,6 +215,7 @@ impl Default for GeapOptions {
             shift_every: 4,
             probe_iter: 3,
             keep: 3,
+            fixed_shift: true,
         }
     }
 }
@@ -247,6 +265,11 @@ pub fn geap(
         ));
     }
     let beta = if maximize { 1.0 } else { -1.0 };
+    if opts.fixed_shift {
+        if let Some(c) = t.shift_bound(maximize) {
+            return geap_fixed(t, x, beta, opts, max_iter, (opts.tau + 12.0 * c) / 4.0);
+        }
+    }
     let mut g = vec![0.0; o];
     let mut gn = vec![0.0; o];
     let mut gm = vec![0.0; o * o];
@@ -299,6 +322,81 @@ pub fn geap(
             continue;
         }
         refresh = false;
+        std::mem::swap(&mut x, &mut xn);
+        std::mem::swap(&mut g, &mut gn);
+        let done = (ln - lambda).abs() <= opts.tol * lambda.abs();
+        lambda = ln;
+        if done {
+            converged = true;
+            break;
+        }
+    }
+    Ok(ZEigenpair {
+        value: lambda,
+        vector: x,
+        iterations: it,
+        converged,
+    })
+}
+
+/// GEAP with a certified fixed shift `shift` (> 0; [`SymTensor4::shift_bound`]), O(O) per step
+/// for the family tensors. Every step first tries a smaller shift (halved after each success,
+/// from the certified one) and keeps it if f does not decrease; otherwise the step is redone
+/// with the certified shift, with which f never decreases. A smaller shift is a longer step:
+/// the probes and the final convergence advance about as fast as with the adaptive shift.
+fn geap_fixed(
+    t: &dyn SymTensor4,
+    mut x: Vec<f64>,
+    beta: f64,
+    opts: &GeapOptions,
+    max_iter: usize,
+    shift: f64,
+) -> Result<ZEigenpair> {
+    let o = x.len();
+    let mut g = vec![0.0; o];
+    let mut gn = vec![0.0; o];
+    let mut xn = vec![0.0; o];
+    t.apply3(&x, &mut g);
+    let mut lambda: f64 = dot(&g, &x);
+    let mut converged = false;
+    let mut it = 0;
+    let mut trial = 0.5 * shift;
+    while it < max_iter {
+        it += 1;
+        let mut ln = f64::NAN;
+        for a in [trial, shift] {
+            for ((xn, g), x) in xn.iter_mut().zip(&g).zip(&x) {
+                *xn = beta * g + a * x;
+            }
+            let n = dot(&xn, &xn).sqrt();
+            if !(n.is_finite() && n > 0.0) {
+                return Ok(ZEigenpair {
+                    value: lambda,
+                    vector: x,
+                    iterations: it,
+                    converged: true,
+                });
+            }
+            let inv = 1.0 / n;
+            xn.iter_mut().for_each(|v| *v *= inv);
+            t.apply3(&xn, &mut gn);
+            ln = dot(&gn, &xn);
+            if !ln.is_finite() {
+                return Err(Error::NonFinite {
+                    what: "a tensor eigenvalue iteration".into(),
+                    index: it,
+                });
+            }
+            if a == shift {
+                // The certified shift: monotone up to round-off.
+                trial = (4.0 * trial).min(0.5 * shift);
+                break;
+            }
+            if beta * (ln - lambda) >= -opts.tol * lambda.abs() {
+                trial *= 0.5;
+                break;
+            }
+        }
         std::mem::swap(&mut x, &mut xn);
         std::mem::swap(&mut g, &mut gn);
         let done = (ln - lambda).abs() <= opts.tol * lambda.abs();
@@ -370,25 +468,28 @@ pub fn extreme_z_eigenvalue(
     opts: &GeapOptions,
 ) -> Result<ZEigenpair> {
     let sign = if maximize { 1.0 } else { -1.0 };
-    let mut probes = Vec::with_capacity(starts.len());
-    for s in starts {
+    // The probe steps always use the exact adaptive shift (or the fixed one): they decide
+    // which starts are kept.
+    let exact = GeapOptions {
+        shift_every: 1,
+        ..*opts
+    };
+    // Only the values are kept (not O vectors of length O): the kept probes are run again,
+    // with the same result, as the method is deterministic.
+    let mut probes: Vec<(f64, usize)> = Vec::with_capacity(starts.len());
+    for (i, s) in starts.iter().enumerate() {
         if s.iter().all(|v| *v == 0.0) {
             continue;
         }
-        // The probe steps always use the exact adaptive shift: they decide which starts are
-        // kept.
-        let exact = GeapOptions {
-            shift_every: 1,
-            ..*opts
-        };
-        probes.push(geap(t, s, maximize, &exact, opts.probe_iter)?);
+        probes.push((geap(t, s, maximize, &exact, opts.probe_iter)?.value, i));
     }
-    probes.sort_by(|a, b| (sign * b.value).total_cmp(&(sign * a.value)));
+    probes.sort_by(|a, b| (sign * b.0).total_cmp(&(sign * a.0)));
     let mut kept: Vec<ZEigenpair> = Vec::new();
-    for p in probes {
+    for (_, i) in probes {
         if kept.len() >= opts.keep.max(1) {
             break;
         }
+        let p = geap(t, &starts[i], maximize, &exact, opts.probe_iter)?;
         // Distinct up to sign (T[x⁴] is even).
         let same = kept.iter().any(|k| {
             let d: f64 = k.vector.iter().zip(&p.vector).map(|(a, b)| a * b).sum();

@@ -1,0 +1,528 @@
+//! Eigenvalues of a diagonal matrix changed by rank one, by the secular equation (docs/theory.md,
+//! "Spectra that scale in O"): `diag(d) + σ z zᵀ` (σ = 1/ρ) and the compression of `diag(d)`
+//! onto z⊥ (ρ = 0). Every eigenvalue that is not a deflated pole is the root in one interval
+//! between consecutive poles of `F(x) = ρ + Σ_j z_j²/(d_j − x)`, which is increasing there
+//! from −∞ to +∞; the roots are found with a bracket, the two-pole rational model of
+//! Bunch–Nielsen–Sorensen (quadratic convergence) and bisection as the safeguard, each root
+//! relative to its nearer pole (x = d_k + τ), so that d_j − x is formed without cancellation.
+//! O(O) per iteration, a few iterations per root: O(O²) for the whole spectrum.
+
+/// Machine epsilon.
+const EPS: f64 = f64::EPSILON;
+
+/// One secular root: x = `pole` + `tau`, where `pole` is the nearer active pole (so that
+/// d_j − x = (d_j − pole) − tau up to one rounding).
+#[derive(Clone, Copy, Debug)]
+struct Root {
+    pole: f64,
+    tau: f64,
+}
+
+impl Root {
+    fn value(&self) -> f64 {
+        self.pole + self.tau
+    }
+}
+
+/// The eigen-decomposition of `diag(d) + σ z zᵀ` (`rho` = 1/σ ≠ 0) or of `diag(d)` compressed
+/// to z⊥ (`rho` = 0; then there is one eigenvalue fewer than entries, the direction z).
+#[derive(Clone, Debug)]
+pub struct RankOne {
+    /// The poles of each original index (merged ties share one value).
+    deff: Vec<f64>,
+    /// z (original order).
+    z: Vec<f64>,
+    /// The active (merged, non-zero weight) poles, ascending.
+    poles: Vec<f64>,
+    /// Tie groups of original indices whose pole was merged into an active pole (two or more
+    /// members; each gives m − 1 deflated eigenvalues at the pole).
+    groups: Vec<Vec<usize>>,
+    /// Indices with z_j = 0 (eigenvalue d_j, eigenvector e_j).
+    zeros: Vec<usize>,
+    /// The secular roots (one per interval, plus the exterior root when ρ ≠ 0).
+    roots: Vec<Root>,
+}
+
+/// Σ_j w_j/(p_j − x) and its derivative over a run of poles, at x = `base` + `tau`, one
+/// division per pole, four partial sums (so that the loop vectorises).
+fn sums(poles: &[f64], w: &[f64], base: f64, tau: f64) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above).
+            return unsafe { sums_avx(poles, w, base, tau) };
+        }
+    }
+    sums_generic(poles, w, base, tau)
+}
+
+/// [`sums`] with AVX: four poles per instruction (the same operations in the same order per
+/// lane as [`sums_generic`], so the same results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn sums_avx(poles: &[f64], w: &[f64], base: f64, tau: f64) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let n = poles.len().min(w.len());
+    let m = n - n % 4;
+    let (mut s, mut ds) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (vb, vt, one) = (
+        _mm256_set1_pd(base),
+        _mm256_set1_pd(tau),
+        _mm256_set1_pd(1.0),
+    );
+    let mut k = 0;
+    while k < m {
+        // SAFETY: k + 4 ≤ m ≤ n, within both slices.
+        let (d, wv) = unsafe {
+            (
+                _mm256_loadu_pd(poles.as_ptr().add(k)),
+                _mm256_loadu_pd(w.as_ptr().add(k)),
+            )
+        };
+        let del = _mm256_sub_pd(_mm256_sub_pd(d, vb), vt);
+        let inv = _mm256_div_pd(one, del);
+        let t = _mm256_mul_pd(wv, inv);
+        s = _mm256_add_pd(s, t);
+        ds = _mm256_add_pd(ds, _mm256_mul_pd(t, inv));
+        k += 4;
+    }
+    let (mut sa, mut da) = ([0.0f64; 4], [0.0f64; 4]);
+    // SAFETY: four f64 to arrays of four.
+    unsafe {
+        _mm256_storeu_pd(sa.as_mut_ptr(), s);
+        _mm256_storeu_pd(da.as_mut_ptr(), ds);
+    }
+    let (ts, tds) = sums_generic(&poles[m..n], &w[m..n], base, tau);
+    (
+        (sa[0] + sa[1]) + (sa[2] + sa[3]) + ts,
+        (da[0] + da[1]) + (da[2] + da[3]) + tds,
+    )
+}
+
+#[inline(always)]
+fn sums_generic(poles: &[f64], w: &[f64], base: f64, tau: f64) -> (f64, f64) {
+    let (mut s, mut ds) = ([0.0f64; 4], [0.0f64; 4]);
+    let (pc, wc) = (poles.chunks_exact(4), w.chunks_exact(4));
+    let (mut ts, mut tds) = (0.0, 0.0);
+    for (&d, &w) in pc.remainder().iter().zip(wc.remainder()) {
+        let inv = 1.0 / ((d - base) - tau);
+        let t = w * inv;
+        ts += t;
+        tds += t * inv;
+    }
+    for (d, w) in pc.zip(wc) {
+        let del: [f64; 4] = std::array::from_fn(|k| (d[k] - base) - tau);
+        let inv: [f64; 4] = std::array::from_fn(|k| 1.0 / del[k]);
+        let t: [f64; 4] = std::array::from_fn(|k| w[k] * inv[k]);
+        for k in 0..4 {
+            s[k] += t[k];
+            ds[k] += t[k] * inv[k];
+        }
+    }
+    (
+        (s[0] + s[1]) + (s[2] + s[3]) + ts,
+        (ds[0] + ds[1]) + (ds[2] + ds[3]) + tds,
+    )
+}
+
+/// The sums over the active poles at x = poles\[org\] + tau, the first `nleft` poles on the
+/// left (ψ < 0 inside an interval) and the others on the right (φ > 0): (ψ, ψ', φ, φ').
+fn eval(poles: &[f64], w: &[f64], org: usize, tau: f64, nleft: usize) -> [f64; 4] {
+    let base = poles[org];
+    let (psi, dpsi) = sums(&poles[..nleft], &w[..nleft], base, tau);
+    let (phi, dphi) = sums(&poles[nleft..], &w[nleft..], base, tau);
+    [psi, dpsi, phi, dphi]
+}
+
+/// Which root of F(x) = ρ + Σ w_j/(p_j − x) to find.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The root in (p_i, p_{i+1}).
+    Interior(usize),
+    /// The root above the last pole (ρ > 0).
+    Upper,
+    /// The root below the first pole (ρ < 0).
+    Lower,
+}
+
+/// One root of F (the poles ascending and distinct, the weights positive).
+fn solve(poles: &[f64], w: &[f64], rho: f64, kind: Kind) -> Root {
+    let n = poles.len();
+    let wsum: f64 = w.iter().sum();
+    // The values at the midpoint of an interval (the first iterate there).
+    let mut first = None;
+    // Origin, bracket of τ, the poles on the left, and the poles next to the root relative
+    // to the origin (±∞ for none).
+    let (org, mut lo, mut hi, nleft, e1, e2) = match kind {
+        Kind::Interior(i) => {
+            let gap = poles[i + 1] - poles[i];
+            let at = eval(poles, w, i, 0.5 * gap, i + 1);
+            first = Some(at);
+            if rho + at[0] + at[2] >= 0.0 {
+                (i, 0.0, 0.5 * gap, i + 1, 0.0, gap)
+            } else {
+                (i + 1, -0.5 * gap, 0.0, i + 1, -gap, 0.0)
+            }
+        }
+        // F(x) ≥ ρ − Σw/(x − p_n) above the last pole, ≤ ρ + Σw/(p_1 − x) below the first.
+        Kind::Upper => (n - 1, 0.0, wsum / rho, n, 0.0, f64::INFINITY),
+        Kind::Lower => (0, wsum / rho, 0.0, 0, f64::NEG_INFINITY, 0.0),
+    };
+    // Start at the midpoint of the interval (the end of the bracket next to the other pole).
+    let mut tau = match first {
+        Some(_) if org == nleft => lo,
+        Some(_) => hi,
+        None => 0.5 * (lo + hi),
+    };
+    for _ in 0..200 {
+        let [psi, dpsi, phi, dphi] = match first.take() {
+            Some(at) => at,
+            None => eval(poles, w, org, tau, nleft),
+        };
+        let f = rho + psi + phi;
+        // Σ|terms| = φ − ψ: each term is evaluated to a few ulps.
+        if f == 0.0 || f.abs() <= 2.0 * EPS * (n as f64 + 2.0) * (rho.abs() + phi - psi) {
+            break;
+        }
+        if f < 0.0 {
+            lo = lo.max(tau);
+        } else {
+            hi = hi.min(tau);
+        }
+        if hi - lo <= 2.0 * EPS * lo.abs().max(hi.abs()) {
+            break;
+        }
+        // The model ρ + A + B1/(e1 − t) + B2/(e2 − t), exact in value and slope at τ (a pole
+        // at ±∞ drops out).
+        let b1 = if e1.is_finite() {
+            dpsi * (e1 - tau).powi(2)
+        } else {
+            0.0
+        };
+        let b2 = if e2.is_finite() {
+            dphi * (e2 - tau).powi(2)
+        } else {
+            0.0
+        };
+        let t1 = if e1.is_finite() { b1 / (e1 - tau) } else { 0.0 };
+        let t2 = if e2.is_finite() { b2 / (e2 - tau) } else { 0.0 };
+        let a = f - t1 - t2;
+        let next = match (e1.is_finite(), e2.is_finite()) {
+            (true, true) => {
+                // a t² − (a(e1 + e2) + b1 + b2) t + (a e1 e2 + b1 e2 + b2 e1) = 0.
+                let c1 = -(a * (e1 + e2) + b1 + b2);
+                let c0 = a * e1 * e2 + b1 * e2 + b2 * e1;
+                let disc = (c1 * c1 - 4.0 * a * c0).max(0.0).sqrt();
+                let q = -0.5 * (c1 + disc.copysign(c1));
+                [q / a, c0 / q]
+                    .into_iter()
+                    .find(|t| t.is_finite() && *t > lo && *t < hi)
+                    .unwrap_or(f64::NAN)
+            }
+            // a + b1/(e1 − t) = 0 with e1 = 0, or a + b2/(e2 − t) = 0 with e2 = 0.
+            (true, false) => b1 / a,
+            (false, true) => b2 / a,
+            (false, false) => f64::NAN,
+        };
+        if next.is_finite() && next > lo && next < hi {
+            // The model is exact in value and slope (and has the two nearest poles), so the
+            // error after a step is of the order of (step/τ)²·|τ|: a step below 1e-8·|τ| leaves
+            // the root to rounding.
+            let done = (next - tau).abs() <= 1e-8 * next.abs();
+            tau = next;
+            if done {
+                break;
+            }
+        } else {
+            tau = 0.5 * (lo + hi);
+        }
+    }
+    Root {
+        pole: poles[org],
+        tau,
+    }
+}
+
+impl RankOne {
+    /// The decomposition of `diag(d) + (1/rho) z zᵀ` (`rho` ≠ 0) or of `diag(d)` on z⊥
+    /// (`rho` = 0). Exact zeros of z and poles equal up to a few ulps are deflated.
+    pub fn new(d: &[f64], z: &[f64], rho: f64) -> RankOne {
+        let n = d.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| d[a].total_cmp(&d[b]));
+        let scale = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let tol = 4.0 * EPS * scale;
+        let mut deff = d.to_vec();
+        let (mut poles, mut w, mut groups, mut zeros) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut members: Vec<usize> = Vec::new();
+        let flush = |members: &mut Vec<usize>,
+                     poles: &mut Vec<f64>,
+                     w: &mut Vec<f64>,
+                     groups: &mut Vec<Vec<usize>>,
+                     deff: &mut Vec<f64>| {
+            if members.is_empty() {
+                return;
+            }
+            let pole = d[members[0]];
+            let wt: f64 = members.iter().map(|&j| z[j] * z[j]).sum();
+            for &j in members.iter() {
+                deff[j] = pole;
+            }
+            poles.push(pole);
+            w.push(wt);
+            if members.len() > 1 {
+                groups.push(std::mem::take(members));
+            } else {
+                members.clear();
+            }
+        };
+        for &j in &order {
+            if z[j] == 0.0 {
+                zeros.push(j);
+                continue;
+            }
+            if let Some(&first) = members.first() {
+                if d[j] - d[first] > tol {
+                    flush(&mut members, &mut poles, &mut w, &mut groups, &mut deff);
+                }
+            }
+            members.push(j);
+        }
+        flush(&mut members, &mut poles, &mut w, &mut groups, &mut deff);
+        let m = poles.len();
+        let mut roots: Vec<Root> = Vec::with_capacity(m + 1);
+        if m > 0 && rho < 0.0 {
+            roots.push(solve(&poles, &w, rho, Kind::Lower));
+        }
+        roots.extend((0..m.saturating_sub(1)).map(|i| solve(&poles, &w, rho, Kind::Interior(i))));
+        if m > 0 && rho > 0.0 {
+            roots.push(solve(&poles, &w, rho, Kind::Upper));
+        }
+        RankOne {
+            deff,
+            z: z.to_vec(),
+            poles,
+            groups,
+            zeros,
+            roots,
+        }
+    }
+
+    /// Every eigenvalue (unordered): the secular roots, the poles of z_j = 0 and m − 1 copies
+    /// of each merged pole of m entries.
+    pub fn values(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.roots.iter().map(Root::value).collect();
+        v.extend(self.zeros.iter().map(|&j| self.deff[j]));
+        for g in &self.groups {
+            v.extend(std::iter::repeat_n(self.deff[g[0]], g.len() - 1));
+        }
+        v
+    }
+
+    /// The unit eigenvector of secular root `k` (in the order of [`RankOne::secular_values`]):
+    /// q_j ∝ z_j/(d_j − x).
+    pub fn vector(&self, k: usize) -> Vec<f64> {
+        let r = self.roots[k];
+        let mut q: Vec<f64> = self
+            .deff
+            .iter()
+            .zip(&self.z)
+            .map(|(&d, &z)| {
+                if z == 0.0 {
+                    0.0
+                } else {
+                    z / ((d - r.pole) - r.tau)
+                }
+            })
+            .collect();
+        let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+        q.iter_mut().for_each(|v| *v /= n);
+        q
+    }
+
+    /// The secular roots, in ascending order.
+    pub fn secular_values(&self) -> Vec<f64> {
+        self.roots.iter().map(Root::value).collect()
+    }
+
+    /// Every eigenvalue with the coordinate of `v` along its eigenvector, for an orthonormal
+    /// eigenbasis chosen so that within each deflated group only one vector has a non-zero
+    /// coordinate (the part of v in the group orthogonal to z). O(O²).
+    pub fn coordinates(&self, v: &[f64]) -> Vec<(f64, f64)> {
+        let mut out: Vec<(f64, f64)> = self
+            .roots
+            .iter()
+            .map(|r| {
+                // q_j = z_j/(d_j − x): ‖q‖² and qᵀv in one pass.
+                let (mut n2, mut qv) = (0.0, 0.0);
+                for ((&d, &z), &v) in self.deff.iter().zip(&self.z).zip(v) {
+                    if z != 0.0 {
+                        let q = z / ((d - r.pole) - r.tau);
+                        n2 += q * q;
+                        qv += q * v;
+                    }
+                }
+                (r.value(), qv / n2.sqrt())
+            })
+            .collect();
+        out.extend(self.zeros.iter().map(|&j| (self.deff[j], v[j])));
+        for g in &self.groups {
+            let zz: f64 = g.iter().map(|&j| self.z[j] * self.z[j]).sum();
+            let zv: f64 = g.iter().map(|&j| self.z[j] * v[j]).sum();
+            let c = zv / zz;
+            let norm = g
+                .iter()
+                .map(|&j| (v[j] - c * self.z[j]).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let pole = self.deff[g[0]];
+            out.push((pole, norm));
+            out.extend(std::iter::repeat_n((pole, 0.0), g.len() - 2));
+        }
+        out
+    }
+
+    /// Number of active (non-deflated) poles.
+    pub fn active(&self) -> usize {
+        self.poles.len()
+    }
+}
+
+/// Eigenvalues of the categorical covariance C = diag(p) − p pᵀ, descending, with the unit
+/// eigenvectors of the `vectors` largest ones (fewer if one of them is deflated), in O(O²).
+/// With Σ p = 1, C = D^½ Π D^½ (D = diag(p), Π = I − √p√pᵀ) has the spectrum of Π D Π: 0 (the
+/// direction 1) and the roots of `Σ_j p_j/(p_j − λ) = 0`, one between consecutive distinct
+/// p's, with eigenvectors x_j ∝ p_j/(p_j − λ). This form has no cancellation, unlike
+/// `1 = Σ_j p_j²/(p_j − λ)`, or the dense C, whose entry p_a − p_a² loses the relative accuracy
+/// of 1 − p_a when p_a is close to 1. It is the spectrum of the C of p/Σp (a computed softmax
+/// sums to 1 up to rounding).
+pub fn categorical_cov(p: &[f64], vectors: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let r: Vec<f64> = p.iter().map(|v| v.sqrt()).collect();
+    let dec = RankOne::new(p, &r, 0.0);
+    let mut vals: Vec<(f64, Option<usize>)> = dec
+        .roots
+        .iter()
+        .enumerate()
+        .map(|(k, root)| (root.value(), Some(k)))
+        .collect();
+    // The direction √p of Π D Π (the vector 1 of C).
+    vals.push((0.0, None));
+    vals.extend(dec.zeros.iter().map(|&j| (dec.deff[j], None)));
+    for g in &dec.groups {
+        vals.extend(std::iter::repeat_n((dec.deff[g[0]], None), g.len() - 1));
+    }
+    vals.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let vecs = vals
+        .iter()
+        .take(vectors)
+        .map_while(|(_, k)| {
+            k.map(|k| {
+                let root = dec.roots[k];
+                let mut x: Vec<f64> = dec
+                    .deff
+                    .iter()
+                    .zip(p)
+                    .map(|(&d, &p)| {
+                        if p == 0.0 {
+                            0.0
+                        } else {
+                            p / ((d - root.pole) - root.tau)
+                        }
+                    })
+                    .collect();
+                let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                x.iter_mut().for_each(|v| *v /= n);
+                x
+            })
+        })
+        .collect();
+    (vals.into_iter().map(|v| v.0.max(0.0)).collect(), vecs)
+}
+
+/// The positive eigenvalues of the O×O Gram matrix of M = Cov(s⊗s) for the categorical family
+/// (docs/theory.md): with r = √p (a unit vector), Π = I − r rᵀ, a_y = ‖p‖²/2 − p_y,
+/// `G̃ = Π (diag(p∘(1 + 4a)) + 2 (r∘a)(r∘a)ᵀ) Π`. Its spectrum is that of the compression of
+/// the diagonal onto r⊥ (one secular equation) changed by the rank-one term (a second one):
+/// O(O²) in all.
+pub fn categorical_m(p: &[f64]) -> Vec<f64> {
+    let s2: f64 = super::eigen::dot(p, p);
+    let r: Vec<f64> = p.iter().map(|v| v.sqrt()).collect();
+    let a: Vec<f64> = p.iter().map(|v| 0.5 * s2 - v).collect();
+    let lam: Vec<f64> = p.iter().zip(&a).map(|(p, a)| p * (1.0 + 4.0 * a)).collect();
+    let v: Vec<f64> = r.iter().zip(&a).map(|(r, a)| r * a).collect();
+    let step1 = RankOne::new(&lam, &r, 0.0);
+    let coords = step1.coordinates(&v);
+    let (mu, zc): (Vec<f64>, Vec<f64>) = coords.into_iter().unzip();
+    RankOne::new(&mu, &zc, 0.5).values()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::theory::eigen::sym_eigenvalues;
+
+    fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+        v.sort_by(|a, b| b.total_cmp(a));
+        v
+    }
+
+    fn normal(seed: u64, k: u32) -> f64 {
+        let w = crate::rng::block(seed, 77, k, 0, 0);
+        crate::rng::box_muller(w[0], w[1]).0
+    }
+
+    /// Rank-one updates and compressions against the dense solver, with ties, zero weights
+    /// and poles of both signs.
+    #[test]
+    fn rank_one_matches_dense() {
+        for n in [1usize, 2, 3, 5, 9, 30] {
+            for seed in 0..12u64 {
+                let mut d: Vec<f64> = (0..n).map(|k| normal(seed, k as u32)).collect();
+                let mut z: Vec<f64> = (0..n).map(|k| normal(seed + 100, k as u32)).collect();
+                if seed % 3 == 1 && n > 2 {
+                    d[1] = d[0];
+                    d[n - 1] = d[0];
+                    z[2] = 0.0;
+                }
+                if seed % 4 == 3 {
+                    z.iter_mut().for_each(|v| *v *= 1e-5);
+                }
+                for rho in [0.7, -1.3, 0.0] {
+                    let r = RankOne::new(&d, &z, rho);
+                    let mut a = vec![0.0; n * n];
+                    let zn2: f64 = z.iter().map(|v| v * v).sum();
+                    for i in 0..n {
+                        for j in 0..n {
+                            let dij = if i == j { d[i] } else { 0.0 };
+                            a[i * n + j] = if rho != 0.0 {
+                                dij + z[i] * z[j] / rho
+                            } else {
+                                // Π D Π with Π = I − z zᵀ/‖z‖², plus a large multiple of the
+                                // projector on z (moved out of the way).
+                                let pi = |a: usize, b: usize| {
+                                    f64::from(u8::from(a == b)) - z[a] * z[b] / zn2
+                                };
+                                (0..n).map(|k| pi(i, k) * d[k] * pi(k, j)).sum::<f64>()
+                                    + 1e3 * z[i] * z[j] / zn2
+                            };
+                        }
+                    }
+                    let mut want = sym_eigenvalues(n, &a).unwrap();
+                    if rho == 0.0 {
+                        want.remove(0);
+                    }
+                    let got = sorted(r.values());
+                    assert_eq!(got.len(), want.len(), "n {n} seed {seed} rho {rho}");
+                    let scale = want.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-12 * scale,
+                            "n {n} seed {seed} rho {rho}: {got:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

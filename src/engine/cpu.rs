@@ -287,6 +287,10 @@ pub(super) fn analyze_partial(req: &Request<'_>) -> Result<crate::engine::partia
 }
 
 const ENGINE: Engine = Engine::Cpu;
+
+/// Bytes of per-input derivatives (Δ_l, Hd_l) a block of inputs may hold at once (memory only:
+/// blocks are whole derivative chunks, so results do not depend on it).
+const DERIVATIVE_BYTES: usize = 256 << 20;
 const ADAPTER: &str = "cpu (f64 reference engine)";
 
 /// Refuses a number of sampled labels whose per-input buffers (N × (O + 3 × the widest
@@ -321,8 +325,17 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
     let needs = req.needs();
     let mut acc = Accumulator::new(req.model, b, opts.per_input, &needs);
     // Blocks of whole derivative chunks from input 0, so that every input's derivatives are
-    // computed in the same chunk whatever the batch size.
-    let block = opts.batch_size.max(1).div_ceil(blocked::CHUNK) * blocked::CHUNK;
+    // computed in the same chunk whatever the batch size; at most as many inputs as keep
+    // their Δ_l and Hd_l (n_l × O each, per layer) within DERIVATIVE_BYTES.
+    let per_input: usize = req
+        .model
+        .widths()
+        .iter()
+        .skip(1)
+        .map(|n| 2 * 8 * n * req.model.output_dim())
+        .sum();
+    let fit = (DERIVATIVE_BYTES / per_input.max(1)).max(1);
+    let block = opts.batch_size.max(1).min(fit).div_ceil(blocked::CHUNK) * blocked::CHUNK;
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
             let end = (start + block).min(b);

@@ -212,14 +212,28 @@ impl DeviceSums {
     }
 }
 
-/// Refuses device sums that left f32's range: an infinity or NaN (overflow) or a subnormal
-/// number (underflow, with lost precision) would be a silently wrong result.
+/// Refuses device sums that left f32's range: an infinity or NaN (overflow) would be a
+/// silently wrong result, and so would subnormal sums (underflow, with lost precision) when a
+/// whole channel lies near f32's smallest normal numbers. A subnormal entry in a channel whose
+/// largest magnitude is at least [`SUBNORMAL_HEADROOM`] times the smallest normal number is
+/// kept: its absolute error (< 2⁻¹⁴⁹) is below f32's resolution of that largest entry, as for
+/// any small entry of the channel (signed channels such as the standard errors' sums also
+/// cancel to near zero).
 fn check_range(layer: usize, channels: &[(Key, &[f32])], welford: &[f32]) -> Result<()> {
-    let bad = |v: &f32| !v.is_finite() || v.is_subnormal();
+    let bad_in = |sums: &[f32]| -> Option<f32> {
+        if let Some(v) = sums.iter().find(|v| !v.is_finite()) {
+            return Some(*v);
+        }
+        let max = sums.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max >= f32::MIN_POSITIVE * SUBNORMAL_HEADROOM {
+            return None;
+        }
+        sums.iter().find(|v| v.is_subnormal()).copied()
+    };
     let found = channels
         .iter()
-        .find_map(|(key, sums)| sums.iter().find(|v| bad(v)).map(|v| (key.name(), *v)))
-        .or_else(|| welford.iter().find(|v| bad(v)).map(|v| ("fisher", *v)));
+        .find_map(|(key, sums)| bad_in(sums).map(|v| (key.name(), v)))
+        .or_else(|| bad_in(welford).map(|v| ("fisher", v)));
     match found {
         None => Ok(()),
         Some((key, v)) => Err(Error::GpuRange(format!(
@@ -227,6 +241,32 @@ fn check_range(layer: usize, channels: &[(Key, &[f32])], welford: &[f32]) -> Res
              model's activations or weights are too large or too small for the f32 GPU \
              engine: use --engine cpu (f64)"
         ))),
+    }
+}
+
+/// How far above f32's smallest normal number a channel's largest magnitude must lie for its
+/// subnormal entries to be negligible (2²⁴: f32's resolution).
+const SUBNORMAL_HEADROOM: f32 = 16_777_216.0;
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    /// Subnormal entries beside normal ones pass; a channel that lies wholly near the
+    /// underflow threshold, or holds a non-finite sum, is refused.
+    #[test]
+    fn subnormal_entries_are_refused_only_in_a_channel_near_underflow() {
+        let tiny = f32::MIN_POSITIVE / 8.0;
+        assert!(tiny.is_subnormal());
+        let ok = [1e-3f32, tiny, -tiny, 0.0];
+        assert!(check_range(0, &[(Key::McVar1Se, &ok)], &[]).is_ok());
+        let low = [1e-35f32, tiny];
+        let e = check_range(0, &[(Key::McVar1Se, &low)], &[]).unwrap_err();
+        assert!(matches!(e, Error::GpuRange(_)), "{e}");
+        let inf = [1.0f32, f32::INFINITY];
+        assert!(check_range(1, &[(Key::Fisher, &inf)], &[]).is_err());
+        assert!(check_range(1, &[], &[1.0, f32::NAN]).is_err());
+        assert!(check_range(1, &[], &[tiny, 0.0]).is_err());
     }
 }
 

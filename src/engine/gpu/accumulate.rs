@@ -248,28 +248,6 @@ fn check_range(layer: usize, channels: &[(Key, &[f32])], welford: &[f32]) -> Res
 /// subnormal entries to be negligible (2²⁴: f32's resolution).
 const SUBNORMAL_HEADROOM: f32 = 16_777_216.0;
 
-#[cfg(test)]
-mod range_tests {
-    use super::*;
-
-    /// Subnormal entries beside normal ones pass; a channel that lies wholly near the
-    /// underflow threshold, or holds a non-finite sum, is refused.
-    #[test]
-    fn subnormal_entries_are_refused_only_in_a_channel_near_underflow() {
-        let tiny = f32::MIN_POSITIVE / 8.0;
-        assert!(tiny.is_subnormal());
-        let ok = [1e-3f32, tiny, -tiny, 0.0];
-        assert!(check_range(0, &[(Key::McVar1Se, &ok)], &[]).is_ok());
-        let low = [1e-35f32, tiny];
-        let e = check_range(0, &[(Key::McVar1Se, &low)], &[]).unwrap_err();
-        assert!(matches!(e, Error::GpuRange(_)), "{e}");
-        let inf = [1.0f32, f32::INFINITY];
-        assert!(check_range(1, &[(Key::Fisher, &inf)], &[]).is_err());
-        assert!(check_range(1, &[], &[1.0, f32::NAN]).is_err());
-        assert!(check_range(1, &[], &[tiny, 0.0]).is_err());
-    }
-}
-
 /// The accumulation dispatches for batches of `bb` inputs.
 pub struct AccumPlan {
     pub bb: usize,
@@ -376,5 +354,27 @@ impl AccumPlan {
         }
         sums.merged += self.bb;
         &self.dispatches
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    /// Subnormal entries beside normal ones pass; a channel that lies wholly near the
+    /// underflow threshold, or holds a non-finite sum, is refused.
+    #[test]
+    fn subnormal_entries_are_refused_only_in_a_channel_near_underflow() {
+        let tiny = f32::MIN_POSITIVE / 8.0;
+        assert!(tiny.is_subnormal());
+        let ok = [1e-3f32, tiny, -tiny, 0.0];
+        assert!(check_range(0, &[(Key::McVar1Se, &ok)], &[]).is_ok());
+        let low = [1e-35f32, tiny];
+        let e = check_range(0, &[(Key::McVar1Se, &low)], &[]).unwrap_err();
+        assert!(matches!(e, Error::GpuRange(_)), "{e}");
+        let inf = [1.0f32, f32::INFINITY];
+        assert!(check_range(1, &[(Key::Fisher, &inf)], &[]).is_err());
+        assert!(check_range(1, &[], &[1.0, f32::NAN]).is_err());
+        assert!(check_range(1, &[], &[tiny, 0.0]).is_err());
     }
 }

@@ -35,6 +35,7 @@ pub mod output;
 pub mod report;
 pub mod resources;
 pub mod rng;
+mod simd;
 pub mod theory;
 pub mod train;
 

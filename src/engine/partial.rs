@@ -37,6 +37,9 @@ use std::path::Path;
 /// Version of the partial file format; files of another version are refused.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Entries per parallel task when a report is built from the sums.
+const REPORT_BLOCK: usize = 4096;
+
 /// Header metadata key holding the partial's description (JSON).
 const META_KEY: &str = "diagfim_partial";
 
@@ -212,6 +215,20 @@ struct Meta {
     bound_flags: Vec<(BoundFlags, BoundFlags)>,
 }
 
+/// Feeds `values` to the hash as little-endian f64 bytes, a few KiB per update (the same bytes
+/// as one update per value, without its per-call cost).
+fn update_le<'a>(h: &mut Sha256, values: impl Iterator<Item = &'a f64>) {
+    let mut buf = Vec::with_capacity(8 << 10);
+    for v in values {
+        buf.extend_from_slice(&v.to_le_bytes());
+        if buf.len() == buf.capacity() {
+            h.update(&buf);
+            buf.clear();
+        }
+    }
+    h.update(&buf);
+}
+
 /// SHA-256 fingerprint of a model: widths, activations, tensor names, shapes and values (as
 /// f64, so an f32 file and its f64 copy have the same fingerprint).
 pub fn model_fingerprint(model: &Mlp) -> String {
@@ -226,15 +243,11 @@ pub fn model_fingerprint(model: &Mlp) -> String {
     }
     for d in model.layers() {
         h.update((d.key as u64).to_le_bytes());
-        for v in d.weight.iter() {
-            h.update(v.to_le_bytes());
-        }
+        update_le(&mut h, d.weight.iter());
         match &d.bias {
             Some(b) => {
                 h.update([1]);
-                for v in b.iter() {
-                    h.update(v.to_le_bytes());
-                }
+                update_le(&mut h, b.iter());
             }
             None => h.update([0]),
         }
@@ -572,29 +585,50 @@ impl Partial {
             let positions: Vec<usize> = (0..layer.n_out)
                 .flat_map(|j| cols.clone().map(move |k| j * layer.row + k))
                 .collect();
-            // Means over inputs and derived keys, per entry.
-            let means: Vec<Values> = positions
-                .par_iter()
-                .map(|&pos| {
-                    let (j, k) = (pos / layer.row, pos % layer.row);
-                    let mut v = [0.0; NUM_KEYS];
-                    for ((_, chans), sums) in groups.iter().zip(&layer.sums) {
-                        for (c, (slot, _)) in chans.iter().enumerate() {
-                            v[*slot] = sums[[c * layer.n_out + j, k]] / b;
+            // Means over inputs and derived keys of the reported keys only, in parallel blocks
+            // of entries, each block key-major (so that every key's array is then a sequence
+            // of contiguous copies).
+            let nk = keys.len();
+            let blocks: Vec<Vec<f64>> = positions
+                .par_chunks(REPORT_BLOCK)
+                .map(|block| {
+                    let len = block.len();
+                    let mut out = vec![0.0; nk * len];
+                    for (e, &pos) in block.iter().enumerate() {
+                        let (j, k) = (pos / layer.row, pos % layer.row);
+                        let mut v = [0.0; NUM_KEYS];
+                        for ((_, chans), sums) in groups.iter().zip(&layer.sums) {
+                            for (c, (slot, _)) in chans.iter().enumerate() {
+                                v[*slot] = sums[[c * layer.n_out + j, k]] / b;
+                            }
+                        }
+                        let w = &layer.welford[pos];
+                        // Var of a mean of B independent estimates: Σ_x Var_x / B².
+                        v[Key::McVar1Se.index()] /= b;
+                        v[Key::McVar2Se.index()] /= b;
+                        derive(&mut v);
+                        v[Key::VarX.index()] = w.fisher.m2 / b;
+                        v[Key::VarJoint1.index()] =
+                            (w.fisher.m2 / b + v[Key::Var1.index()] / n) / b;
+                        v[Key::VarJoint2.index()] =
+                            (w.fisher.m2 / b + v[Key::Var2.index()] / n) / b;
+                        v[Key::VarEf.index()] = w.ef.m2 / b;
+                        for (ki, key) in keys.iter().enumerate() {
+                            out[ki * len + e] = v[key.index()];
                         }
                     }
-                    let w = &layer.welford[pos];
-                    // Var of a mean of B independent estimates: Σ_x Var_x / B².
-                    v[Key::McVar1Se.index()] /= b;
-                    v[Key::McVar2Se.index()] /= b;
-                    derive(&mut v);
-                    v[Key::VarX.index()] = w.fisher.m2 / b;
-                    v[Key::VarJoint1.index()] = (w.fisher.m2 / b + v[Key::Var1.index()] / n) / b;
-                    v[Key::VarJoint2.index()] = (w.fisher.m2 / b + v[Key::Var2.index()] / n) / b;
-                    v[Key::VarEf.index()] = w.ef.m2 / b;
-                    v
+                    out
                 })
                 .collect();
+            let means = |ki: usize| -> Vec<f64> {
+                blocks
+                    .iter()
+                    .flat_map(|out| {
+                        let len = out.len() / nk;
+                        out[ki * len..(ki + 1) * len].iter().copied()
+                    })
+                    .collect()
+            };
             let per_input: Option<Vec<Values>> = per_input.map(|layers| {
                 let values = &layers[info.layer];
                 (0..m.inputs)
@@ -610,7 +644,7 @@ impl Partial {
             });
             let shape = info.shape.clone();
             let mut values = BTreeMap::new();
-            for &key in &keys {
+            for (ki, &key) in keys.iter().enumerate() {
                 let slot = key.index();
                 let array = match &per_input {
                     Some(per_input) if key.is_per_input() => {
@@ -621,10 +655,7 @@ impl Partial {
                             per_input.iter().map(|v| v[slot]).collect(),
                         )
                     }
-                    _ => ArrayD::from_shape_vec(
-                        IxDyn(&shape),
-                        means.iter().map(|v| v[slot]).collect(),
-                    ),
+                    _ => ArrayD::from_shape_vec(IxDyn(&shape), means(ki)),
                 }
                 .map_err(|e| Error::Internal(format!("report shape: {e}")))?;
                 if let Some(index) = array.iter().position(|v| !v.is_finite()) {

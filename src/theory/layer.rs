@@ -10,7 +10,7 @@
 //! This is the per-input hook of the theory layer: an engine calls [`input_theory`] with each
 //! layer's Δ_l, Hd_l and layer input, and accumulates the result over inputs.
 
-use super::eigen::{dot, sym_eigenvalues, sym_eigenvalues_ql};
+use super::eigen::{dot, sym_eigenvalues_ql};
 use super::moments::Runs;
 use super::spectrum::Spectrum;
 use crate::Result;
@@ -189,6 +189,15 @@ fn gram(m: ArrayView2<f64>) -> Vec<f64> {
 /// product of length n_l of the column products P_ab = Δ_·a ⊙ Δ_·b: n_l·C(O+3, 4) multiply-adds
 /// instead of the n_l·(O(O+1)/2)² of summing the outer products w_j w_jᵀ.
 fn sym_gram(delta: ArrayView2<f64>) -> Vec<f64> {
+    crate::simd::with_avx(
+        #[inline(always)]
+        || sym_gram_body(delta),
+    )
+}
+
+/// The body of [`sym_gram`] (which runs it with AVX where the CPU has it: the same results).
+#[inline(always)]
+fn sym_gram_body(delta: ArrayView2<f64>) -> Vec<f64> {
     let (n, o) = delta.dim();
     let sym = o * (o + 1) / 2;
     // idx[a][b] (a ≤ b): the coordinate of (ab), in the order (0,0), (0,1), …, (1,1), ….
@@ -288,9 +297,9 @@ fn gram_spectrum(m: ArrayView2<f64>) -> Result<Runs> {
     }
     if n < o {
         let g: Vec<f64> = m.dot(&m.t()).iter().copied().collect();
-        Ok(Runs::from_values(sym_eigenvalues(n, &g)?))
+        Ok(Runs::from_values(sym_eigenvalues_ql(n, &g)?))
     } else {
-        Ok(Runs::from_values(sym_eigenvalues(o, &gram(m))?))
+        Ok(Runs::from_values(sym_eigenvalues_ql(o, &gram(m))?))
     }
 }
 
@@ -312,7 +321,7 @@ fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpe
     } else if n <= sym {
         let p = delta.dot(&delta.t());
         let g: Vec<f64> = p.iter().map(|v| v * v).collect();
-        Some(Runs::from_values(sym_eigenvalues(n, &g)?))
+        Some(Runs::from_values(sym_eigenvalues_ql(n, &g)?))
     } else {
         let g = sym_gram(delta);
         Some(Runs::from_values(sym_eigenvalues_ql(sym, &g)?))
@@ -443,7 +452,9 @@ mod tests {
         cases.push(m);
         for m in cases {
             let (n, o) = m.dim();
-            let want = Runs::from_values(sym_eigenvalues(o, &gram(m.view())).unwrap());
+            let want = Runs::from_values(
+                super::super::eigen::sym_eigenvalues(o, &gram(m.view())).unwrap(),
+            );
             let got = gram_spectrum(m.view()).unwrap();
             let scale = want.max().max(1e-300);
             for k in 0..o.max(want.len()).max(got.len()) {

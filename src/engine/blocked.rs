@@ -252,7 +252,13 @@ fn chunk_derivatives(
     // Per input, in the layout of `cpu::derivatives` (n_l × O).
     let transposed = |buf: &[f64], x: usize, n: usize| {
         let blk = &buf[x * o * n..(x + 1) * o * n];
-        Array2::from_shape_fn((n, o), |(j, a)| blk[a * n + j])
+        let mut out = vec![0.0; n * o];
+        for (a, src) in blk.chunks_exact(n).enumerate() {
+            for (j, &v) in src.iter().enumerate() {
+                out[j * o + a] = v;
+            }
+        }
+        Array2::from_shape_vec((n, o), out).expect("n × O values")
     };
     (0..k)
         .map(|x| {

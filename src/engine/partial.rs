@@ -53,6 +53,15 @@ pub(crate) type Groups = Vec<(u32, Vec<(usize, Channel)>)>;
 const FISHER: usize = Key::Fisher.index();
 const EF: usize = Key::Ef.index();
 
+/// The keys that [`derive`] writes.
+const DERIVED: [Key; 5] = [
+    Key::McVar1Se,
+    Key::McVar2Se,
+    Key::WOpt,
+    Key::VarOpt,
+    Key::EfBias,
+];
+
 /// Fills the derived keys of one entry that are functions of its channel values (of one input,
 /// or of the means over inputs, the squared standard errors already divided by B): the
 /// standard errors of mc_var1/mc_var2, the optimal combination of Î1 and Î2 and the empirical
@@ -589,46 +598,56 @@ impl Partial {
             // of entries, each block key-major (so that every key's array is then a sequence
             // of contiguous copies).
             let nk = keys.len();
-            let blocks: Vec<Vec<f64>> = positions
-                .par_chunks(REPORT_BLOCK)
-                .map(|block| {
-                    let len = block.len();
-                    let mut out = vec![0.0; nk * len];
+            let derived = keys.iter().any(|k| DERIVED.contains(k));
+            let flat_sums: Vec<&[f64]> = layer
+                .sums
+                .iter()
+                .map(|s| s.as_slice().expect("standard layout"))
+                .collect();
+            // One array per key, filled in parallel blocks of entries (each block writes its
+            // own chunk of every key's array).
+            let mut means: Vec<Vec<f64>> =
+                keys.iter().map(|_| vec![0.0; positions.len()]).collect();
+            let mut blocks: Vec<Vec<&mut [f64]>> = positions
+                .chunks(REPORT_BLOCK)
+                .map(|_| Vec::with_capacity(nk))
+                .collect();
+            for out in means.iter_mut() {
+                for (block, chunk) in blocks.iter_mut().zip(out.chunks_mut(REPORT_BLOCK)) {
+                    block.push(chunk);
+                }
+            }
+            blocks
+                .into_par_iter()
+                .zip(positions.par_chunks(REPORT_BLOCK))
+                .for_each(|(mut out, block)| {
                     for (e, &pos) in block.iter().enumerate() {
-                        let (j, k) = (pos / layer.row, pos % layer.row);
+                        // Entry (j, k) of channel c is row c·n_out + j: flat index
+                        // c·n_out·row + pos.
                         let mut v = [0.0; NUM_KEYS];
-                        for ((_, chans), sums) in groups.iter().zip(&layer.sums) {
+                        for ((_, chans), sums) in groups.iter().zip(&flat_sums) {
                             for (c, (slot, _)) in chans.iter().enumerate() {
-                                v[*slot] = sums[[c * layer.n_out + j, k]] / b;
+                                v[*slot] = sums[c * layer.n_out * layer.row + pos] / b;
                             }
                         }
                         let w = &layer.welford[pos];
                         // Var of a mean of B independent estimates: Σ_x Var_x / B².
                         v[Key::McVar1Se.index()] /= b;
                         v[Key::McVar2Se.index()] /= b;
-                        derive(&mut v);
+                        if derived {
+                            derive(&mut v);
+                        }
                         v[Key::VarX.index()] = w.fisher.m2 / b;
                         v[Key::VarJoint1.index()] =
                             (w.fisher.m2 / b + v[Key::Var1.index()] / n) / b;
                         v[Key::VarJoint2.index()] =
                             (w.fisher.m2 / b + v[Key::Var2.index()] / n) / b;
                         v[Key::VarEf.index()] = w.ef.m2 / b;
-                        for (ki, key) in keys.iter().enumerate() {
-                            out[ki * len + e] = v[key.index()];
+                        for (dst, key) in out.iter_mut().zip(&keys) {
+                            dst[e] = v[key.index()];
                         }
                     }
-                    out
-                })
-                .collect();
-            let means = |ki: usize| -> Vec<f64> {
-                blocks
-                    .iter()
-                    .flat_map(|out| {
-                        let len = out.len() / nk;
-                        out[ki * len..(ki + 1) * len].iter().copied()
-                    })
-                    .collect()
-            };
+                });
             let per_input: Option<Vec<Values>> = per_input.map(|layers| {
                 let values = &layers[info.layer];
                 (0..m.inputs)
@@ -643,40 +662,46 @@ impl Partial {
                     .collect()
             });
             let shape = info.shape.clone();
-            let mut values = BTreeMap::new();
-            for (ki, &key) in keys.iter().enumerate() {
-                let slot = key.index();
-                let array = match &per_input {
-                    Some(per_input) if key.is_per_input() => {
-                        let mut s = vec![m.inputs];
-                        s.extend(&shape);
-                        ArrayD::from_shape_vec(
-                            IxDyn(&s),
-                            per_input.iter().map(|v| v[slot]).collect(),
-                        )
+            // Every key's array in parallel; the first key in order that is not finite is the
+            // error.
+            let arrays: Vec<Result<(Key, ArrayD<f64>)>> = keys
+                .par_iter()
+                .zip(means)
+                .map(|(&key, means)| {
+                    let slot = key.index();
+                    let array = match &per_input {
+                        Some(per_input) if key.is_per_input() => {
+                            let mut s = vec![m.inputs];
+                            s.extend(&shape);
+                            ArrayD::from_shape_vec(
+                                IxDyn(&s),
+                                per_input.iter().map(|v| v[slot]).collect(),
+                            )
+                        }
+                        _ => ArrayD::from_shape_vec(IxDyn(&shape), means),
                     }
-                    _ => ArrayD::from_shape_vec(IxDyn(&shape), means(ki)),
-                }
-                .map_err(|e| Error::Internal(format!("report shape: {e}")))?;
-                if let Some(index) = array.iter().position(|v| !v.is_finite()) {
-                    // The GPU engine sums in f32 (a⁸ for the standard errors): say so.
-                    let hint = if is_gpu {
-                        "; the GPU engine works in f32: scale the inputs or use --engine cpu"
-                    } else {
-                        ""
-                    };
-                    return Err(Error::NonFinite {
-                        what: format!(
-                            "result '{}/{}' (overflow: the model's weights or inputs are too \
-                             large{hint})",
-                            key.name(),
-                            info.name
-                        ),
-                        index,
-                    });
-                }
-                values.insert(key, array);
-            }
+                    .map_err(|e| Error::Internal(format!("report shape: {e}")))?;
+                    if let Some(index) = array.iter().position(|v| !v.is_finite()) {
+                        // The GPU engine sums in f32 (a⁸ for the standard errors): say so.
+                        let hint = if is_gpu {
+                            "; the GPU engine works in f32: scale the inputs or use --engine cpu"
+                        } else {
+                            ""
+                        };
+                        return Err(Error::NonFinite {
+                            what: format!(
+                                "result '{}/{}' (overflow: the model's weights or inputs are too \
+                                 large{hint})",
+                                key.name(),
+                                info.name
+                            ),
+                            index,
+                        });
+                    }
+                    Ok((key, array))
+                })
+                .collect();
+            let values: BTreeMap<Key, ArrayD<f64>> = arrays.into_iter().collect::<Result<_>>()?;
             let bounds = with_theory.then(|| {
                 let mut t: TensorBounds = if info.is_bias {
                     layer.bounds.bias

@@ -144,6 +144,9 @@ struct PendingInput {
     welford: [Vec<f64>; 2],
 }
 
+/// One input's contribution to every layer's pending chunk ([`Accumulator::prepare`]).
+pub(crate) struct Prepared(Vec<PendingInput>);
+
 /// One layer's accumulators: its sufficient statistics and the pending chunk.
 struct LayerAcc {
     stats: LayerStats,
@@ -285,26 +288,70 @@ impl Accumulator {
 
     /// Adds input number `index`; inputs must come in order 0, 1, 2, …
     pub fn add(&mut self, index: usize, stats: &InputStats) {
-        assert_eq!(index, self.added, "inputs must be accumulated in order");
+        let prepared = self.prepare(stats);
+        self.add_prepared(index, stats, prepared);
+    }
+
+    /// What one input adds to every layer's pending chunk: its layer input and its unit
+    /// factors. It reads no running state, so engines compute it for many inputs in parallel
+    /// and then add them in order with [`Accumulator::add_prepared`].
+    pub fn prepare(&self, stats: &InputStats) -> Prepared {
         let fisher = Key::Fisher.channel().expect("the Fisher is a channel");
         let ef = Key::Ef
             .channel()
             .expect("the empirical Fisher is a channel");
         let (fisher_welford, ef_welford) = self.welford;
-        let groups = &self.groups;
-        for (l, (layer, a)) in self.layers.iter_mut().zip(&stats.layer_inputs).enumerate() {
-            let (n_in, row, n_out) = (layer.stats.n_in, layer.stats.row, layer.stats.n_out);
-            let unit_factors = |on: bool, c: &Channel| -> Vec<f64> {
-                if on {
-                    (0..n_out).map(|j| unit_factor(stats, l, j, c)).collect()
-                } else {
-                    Vec::new()
+        let layers = self
+            .layers
+            .iter()
+            .zip(&stats.layer_inputs)
+            .enumerate()
+            .map(|(l, (layer, a))| {
+                let n_out = layer.stats.n_out;
+                let unit_factors = |on: bool, c: &Channel| -> Vec<f64> {
+                    if on {
+                        (0..n_out).map(|j| unit_factor(stats, l, j, c)).collect()
+                    } else {
+                        Vec::new()
+                    }
+                };
+                let factors = self
+                    .groups
+                    .iter()
+                    .map(|(_, chans)| {
+                        chans
+                            .iter()
+                            .flat_map(|(_, c)| (0..n_out).map(move |j| unit_factor(stats, l, j, c)))
+                            .collect()
+                    })
+                    .collect();
+                PendingInput {
+                    a: a.to_vec(),
+                    factors,
+                    welford: [
+                        unit_factors(fisher_welford, &fisher),
+                        unit_factors(ef_welford, &ef),
+                    ],
                 }
-            };
-            let welford = [
-                unit_factors(fisher_welford, &fisher),
-                unit_factors(ef_welford, &ef),
-            ];
+            })
+            .collect();
+        Prepared(layers)
+    }
+
+    /// Adds input number `index` from its statistics and [`Accumulator::prepare`]'s result for
+    /// them; inputs must come in order 0, 1, 2, …
+    pub fn add_prepared(&mut self, index: usize, stats: &InputStats, prepared: Prepared) {
+        assert_eq!(index, self.added, "inputs must be accumulated in order");
+        let (fisher_welford, ef_welford) = self.welford;
+        let groups = &self.groups;
+        for (l, ((layer, a), pending)) in self
+            .layers
+            .iter_mut()
+            .zip(&stats.layer_inputs)
+            .zip(prepared.0)
+            .enumerate()
+        {
+            let (n_in, row, n_out) = (layer.stats.n_in, layer.stats.row, layer.stats.n_out);
             for (stat, on) in [fisher_welford, ef_welford].into_iter().enumerate() {
                 if on && layer.welford[stat][0].is_empty() {
                     layer.welford[stat] = [vec![0.0; n_out * row], vec![0.0; n_out * row]];
@@ -323,20 +370,7 @@ impl Accumulator {
                         }
                     });
             }
-            let factors = groups
-                .iter()
-                .map(|(_, chans)| {
-                    chans
-                        .iter()
-                        .flat_map(|(_, c)| (0..n_out).map(move |j| unit_factor(stats, l, j, c)))
-                        .collect()
-                })
-                .collect();
-            layer.pending.push(PendingInput {
-                a: a.to_vec(),
-                factors,
-                welford,
-            });
+            layer.pending.push(pending);
         }
         self.added += 1;
         if self.added.is_multiple_of(CHUNK) {

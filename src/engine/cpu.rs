@@ -5,7 +5,7 @@
 //! (§6.6) as independent references for the tests. Parallel with rayon; reductions over
 //! inputs run in input order so results are bit-identical for any thread count or batch size.
 
-use super::accumulate::Accumulator;
+use super::accumulate::{Accumulator, Prepared};
 use super::blocked;
 use super::channels::{constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES};
 pub use super::stats::{InputStats, UnitStats};
@@ -345,23 +345,28 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
                 req.inputs.slice(ndarray::s![start..end, ..]),
                 needs.hessian,
             );
-            let results: Vec<InputResult> = ds
+            // Each input's statistics and its share of the accumulation chunks in parallel,
+            // then added in input order.
+            let shared = &acc;
+            let results: Vec<(InputResult, Prepared)> = ds
                 .into_par_iter()
                 .enumerate()
                 .map(|(offset, d)| {
                     let i = start + offset;
-                    input_stats(
+                    let r = input_stats(
                         req.family,
                         d,
                         (opts.input_offset + i as u64) as u32,
                         req.labels.map(|l| &l[i]),
                         opts,
                         &needs,
-                    )
+                    )?;
+                    let prepared = shared.prepare(&r.stats);
+                    Ok((r, prepared))
                 })
                 .collect::<Result<_>>()?;
-            for (offset, r) in results.iter().enumerate() {
-                acc.add(start + offset, &r.stats);
+            for (offset, (r, prepared)) in results.into_iter().enumerate() {
+                acc.add_prepared(start + offset, &r.stats, prepared);
                 if let Some(t) = &r.theory {
                     acc.add_theory(start + offset, t);
                 }

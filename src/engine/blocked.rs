@@ -10,7 +10,8 @@
 //! Per chunk:
 //!
 //! * forward: one GEMM per layer, `Z_l = A_{l−1} W_lᵀ` over the chunk's rows;
-//! * backward: `G_l = W_{l+1}ᵀ Δ_{l+1}` as one GEMM over all inputs' O columns, then
+//! * backward: `G_l = W_{l+1}ᵀ Δ_{l+1}` as one GEMM over all inputs' O columns (for the last
+//!   hidden layer `Δ_L = I`, so `G` is `W_L` itself: no product, no O × O identity), then
 //!   `Δ_l = σ'_l ⊙ G_l` and `C_l = σ''_l ⊙ G_l`, with `Hd_l` started at `C_l`;
 //! * chain (hidden layers below the last one): `B_{l→m+1}ᵀ = (B_{l→m}ᵀ diag(σ'_m)) W_{m+1}ᵀ` as
 //!   one GEMM over all inputs' rows, and per input `Hd_l += (B_{l→m} ⊙ B_{l→m})ᵀ C_m`.
@@ -140,24 +141,25 @@ fn chunk_derivatives(
 
     // Backward, rows = (input, output a), columns = units j: dt[l] = Δ_lᵀ, ct[l] = C_lᵀ,
     // hdt[l] = Hd_lᵀ, each input's block O × n_l.
+    // The head's Δ_L = I is never formed: the last hidden layer's G = I·W_L is W_L for every
+    // input (the same bits: the product adds exact zeros).
     let mut dt = vec![Vec::new(); nl];
     let mut ct = vec![Vec::new(); nl];
     let mut hdt = vec![Vec::new(); nl];
-    dt[nl - 1] = vec![0.0; CHUNK * o * o];
-    for block in dt[nl - 1].chunks_exact_mut(o * o) {
-        for a in 0..o {
-            block[a * o + a] = 1.0;
-        }
-    }
     for l in (0..nl - 1).rev() {
         let (n, np) = (w[l + 1], w[l + 2]);
-        let mut g = vec![0.0; CHUNK * o * n];
-        gemm(
-            MatMut::from_row_major_slice_mut(&mut g, CHUNK * o, n),
-            Accum::Replace,
-            MatRef::from_row_major_slice(&dt[l + 1], CHUNK * o, np),
-            MatRef::from_row_major_slice(weight(l + 1), np, n),
-        );
+        let g = if l + 2 == nl {
+            weight(l + 1).repeat(CHUNK)
+        } else {
+            let mut g = vec![0.0; CHUNK * o * n];
+            gemm(
+                MatMut::from_row_major_slice_mut(&mut g, CHUNK * o, n),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&dt[l + 1], CHUNK * o, np),
+                MatRef::from_row_major_slice(weight(l + 1), np, n),
+            );
+            g
+        };
         let mut d = vec![0.0; CHUNK * o * n];
         let mut c = if hessian {
             vec![0.0; CHUNK * o * n]

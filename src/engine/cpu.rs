@@ -201,19 +201,44 @@ pub(crate) fn input_stats(
     };
     let o = d.h.len() as f64;
     let want = |b: Base| needs.base(b);
+    // The last layer is the head, whose Δ_L = I and Hd_L = 0 in every `Derivatives`.
+    let head = d.delta.len() - 1;
+    debug_assert!(
+        d.delta[head] == Array2::<f64>::eye(d.h.len()) && d.hd[head].iter().all(|v| *v == 0.0),
+        "the head's Δ is I and its Hd is 0"
+    );
     let units = d
         .delta
         .iter()
         .zip(&d.hd)
-        .map(|(delta, hd)| {
+        .enumerate()
+        .map(|(l, (delta, hd))| {
             let n = delta.nrows();
             let mut bases = Array2::zeros((NUM_BASES, n));
-            let score_sq = r.as_ref().map(|r| row_moments(&delta.dot(&r.t()), true));
+            // The head's Δ_L = I and Hd_L = 0 (O × O): its products are rᵀ, 0 and r_data,
+            // the same values without the O² · N work.
+            let score_sq = r.as_ref().map(|r| {
+                let dr = if l == head {
+                    r.t().to_owned()
+                } else {
+                    delta.dot(&r.t())
+                };
+                row_moments(&dr, true)
+            });
             let hess_r = match &r {
-                Some(r) if needs.hessian => Some(row_moments(&hd.dot(&r.t()), false)),
+                Some(r) if needs.hessian => {
+                    let hr = if l == head {
+                        Array2::zeros((n, r.nrows()))
+                    } else {
+                        hd.dot(&r.t())
+                    };
+                    Some(row_moments(&hr, false))
+                }
                 _ => None,
             };
-            let ef = r_data.as_ref().map(|rd| delta.dot(rd));
+            let ef = r_data
+                .as_ref()
+                .map(|rd| if l == head { rd.clone() } else { delta.dot(rd) });
             for j in 0..n {
                 let dj = delta.row(j);
                 let dj = dj.as_slice().expect("contiguous");
@@ -224,15 +249,52 @@ pub(crate) fn input_stats(
                         bases[[base.index(), j]] = v();
                     }
                 };
-                let q = || family.cov_quad(&d.eta, dj);
+                // The head (Δ_L = I, Hd_L = 0): its Hessian bases vanish.
+                let is_head = l == head;
+                // q once per unit (Q and the negative Hessian's mean read it).
+                let q_once = std::cell::OnceCell::new();
+                // At the head Δ_j = e_j: the families' closed forms (O(1) instead of O(O)).
+                let q = || {
+                    *q_once.get_or_init(|| {
+                        if is_head {
+                            family.cov_diag(&d.eta, j)
+                        } else {
+                            family.cov_quad(&d.eta, dj)
+                        }
+                    })
+                };
                 let dn2 = || dj.iter().map(|v| v * v).sum::<f64>();
                 let hj = || hj.expect("the Hessian pass ran");
                 set(Base::Q, &q);
-                set(Base::V, &|| family.kurt_excess_quad(&d.eta, dj));
-                set(Base::W, &|| family.cov_quad(&d.eta, hj()));
+                set(Base::V, &|| {
+                    if is_head {
+                        family.kurt_excess_diag(&d.eta, j)
+                    } else {
+                        family.kurt_excess_quad(&d.eta, dj)
+                    }
+                });
+                set(Base::W, &|| {
+                    if is_head {
+                        0.0
+                    } else {
+                        family.cov_quad(&d.eta, hj())
+                    }
+                });
                 set(Base::DeltaNorm2, &dn2);
-                set(Base::HdNorm2, &|| hj().iter().map(|v| v * v).sum());
-                set(Base::Third, &|| family.third_central(&d.eta, dj, hj()));
+                set(Base::HdNorm2, &|| {
+                    if is_head {
+                        0.0
+                    } else {
+                        hj().iter().map(|v| v * v).sum()
+                    }
+                });
+                set(Base::Third, &|| {
+                    if is_head {
+                        0.0
+                    } else {
+                        family.third_central(&d.eta, dj, hj())
+                    }
+                });
                 if let Some(m) = &score_sq {
                     set(Base::ScoreSqMean, &|| m[j][0]);
                     set(Base::ScoreSqVar, &|| m[j][1]);

@@ -66,6 +66,18 @@ impl ExpFamily for Categorical {
             .sum()
     }
 
+    fn cov_diag(&self, p: &[f64], j: usize) -> f64 {
+        // Var(s_j) with s_j ~ Bernoulli(p_j).
+        p[j] * (1.0 - p[j])
+    }
+
+    fn kurt_excess_diag(&self, p: &[f64], j: usize) -> f64 {
+        // Var[(s_j − p_j)²]: (1 − p)² with probability p, p² otherwise.
+        let pj = p[j];
+        let d = 1.0 - 2.0 * pj;
+        pj * (1.0 - pj) * d * d
+    }
+
     fn third_central(&self, p: &[f64], u: &[f64], v: &[f64]) -> f64 {
         let (ub, vb) = (mean(p, u), mean(p, v));
         p.iter()

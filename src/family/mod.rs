@@ -96,6 +96,20 @@ pub trait ExpFamily: sealed::Sealed + Send + Sync + fmt::Debug {
     fn kurt_excess_quad(&self, eta: &[f64], u: &[f64]) -> f64;
     /// Third central moment contraction E[(uᵀs)²(vᵀs)].
     fn third_central(&self, eta: &[f64], u: &[f64], v: &[f64]) -> f64;
+    /// `C[e_j, e_j]`, [`ExpFamily::cov_quad`] at the unit vector e_j (a head unit: its Δ row
+    /// is e_j). The default forms e_j; families override it with a closed form.
+    fn cov_diag(&self, eta: &[f64], j: usize) -> f64 {
+        let mut u = vec![0.0; eta.len()];
+        u[j] = 1.0;
+        self.cov_quad(eta, &u)
+    }
+    /// `(K − C⊗C)[e_j⁴]`, [`ExpFamily::kurt_excess_quad`] at e_j (see
+    /// [`ExpFamily::cov_diag`]).
+    fn kurt_excess_diag(&self, eta: &[f64], j: usize) -> f64 {
+        let mut u = vec![0.0; eta.len()];
+        u[j] = 1.0;
+        self.kurt_excess_quad(eta, &u)
+    }
     /// log p(y|h), including the base measure.
     fn log_lik(&self, h: &[f64], y: &Label) -> Result<f64>;
     /// Residual r = t(y) − η of a given label, written to `r`.
@@ -200,6 +214,12 @@ impl ExpFamily for Family {
     fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
         self.as_dyn().cov_quad(eta, u)
     }
+    fn cov_diag(&self, eta: &[f64], j: usize) -> f64 {
+        self.as_dyn().cov_diag(eta, j)
+    }
+    fn kurt_excess_diag(&self, eta: &[f64], j: usize) -> f64 {
+        self.as_dyn().kurt_excess_diag(eta, j)
+    }
     fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
         self.as_dyn().kurt_quad(eta, u)
     }
@@ -235,4 +255,45 @@ pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod diag_tests {
+    use super::*;
+
+    /// The closed forms at a unit vector agree with the general contractions at e_j, for
+    /// every family and for peaked, flat and ordinary outputs (to 1e-14 of max(1, value): at a
+    /// peaked softmax both lose digits to 1 − p_j ≈ 1e-4).
+    #[test]
+    fn unit_vector_forms_match_the_general_ones() {
+        let outputs: [&[f64]; 4] = [
+            &[0.3, -1.2, 2.5, 0.0, 0.7],
+            &[12.0, -9.0, 0.5, 3.0, -2.0],
+            &[0.0; 5],
+            &[1e-3, -4.0, 4.0, 0.2, -0.2],
+        ];
+        for name in Family::NAMES {
+            let family = Family::from_name(name, 0.7).unwrap();
+            for h in outputs {
+                let eta = family.eta(h);
+                for j in 0..h.len() {
+                    let mut u = vec![0.0; h.len()];
+                    u[j] = 1.0;
+                    for (got, want, what) in [
+                        (family.cov_diag(&eta, j), family.cov_quad(&eta, &u), "C"),
+                        (
+                            family.kurt_excess_diag(&eta, j),
+                            family.kurt_excess_quad(&eta, &u),
+                            "K − C⊗C",
+                        ),
+                    ] {
+                        assert!(
+                            (got - want).abs() <= 1e-14 * want.abs().max(1.0),
+                            "{name} {what} at e_{j} of {h:?}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -409,6 +409,18 @@ fn tridiagonal_ql(n: usize, a: &[f64]) -> Option<Vec<f64>> {
     implicit_ql(&mut d, &mut e).then_some(d)
 }
 
+/// The end m ≥ l of the unreduced block of (d, e) that starts at l: the first m with
+/// `negligible(e[m], |d_m| + |d_{m+1}|)`, or n − 1.
+#[inline(always)]
+fn block_end(d: &[f64], e: &[f64], l: usize, negligible: impl Fn(f64, f64) -> bool) -> usize {
+    let n = d.len();
+    let mut m = l;
+    while m < n - 1 && !negligible(e[m], d[m].abs() + d[m + 1].abs()) {
+        m += 1;
+    }
+    m
+}
+
 /// Eigenvalues (unordered, in `d`) of the symmetric tridiagonal matrix (d, e) (layout of
 /// [`implicit_ql`]) by the root-free QL iteration of Pal, Walker and Kahan (LAPACK's `dsterf`):
 /// it works on the squares e_k², with one square root per iteration instead of one per
@@ -434,14 +446,8 @@ fn root_free_ql(d: &mut [f64], e: &mut [f64]) -> bool {
     for l in 0..n {
         let mut iter = 0;
         loop {
-            let mut m = l;
-            while m < n - 1 {
-                let dd = d[m].abs() + d[m + 1].abs();
-                if e[m] <= eps2 * dd * dd {
-                    break;
-                }
-                m += 1;
-            }
+            // (e holds squares: the test of implicit QL, squared.)
+            let m = block_end(d, e, l, |e, dd| e <= eps2 * dd * dd);
             if m == l {
                 break;
             }
@@ -495,14 +501,7 @@ fn implicit_ql(d: &mut [f64], e: &mut [f64]) -> bool {
     for l in 0..n {
         let mut iter = 0;
         loop {
-            let mut m = l;
-            while m < n - 1 {
-                let dd = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= f64::EPSILON * dd {
-                    break;
-                }
-                m += 1;
-            }
+            let m = block_end(d, e, l, |e, dd| e.abs() <= f64::EPSILON * dd);
             if m == l {
                 break;
             }

@@ -89,7 +89,7 @@ pub fn sym_min_eigenvalue(n: usize, a: &[f64]) -> Result<f64> {
 }
 
 /// Eigenvalues of the symmetric n×n matrix `a` (row-major), in descending order, by Householder
-/// tridiagonalisation and the root-free QL iteration ([`root_free_ql`]; implicit QL, then
+/// tridiagonalisation and the root-free QL iteration (Pal, Walker and Kahan; implicit QL, then
 /// faer, are the fallbacks if it does not converge). The same values as [`sym_eigenvalues`] up to round-off (both are backward
 /// stable), several times faster for the n ≲ 100 matrices of the theory layer.
 pub fn sym_eigenvalues_ql(n: usize, a: &[f64]) -> Result<Vec<f64>> {

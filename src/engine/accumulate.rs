@@ -286,7 +286,9 @@ impl Accumulator {
         }
     }
 
-    /// Adds input number `index`; inputs must come in order 0, 1, 2, …
+    /// Adds input number `index`; inputs must come in order 0, 1, 2, … (the GPU engine's
+    /// per-input path; the CPU engine prepares inputs in parallel).
+    #[cfg(feature = "gpu")]
     pub fn add(&mut self, index: usize, stats: &InputStats) {
         let prepared = self.prepare(stats);
         self.add_prepared(index, stats, prepared);

@@ -124,19 +124,7 @@ fn bench_blocked(c: &mut Criterion) {
                 let flops = b as u64 * reverse_flops(&widths, hessian);
                 let label = format!("784-256-128-64-10 B={b} hessian={hessian} threads={threads}");
                 g.throughput(Throughput::Elements(flops));
-                g.bench_function(&label, |bch| {
-                    bch.iter(|| {
-                        p.install(|| {
-                            black_box(blocked::block_derivatives(
-                                &m,
-                                family.as_dyn(),
-                                x.view(),
-                                hessian,
-                            ))
-                        })
-                    })
-                });
-                summary(&format!("blocked   {label}"), b, flops, 3, &mut || {
+                let run = || {
                     p.install(|| {
                         black_box(blocked::block_derivatives(
                             &m,
@@ -145,7 +133,9 @@ fn bench_blocked(c: &mut Criterion) {
                             hessian,
                         ));
                     })
-                });
+                };
+                g.bench_function(&label, |bch| bch.iter(run));
+                summary(&format!("blocked   {label}"), b, flops, 3, &mut || run());
             }
         }
         // The per-input reference (always with the Hessian) on fewer inputs: it is slow.

@@ -242,6 +242,22 @@ fn normalise(x: &mut [f64]) -> bool {
     true
 }
 
+/// Accepts a GEAP step: the new iterate and its gradient (`x[1]`, `g[1]`) replace the old
+/// ones and λ becomes `ln`; true when |ln − λ| ≤ tol·|λ| (converged).
+fn accept_step(
+    [x, xn]: [&mut Vec<f64>; 2],
+    [g, gn]: [&mut Vec<f64>; 2],
+    lambda: &mut f64,
+    ln: f64,
+    tol: f64,
+) -> bool {
+    std::mem::swap(x, xn);
+    std::mem::swap(g, gn);
+    let done = (ln - *lambda).abs() <= tol * lambda.abs();
+    *lambda = ln;
+    done
+}
+
 /// GEAP from `x0` (normalised here): β = +1 ascends to a local maximum of `T[x⁴]` on the
 /// sphere, β = −1 descends to a local minimum. At most `max_iter` iterations.
 pub fn geap(
@@ -322,11 +338,13 @@ pub fn geap(
             continue;
         }
         refresh = false;
-        std::mem::swap(&mut x, &mut xn);
-        std::mem::swap(&mut g, &mut gn);
-        let done = (ln - lambda).abs() <= opts.tol * lambda.abs();
-        lambda = ln;
-        if done {
+        if accept_step(
+            [&mut x, &mut xn],
+            [&mut g, &mut gn],
+            &mut lambda,
+            ln,
+            opts.tol,
+        ) {
             converged = true;
             break;
         }
@@ -397,11 +415,13 @@ fn geap_fixed(
                 break;
             }
         }
-        std::mem::swap(&mut x, &mut xn);
-        std::mem::swap(&mut g, &mut gn);
-        let done = (ln - lambda).abs() <= opts.tol * lambda.abs();
-        lambda = ln;
-        if done {
+        if accept_step(
+            [&mut x, &mut xn],
+            [&mut g, &mut gn],
+            &mut lambda,
+            ln,
+            opts.tol,
+        ) {
             converged = true;
             break;
         }

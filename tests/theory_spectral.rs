@@ -15,7 +15,7 @@ use common::*;
 use diagfim::theory::moments::Moments;
 use diagfim::theory::zeig::{
     extreme_z_eigenvalue, geap, standard_starts, Dense4, ExcessMoment, FourthMoment, GeapOptions,
-    SymTensor4,
+    Starts, SymTensor4,
 };
 use diagfim::theory::Spectrum;
 use diagfim::Family;
@@ -240,7 +240,8 @@ fn power_method_rejects_bad_starts() {
     assert!(geap(&t, &[0.0, 0.0, 0.0], true, &opts, 10).is_err());
     assert!(geap(&t, &[1.0, 0.0], true, &opts, 10).is_err());
     assert!(geap(&t, &[f64::NAN, 1.0, 0.0], true, &opts, 10).is_err());
-    assert!(extreme_z_eigenvalue(&t, &[vec![0.0; 3]], true, &opts).is_err());
+    assert!(extreme_z_eigenvalue(&t, &Starts::from(vec![vec![0.0; 3]]), true, &opts).is_err());
+    assert!(extreme_z_eigenvalue(&t, &Starts::from(vec![vec![1.0; 2]]), true, &opts).is_err());
     assert!(Dense4::new(3, &[0.0; 10]).is_err());
 }
 

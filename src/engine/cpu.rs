@@ -263,7 +263,17 @@ pub(crate) fn input_stats(
                         }
                     })
                 };
-                let dn2 = || dj.iter().map(|v| v * v).sum::<f64>();
+                // ‖Δ_j‖² once per unit (three bases read it); 1 at the head (Δ_j = e_j).
+                let dn2_once = std::cell::OnceCell::new();
+                let dn2 = || {
+                    *dn2_once.get_or_init(|| {
+                        if is_head {
+                            1.0
+                        } else {
+                            dj.iter().map(|v| v * v).sum::<f64>()
+                        }
+                    })
+                };
                 let hj = || hj.expect("the Hessian pass ran");
                 set(Base::Q, &q);
                 set(Base::V, &|| {
@@ -310,7 +320,7 @@ pub(crate) fn input_stats(
                 }
                 set(Base::DeltaNorm4, &|| dn2() * dn2());
                 set(Base::DeltaCentredNorm2, &|| {
-                    let dsum: f64 = dj.iter().sum();
+                    let dsum: f64 = if is_head { 1.0 } else { dj.iter().sum() };
                     (dn2() - dsum * dsum / o).max(0.0)
                 });
             }

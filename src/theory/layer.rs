@@ -303,7 +303,47 @@ fn gram_spectrum(m: ArrayView2<f64>) -> Result<Runs> {
     }
 }
 
+/// Whether the layer is a head: Δ = I (O×O) and Hd = 0. Stops at the first entry that
+/// differs, so a hidden layer costs next to nothing.
+fn is_head(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> bool {
+    let (n, o) = delta.dim();
+    let zero = |s: &[f64]| s.iter().all(|v| *v == 0.0);
+    n == o
+        && hd.dim() == (n, o)
+        && delta.rows().into_iter().enumerate().all(|(j, r)| {
+            r[j] == 1.0
+                && match r.as_slice() {
+                    Some(r) => zero(&r[..j]) && zero(&r[j + 1..]),
+                    None => r.iter().enumerate().all(|(a, v)| a == j || *v == 0.0),
+                }
+        })
+        && match hd.as_slice_memory_order() {
+            Some(h) => zero(h),
+            None => hd.iter().all(|v| *v == 0.0),
+        }
+}
+
+/// [`layer_spectra`] of a head (Δ = I, Hd = 0, O outputs) in closed form, the values the
+/// general route computes: ΔᵀΔ = Γ = I (O unit eigenvalues), HdᵀHd = 0.
+fn head_spectra(o: usize) -> LayerSpectra {
+    let ones = || Runs::from_values(vec![1.0; o]);
+    let gram_size = o.min(o * (o + 1) / 2);
+    LayerSpectra {
+        u: ones(),
+        v: Runs::default(),
+        tr_u: o as f64,
+        tr_v: 0.0,
+        tr_gamma: o as f64,
+        gamma: (gram_size <= RUHE_MAX_SIZE).then(ones),
+        gamma_max: if o == 0 { 0.0 } else { 1.0 },
+        gram_size,
+    }
+}
+
 fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
+    if is_head(delta, hd) {
+        return Ok(head_spectra(delta.ncols()));
+    }
     let (n, o) = delta.dim();
     let u = gram_spectrum(delta)?;
     let v = gram_spectrum(hd)?;

@@ -7,7 +7,8 @@
 //! from closed forms or λ_max(M) (see [`super::spectrum`]).
 
 use super::eigen::{dot, sym_eigen, sym_min_eigenvalue};
-use super::moments::Moments;
+use super::moments::{categorical_step, Moments};
+use crate::family::FamilyKind;
 use crate::{rng, Error, Result};
 
 /// A symmetric 4-tensor given by its contractions.
@@ -26,12 +27,47 @@ pub trait SymTensor4 {
     fn shift_bound(&self, _maximize: bool) -> Option<f64> {
         None
     }
+    /// One step of the fixed-shift power method: `xn` = (βg + αx)/‖βg + αx‖ and `gn` = T xn³
+    /// from the unit iterate x and g = T x³; returns T[xn⁴], or None when βg + αx is zero or
+    /// not finite. The family tensors fuse the passes over the classes.
+    fn step(
+        &self,
+        xg: [&[f64]; 2],
+        beta: f64,
+        alpha: f64,
+        xn: &mut [f64],
+        gn: &mut [f64],
+    ) -> Option<f64> {
+        plain_step(self, xg, beta, alpha, xn, gn)
+    }
     /// `T[x⁴]`.
     fn value(&self, x: &[f64]) -> f64 {
         let mut g = vec![0.0; self.dim()];
         self.apply3(x, &mut g);
         g.iter().zip(x).map(|(g, x)| g * x).sum()
     }
+}
+
+/// [`SymTensor4::step`] through [`SymTensor4::apply3`].
+fn plain_step<T: SymTensor4 + ?Sized>(
+    t: &T,
+    [x, g]: [&[f64]; 2],
+    beta: f64,
+    alpha: f64,
+    xn: &mut [f64],
+    gn: &mut [f64],
+) -> Option<f64> {
+    for ((xn, g), x) in xn.iter_mut().zip(g).zip(x) {
+        *xn = beta * g + alpha * x;
+    }
+    let n = dot(xn, xn).sqrt();
+    if !(n.is_finite() && n > 0.0) {
+        return None;
+    }
+    let inv = 1.0 / n;
+    xn.iter_mut().for_each(|v| *v *= inv);
+    t.apply3(xn, gn);
+    Some(dot(gn, xn))
 }
 
 /// A dense O⁴ tensor (row-major), symmetrised over all 24 index permutations on construction.
@@ -131,6 +167,19 @@ impl SymTensor4 for FourthMoment<'_> {
     fn apply2(&self, x: &[f64], gm: &mut [f64]) {
         self.0.kurt_x2(x, gm)
     }
+    fn step(
+        &self,
+        xg: [&[f64]; 2],
+        beta: f64,
+        alpha: f64,
+        xn: &mut [f64],
+        gn: &mut [f64],
+    ) -> Option<f64> {
+        match self.0.kind {
+            FamilyKind::Categorical => categorical_step(self.0.eta, xg, beta, alpha, false, xn, gn),
+            _ => plain_step(self, xg, beta, alpha, xn, gn),
+        }
+    }
     fn shift_bound(&self, maximize: bool) -> Option<f64> {
         // K x² = E[(xᵀs)² s sᵀ] ⪰ 0 for every x: K[x⁴] is convex, c = 0.
         maximize.then_some(0.0)
@@ -175,6 +224,19 @@ impl SymTensor4 for ExcessMoment<'_> {
             for b in 0..o {
                 gm[a * o + b] -= (q * c[a * o + b] + 2.0 * cx[a] * cx[b]) / 3.0;
             }
+        }
+    }
+    fn step(
+        &self,
+        xg: [&[f64]; 2],
+        beta: f64,
+        alpha: f64,
+        xn: &mut [f64],
+        gn: &mut [f64],
+    ) -> Option<f64> {
+        match self.m.kind {
+            FamilyKind::Categorical => categorical_step(self.m.eta, xg, beta, alpha, true, xn, gn),
+            _ => plain_step(self, xg, beta, alpha, xn, gn),
         }
     }
     fn shift_bound(&self, maximize: bool) -> Option<f64> {
@@ -242,17 +304,39 @@ fn normalise(x: &mut [f64]) -> bool {
     true
 }
 
-/// Accepts a GEAP step: the new iterate and its gradient (`x[1]`, `g[1]`) replace the old
-/// ones and λ becomes `ln`; true when |ln − λ| ≤ tol·|λ| (converged).
-fn accept_step(
-    [x, xn]: [&mut Vec<f64>; 2],
-    [g, gn]: [&mut Vec<f64>; 2],
-    lambda: &mut f64,
-    ln: f64,
-    tol: f64,
-) -> bool {
-    std::mem::swap(x, xn);
-    std::mem::swap(g, gn);
+/// The vectors of one run of the method: the iterate x, g = T x³, and the candidates xn, gn.
+/// Allocated once per [`extreme_z_eigenvalue`] and reused by every start.
+struct Work {
+    x: Vec<f64>,
+    g: Vec<f64>,
+    xn: Vec<f64>,
+    gn: Vec<f64>,
+}
+
+impl Work {
+    fn new(o: usize) -> Work {
+        Work {
+            x: vec![0.0; o],
+            g: vec![0.0; o],
+            xn: vec![0.0; o],
+            gn: vec![0.0; o],
+        }
+    }
+}
+
+/// How one run ended: λ, the iterations and whether the tolerance was met (x is in the work).
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    value: f64,
+    iterations: usize,
+    converged: bool,
+}
+
+/// Accepts a GEAP step: the new iterate and its gradient (`xn`, `gn`) replace the old ones and
+/// λ becomes `ln`; true when |ln − λ| ≤ tol·|λ| (converged).
+fn accept_step(w: &mut Work, lambda: &mut f64, ln: f64, tol: f64) -> bool {
+    std::mem::swap(&mut w.x, &mut w.xn);
+    std::mem::swap(&mut w.g, &mut w.gn);
     let done = (ln - *lambda).abs() <= tol * lambda.abs();
     *lambda = ln;
     done
@@ -274,33 +358,65 @@ pub fn geap(
             x0.len()
         )));
     }
-    let mut x = x0.to_vec();
-    if !normalise(&mut x) {
-        return Err(Error::Input(
-            "a start vector of the power method is zero or not finite".into(),
-        ));
-    }
+    let mut w = Work::new(o);
+    w.x.copy_from_slice(x0);
+    let r = geap_in(t, &mut w, maximize, opts, max_iter)?;
+    Ok(ZEigenpair {
+        value: r.value,
+        vector: w.x,
+        iterations: r.iterations,
+        converged: r.converged,
+    })
+}
+
+/// [`geap`] from the start in `w.x` (of length O), which it normalises; the final iterate is
+/// left in `w.x`.
+fn geap_in(
+    t: &dyn SymTensor4,
+    w: &mut Work,
+    maximize: bool,
+    opts: &GeapOptions,
+    max_iter: usize,
+) -> Result<Run> {
+    let zero_start =
+        || Error::Input("a start vector of the power method is zero or not finite".into());
     let beta = if maximize { 1.0 } else { -1.0 };
     if opts.fixed_shift {
         if let Some(c) = t.shift_bound(maximize) {
-            return geap_fixed(t, x, beta, opts, max_iter, (opts.tau + 12.0 * c) / 4.0);
+            // Normalise and contract in one step (β = 0, α = 1; x stands in for g).
+            let lambda = t
+                .step([&w.x, &w.x], 0.0, 1.0, &mut w.xn, &mut w.gn)
+                .ok_or_else(zero_start)?;
+            std::mem::swap(&mut w.x, &mut w.xn);
+            std::mem::swap(&mut w.g, &mut w.gn);
+            return geap_fixed(
+                t,
+                w,
+                lambda,
+                beta,
+                opts,
+                max_iter,
+                (opts.tau + 12.0 * c) / 4.0,
+            );
         }
     }
-    let mut g = vec![0.0; o];
-    let mut gn = vec![0.0; o];
+    if !normalise(&mut w.x) {
+        return Err(zero_start());
+    }
+    let o = t.dim();
     let mut gm = vec![0.0; o * o];
     let mut hm = vec![0.0; o * o];
-    let mut xn = vec![0.0; o];
-    t.apply3(&x, &mut g);
-    let mut lambda: f64 = g.iter().zip(&x).map(|(g, x)| g * x).sum();
+    t.apply3(&w.x, &mut w.g);
+    let mut lambda = dot(&w.g, &w.x);
     let mut converged = false;
     let mut it = 0;
     let (mut alpha, mut age, mut refresh) = (0.0, 0usize, true);
     while it < max_iter {
         it += 1;
         let fresh = refresh || age >= opts.shift_every.max(1);
+        let (x, g) = (&w.x, &w.g);
         if fresh {
-            t.apply2(&x, &mut gm);
+            t.apply2(x, &mut gm);
             // Hessian of f(x) = T[x⁴]/‖x‖⁴ at the unit x (MATH §7), times β.
             for a in 0..o {
                 for b in 0..o {
@@ -316,15 +432,15 @@ pub fn geap(
             age = 0;
         }
         age += 1;
-        for ((xn, g), x) in xn.iter_mut().zip(&g).zip(&x) {
+        for ((xn, g), x) in w.xn.iter_mut().zip(g).zip(x) {
             *xn = beta * (g + alpha * x);
         }
-        if !normalise(&mut xn) {
+        if !normalise(&mut w.xn) {
             converged = true;
             break;
         }
-        t.apply3(&xn, &mut gn);
-        let ln: f64 = gn.iter().zip(&xn).map(|(g, x)| g * x).sum();
+        t.apply3(&w.xn, &mut w.gn);
+        let ln = dot(&w.gn, &w.xn);
         if !ln.is_finite() {
             return Err(Error::NonFinite {
                 what: "a tensor eigenvalue iteration".into(),
@@ -338,67 +454,47 @@ pub fn geap(
             continue;
         }
         refresh = false;
-        if accept_step(
-            [&mut x, &mut xn],
-            [&mut g, &mut gn],
-            &mut lambda,
-            ln,
-            opts.tol,
-        ) {
+        if accept_step(w, &mut lambda, ln, opts.tol) {
             converged = true;
             break;
         }
     }
-    Ok(ZEigenpair {
+    Ok(Run {
         value: lambda,
-        vector: x,
         iterations: it,
         converged,
     })
 }
 
 /// GEAP with a certified fixed shift `shift` (> 0; [`SymTensor4::shift_bound`]), O(O) per step
-/// for the family tensors. Every step first tries a smaller shift (halved after each success,
-/// from the certified one) and keeps it if f does not decrease; otherwise the step is redone
-/// with the certified shift, with which f never decreases. A smaller shift is a longer step:
-/// the probes and the final convergence advance about as fast as with the adaptive shift.
+/// for the family tensors, from the unit `w.x` with `w.g` = T x³ and λ = T[x⁴]. Every step
+/// first tries a smaller shift (halved after each success, from the certified one) and keeps
+/// it if f does not decrease; otherwise the step is redone with the certified shift, with
+/// which f never decreases. A smaller shift is a longer step: the probes and the final
+/// convergence advance about as fast as with the adaptive shift.
 fn geap_fixed(
     t: &dyn SymTensor4,
-    mut x: Vec<f64>,
+    w: &mut Work,
+    mut lambda: f64,
     beta: f64,
     opts: &GeapOptions,
     max_iter: usize,
     shift: f64,
-) -> Result<ZEigenpair> {
-    let o = x.len();
-    let mut g = vec![0.0; o];
-    let mut gn = vec![0.0; o];
-    let mut xn = vec![0.0; o];
-    t.apply3(&x, &mut g);
-    let mut lambda: f64 = dot(&g, &x);
-    let mut converged = false;
+) -> Result<Run> {
     let mut it = 0;
     let mut trial = 0.5 * shift;
     while it < max_iter {
         it += 1;
         let mut ln = f64::NAN;
         for a in [trial, shift] {
-            for ((xn, g), x) in xn.iter_mut().zip(&g).zip(&x) {
-                *xn = beta * g + a * x;
-            }
-            let n = dot(&xn, &xn).sqrt();
-            if !(n.is_finite() && n > 0.0) {
-                return Ok(ZEigenpair {
+            let Some(v) = t.step([&w.x, &w.g], beta, a, &mut w.xn, &mut w.gn) else {
+                return Ok(Run {
                     value: lambda,
-                    vector: x,
                     iterations: it,
                     converged: true,
                 });
-            }
-            let inv = 1.0 / n;
-            xn.iter_mut().for_each(|v| *v *= inv);
-            t.apply3(&xn, &mut gn);
-            ln = dot(&gn, &xn);
+            };
+            ln = v;
             if !ln.is_finite() {
                 return Err(Error::NonFinite {
                     what: "a tensor eigenvalue iteration".into(),
@@ -415,23 +511,63 @@ fn geap_fixed(
                 break;
             }
         }
-        if accept_step(
-            [&mut x, &mut xn],
-            [&mut g, &mut gn],
-            &mut lambda,
-            ln,
-            opts.tol,
-        ) {
-            converged = true;
-            break;
+        if accept_step(w, &mut lambda, ln, opts.tol) {
+            return Ok(Run {
+                value: lambda,
+                iterations: it,
+                converged: true,
+            });
         }
     }
-    Ok(ZEigenpair {
+    Ok(Run {
         value: lambda,
-        vector: x,
         iterations: it,
-        converged,
+        converged: false,
     })
+}
+
+/// Start vectors of the power method: the unit vectors e_0 … e_{units−1} (implicit: O of
+/// them cost nothing to store), then explicit vectors of length O.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Starts {
+    units: usize,
+    dense: Vec<Vec<f64>>,
+}
+
+impl Starts {
+    /// The number of starts.
+    pub fn len(&self) -> usize {
+        self.units + self.dense.len()
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Writes start `i` (< [`Starts::len`]) into `out` (of the starts' length O); false if
+    /// the start is zero.
+    fn write(&self, i: usize, out: &mut [f64]) -> bool {
+        if i < self.units {
+            if i >= out.len() {
+                return false;
+            }
+            out.fill(0.0);
+            out[i] = 1.0;
+            return true;
+        }
+        let v = &self.dense[i - self.units];
+        if v.iter().all(|v| *v == 0.0) {
+            return false;
+        }
+        out.copy_from_slice(v);
+        true
+    }
+}
+
+impl From<Vec<Vec<f64>>> for Starts {
+    /// Explicit starts only.
+    fn from(dense: Vec<Vec<f64>>) -> Starts {
+        Starts { units: 0, dense }
+    }
 }
 
 /// The standard starts (MATH §7): e_a, 1/√O, (e_a − e_b)/√2 for pairs among the `pair_top`
@@ -443,14 +579,8 @@ pub fn standard_starts(
     pair_top: usize,
     extra: &[Vec<f64>],
     random: usize,
-) -> Vec<Vec<f64>> {
-    let unit = |a: usize| {
-        let mut e = vec![0.0; o];
-        e[a] = 1.0;
-        e
-    };
-    let mut starts: Vec<Vec<f64>> = (0..o).map(unit).collect();
-    starts.push(vec![1.0 / (o as f64).sqrt(); o]);
+) -> Starts {
+    let mut dense = vec![vec![1.0 / (o as f64).sqrt(); o]];
     let mut order: Vec<usize> = (0..o).collect();
     if let Some(w) = weights {
         order.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
@@ -461,10 +591,10 @@ pub fn standard_starts(
             let mut v = vec![0.0; o];
             v[a] = std::f64::consts::FRAC_1_SQRT_2;
             v[b] = -std::f64::consts::FRAC_1_SQRT_2;
-            starts.push(v);
+            dense.push(v);
         }
     }
-    starts.extend(extra.iter().filter(|v| v.len() == o).cloned());
+    dense.extend(extra.iter().filter(|v| v.len() == o).cloned());
     for r in 0..random {
         let v: Vec<f64> = (0..o.div_ceil(2))
             .flat_map(|k| {
@@ -474,16 +604,17 @@ pub fn standard_starts(
             })
             .take(o)
             .collect();
-        starts.push(v);
+        dense.push(v);
     }
-    starts
+    Starts { units: o, dense }
 }
 
 /// The extreme Z-eigenvalue over several starts: every start runs `probe_iter` iterations,
-/// then the `keep` best distinct ones run to convergence; the best value wins.
+/// then the `keep` best distinct ones run to convergence; the best value wins. Starts that
+/// are zero or of another length than the tensor's are skipped.
 pub fn extreme_z_eigenvalue(
     t: &dyn SymTensor4,
-    starts: &[Vec<f64>],
+    starts: &Starts,
     maximize: bool,
     opts: &GeapOptions,
 ) -> Result<ZEigenpair> {
@@ -494,14 +625,24 @@ pub fn extreme_z_eigenvalue(
         shift_every: 1,
         ..*opts
     };
+    let o = t.dim();
+    if let Some(v) = starts.dense.iter().find(|v| v.len() != o) {
+        return Err(Error::Input(format!(
+            "a start vector has {} entries, the tensor has dimension {o}",
+            v.len()
+        )));
+    }
+    let mut w = Work::new(o);
     // Only the values are kept (not O vectors of length O): the kept probes are run again,
     // with the same result, as the method is deterministic.
     let mut probes: Vec<(f64, usize)> = Vec::with_capacity(starts.len());
-    for (i, s) in starts.iter().enumerate() {
-        if s.iter().all(|v| *v == 0.0) {
-            continue;
+    for i in 0..starts.len() {
+        if starts.write(i, &mut w.x) {
+            probes.push((
+                geap_in(t, &mut w, maximize, &exact, opts.probe_iter)?.value,
+                i,
+            ));
         }
-        probes.push((geap(t, s, maximize, &exact, opts.probe_iter)?.value, i));
     }
     probes.sort_by(|a, b| (sign * b.0).total_cmp(&(sign * a.0)));
     let mut kept: Vec<ZEigenpair> = Vec::new();
@@ -509,14 +650,19 @@ pub fn extreme_z_eigenvalue(
         if kept.len() >= opts.keep.max(1) {
             break;
         }
-        let p = geap(t, &starts[i], maximize, &exact, opts.probe_iter)?;
+        starts.write(i, &mut w.x);
+        let r = geap_in(t, &mut w, maximize, &exact, opts.probe_iter)?;
         // Distinct up to sign (T[x⁴] is even).
-        let same = kept.iter().any(|k| {
-            let d: f64 = k.vector.iter().zip(&p.vector).map(|(a, b)| a * b).sum();
-            d.abs() > 1.0 - 1e-10
-        });
+        let same = kept
+            .iter()
+            .any(|k| dot(&k.vector, &w.x).abs() > 1.0 - 1e-10);
         if !same {
-            kept.push(p);
+            kept.push(ZEigenpair {
+                value: r.value,
+                vector: w.x.clone(),
+                iterations: r.iterations,
+                converged: r.converged,
+            });
         }
     }
     let mut best: Option<ZEigenpair> = None;

@@ -176,6 +176,7 @@ fn main() -> diagfim::Result<()> {
                             delta: delta.view(),
                             hd: hd.view(),
                             layer_input: a.view(),
+                            head: false,
                         })
                         .collect();
                     input_theory(s, &layers)

@@ -183,6 +183,8 @@ fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
                     delta: d.delta[l].view(),
                     hd: d.hd[l].view(),
                     layer_input: d.layer_inputs[l].view(),
+                    // The last layer is the head: the closed forms, checked by the oracle.
+                    head: l + 1 == d.delta.len(),
                 })
                 .collect();
             let th = input_theory(&spec, &layers).unwrap();

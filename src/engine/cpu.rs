@@ -330,7 +330,8 @@ pub(crate) fn input_stats(
     let theory = match (&spectrum, needs.tensor_bounds) {
         (Some(spectrum), true) => {
             let started = std::time::Instant::now();
-            let t = input_theory_of(spectrum, &d.delta, &d.hd, &d.layer_inputs)?;
+            // The last layer is the head (Δ_L = I, Hd_L = 0, asserted above).
+            let t = input_theory_of(spectrum, &d.delta, &d.hd, &d.layer_inputs, true)?;
             theory_s += started.elapsed().as_secs_f64();
             Some(t)
         }

@@ -31,6 +31,10 @@ pub struct LayerData<'a> {
     pub hd: ArrayView2<'a, f64>,
     /// a_{l−1} (the layer's input).
     pub layer_input: ArrayView1<'a, f64>,
+    /// The caller guarantees that this is the output layer, whose Δ = I and Hd = 0: the closed
+    /// forms are used without reading Δ and Hd. False: a head is still recognised from Δ and
+    /// Hd (at the cost of reading them).
+    pub head: bool,
 }
 
 /// Bounds on the sums over one parameter tensor S of I, N·Var Î1 and N·Var Î2, for one input
@@ -163,6 +167,7 @@ pub fn ruhe(alpha: &Runs, beta: &Runs, n: usize) -> (f64, f64) {
 }
 
 /// Spectral data of one layer and input, shared by its weight and bias tensors.
+#[derive(Debug, PartialEq)]
 struct LayerSpectra {
     /// Eigenvalues of ΔᵀΔ and HdᵀHd (O×O).
     u: Runs,
@@ -279,8 +284,8 @@ fn sym_gram_reference(delta: ArrayView2<f64>) -> Vec<f64> {
 /// and m mᵀ (n×n), which share them: O(n·O·min(n, O)) to form, min(n, O)³ to solve, at most
 /// O(n·O²) in all. When every row of m has at most one non-zero entry (the head's Δ = I, its
 /// Hd = 0, saturated units), mᵀm is diagonal, with the column sums of squares as eigenvalues:
-/// O(n·O).
-fn gram_spectrum(m: ArrayView2<f64>) -> Result<Runs> {
+/// O(n·O). `mmt`: m mᵀ, when the caller has it.
+fn gram_spectrum(m: ArrayView2<f64>, mmt: Option<&Array2<f64>>) -> Result<Runs> {
     let (n, o) = m.dim();
     let sparse = m
         .rows()
@@ -296,7 +301,10 @@ fn gram_spectrum(m: ArrayView2<f64>) -> Result<Runs> {
         return Ok(Runs::from_values(d));
     }
     if n < o {
-        let g: Vec<f64> = m.dot(&m.t()).iter().copied().collect();
+        let g: Vec<f64> = match mmt {
+            Some(p) => p.iter().copied().collect(),
+            None => m.dot(&m.t()).iter().copied().collect(),
+        };
         Ok(Runs::from_values(sym_eigenvalues_ql(n, &g)?))
     } else {
         Ok(Runs::from_values(sym_eigenvalues_ql(o, &gram(m))?))
@@ -340,13 +348,28 @@ fn head_spectra(o: usize) -> LayerSpectra {
     }
 }
 
-fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
-    if is_head(delta, hd) {
+fn layer_spectra(l: &LayerData<'_>) -> Result<LayerSpectra> {
+    let (delta, hd) = (l.delta, l.hd);
+    debug_assert!(
+        !l.head || is_head(delta, hd),
+        "a declared head has Δ = I, Hd = 0"
+    );
+    if l.head || is_head(delta, hd) {
         return Ok(head_spectra(delta.ncols()));
     }
+    general_spectra(delta, hd)
+}
+
+/// [`layer_spectra`] of any layer, from Δ and Hd.
+fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
     let (n, o) = delta.dim();
-    let u = gram_spectrum(delta)?;
-    let v = gram_spectrum(hd)?;
+    let sym = o * (o + 1) / 2;
+    let gram_size = n.min(sym);
+    // ΔΔᵀ (n × n) serves both the spectrum of ΔᵀΔ (when n < O) and Γ = (ΔΔᵀ)∘² (when
+    // n ≤ O(O+1)/2): formed once.
+    let ddt = (n < o && gram_size <= RUHE_MAX_SIZE && n <= sym).then(|| delta.dot(&delta.t()));
+    let u = gram_spectrum(delta, ddt.as_ref())?;
+    let v = gram_spectrum(hd, None)?;
     let norms2: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
     let tr_u = norms2.iter().sum();
     let tr_v = hd.iter().map(|v| v * v).sum();
@@ -354,12 +377,10 @@ fn layer_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpe
     // Δ_j⊗Δ_j lies in the symmetric subspace of R^{O²}; in its orthonormal basis it has the
     // O(O+1)/2 coordinates Δ_a² and √2·Δ_aΔ_b (a < b), so G_S's non-zero spectrum is that of
     // an (O(O+1)/2)² matrix, or of the n_l×n_l Gram Γ, whichever is smaller.
-    let sym = o * (o + 1) / 2;
-    let gram_size = n.min(sym);
     let gamma = if gram_size > RUHE_MAX_SIZE {
         None
     } else if n <= sym {
-        let p = delta.dot(&delta.t());
+        let p = ddt.unwrap_or_else(|| delta.dot(&delta.t()));
         let g: Vec<f64> = p.iter().map(|v| v * v).collect();
         Some(Runs::from_values(sym_eigenvalues_ql(n, &g)?))
     } else {
@@ -420,7 +441,7 @@ pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<Inp
     let layers = layers
         .iter()
         .map(|l| {
-            let ls = layer_spectra(l.delta, l.hd)?;
+            let ls = layer_spectra(l)?;
             let s2: f64 = l.layer_input.iter().map(|a| a * a).sum();
             let s4: f64 = l.layer_input.iter().map(|a| a.powi(4)).sum();
             Ok(LayerBounds {
@@ -432,21 +453,27 @@ pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<Inp
     Ok(InputTheory { layers })
 }
 
-/// [`input_theory`] from each layer's Δ_l, Hd_l and layer input, as owned arrays.
+/// [`input_theory`] from each layer's Δ_l, Hd_l and layer input, as owned arrays. `head`: the
+/// caller guarantees that the last layer is the output layer (Δ = I, Hd = 0;
+/// [`LayerData::head`]).
 pub fn input_theory_of(
     spectrum: &Spectrum,
     delta: &[Array2<f64>],
     hd: &[Array2<f64>],
     layer_inputs: &[Array1<f64>],
+    head: bool,
 ) -> Result<InputTheory> {
+    let last = delta.len().saturating_sub(1);
     let layers: Vec<LayerData<'_>> = delta
         .iter()
         .zip(hd)
         .zip(layer_inputs)
-        .map(|((delta, hd), a)| LayerData {
+        .enumerate()
+        .map(|(l, ((delta, hd), a))| LayerData {
             delta: delta.view(),
             hd: hd.view(),
             layer_input: a.view(),
+            head: head && l == last,
         })
         .collect();
     input_theory(spectrum, &layers)
@@ -495,7 +522,7 @@ mod tests {
             let want = Runs::from_values(
                 super::super::eigen::sym_eigenvalues(o, &gram(m.view())).unwrap(),
             );
-            let got = gram_spectrum(m.view()).unwrap();
+            let got = gram_spectrum(m.view(), None).unwrap();
             let scale = want.max().max(1e-300);
             for k in 0..o.max(want.len()).max(got.len()) {
                 assert!(
@@ -506,6 +533,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The head's closed forms are exactly what the general route computes from Δ = I and
+    /// Hd = 0 (with and without the Thm C.1 spectrum of Γ), and a head is recognised from its
+    /// values while a near-identity is not.
+    #[test]
+    fn head_closed_forms_match_the_general_route() {
+        for o in [1usize, 2, 3, 10, 300] {
+            let (delta, hd) = (Array2::<f64>::eye(o), Array2::<f64>::zeros((o, o)));
+            let general = general_spectra(delta.view(), hd.view()).unwrap();
+            assert_eq!(head_spectra(o), general, "O = {o}");
+            assert_eq!(general.gamma.is_some(), o <= RUHE_MAX_SIZE);
+            assert!(is_head(delta.view(), hd.view()));
+            let mut near = delta.clone();
+            near[[0, o - 1]] = if o == 1 { 1.0 + f64::EPSILON } else { 1e-300 };
+            assert!(!is_head(near.view(), hd.view()), "O = {o}");
+            let mut hd1 = hd.clone();
+            hd1[[o - 1, 0]] = -1e-300;
+            assert!(!is_head(delta.view(), hd1.view()));
+        }
+        assert!(!is_head(
+            matrix(3, 4, 1).view(),
+            Array2::zeros((3, 4)).view()
+        ));
     }
 
     /// The fourth-moment construction of G_S against the previous outer-product sum.

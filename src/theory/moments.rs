@@ -121,6 +121,26 @@ pub(crate) fn categorical_step(
     })
 }
 
+/// g = T e_a³ and T[e_a⁴] for the categorical K (`excess` false) or sym(K − C⊗C) (`excess`
+/// true) in closed form (Σ p = 1): with w = e_a − p_a 1, Σ p w² = p_a(1 − p_a),
+/// Σ p w³ = p_a(1 − p_a)(1 − 2p_a), Σ p w⁴ = p_a(1 − p_a)⁴ + (1 − p_a)p_a⁴, and
+/// g_b = p_b (w_b³ − Σ p w³ − q w_b) with q = Σ p w² (excess) or 0 (as [`categorical_step`]).
+pub(crate) fn categorical_unit(p: &[f64], a: usize, excess: bool, g: &mut [f64]) -> f64 {
+    let pa = p[a];
+    let qa = 1.0 - pa;
+    let m2 = pa * qa;
+    let m3 = m2 * (1.0 - 2.0 * pa);
+    let m4 = pa * qa.powi(4) + qa * pa.powi(4);
+    let q = if excess { m2 } else { 0.0 };
+    // w_b = −p_a off a: g_b = p_b·c.
+    let c = -(pa * pa * pa) - m3 + q * pa;
+    for (g, p) in g.iter_mut().zip(p) {
+        *g = p * c;
+    }
+    g[a] = pa * (qa * qa * qa - m3 - q * qa);
+    m4 - q * m2
+}
+
 /// The arguments of [`categorical_step`].
 struct CategoricalStep<'a> {
     p: &'a [f64],
@@ -635,6 +655,24 @@ mod tests {
                     assert_eq!(base.to_bits(), value.to_bits());
                     assert!(xb.iter().zip(&xn).all(|(a, b)| a.to_bits() == b.to_bits()));
                     assert!(gb.iter().zip(&gn).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            }
+        }
+        // The closed form at the unit vectors against the fused step from e_a.
+        for (o, seed, scale) in [(1, 1, 1.0), (2, 2, 1.0), (9, 3, 4.0), (40, 4, 0.3)] {
+            let p = softmax(o, seed, scale);
+            for a in 0..o {
+                let mut e = vec![0.0; o];
+                e[a] = 1.0;
+                for excess in [false, true] {
+                    let (mut xn, mut gn, mut g) = (vec![0.0; o], vec![0.0; o], vec![0.0; o]);
+                    let want =
+                        categorical_step(&p, [&e, &e], 0.0, 1.0, excess, &mut xn, &mut gn).unwrap();
+                    let got = categorical_unit(&p, a, excess, &mut g);
+                    assert!((got - want).abs() <= 1e-14, "o {o} a {a}: {got} vs {want}");
+                    for (x, y) in g.iter().zip(&gn) {
+                        assert!((x - y).abs() <= 1e-14, "o {o} a {a}: g {x} vs {y}");
+                    }
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! from closed forms or λ_max(M) (see [`super::spectrum`]).
 
 use super::eigen::{dot, sym_eigen, sym_min_eigenvalue};
-use super::moments::{categorical_step, Moments};
+use super::moments::{categorical_step, categorical_unit, Moments};
 use crate::family::FamilyKind;
 use crate::{rng, Error, Result};
 
@@ -39,6 +39,11 @@ pub trait SymTensor4 {
         gn: &mut [f64],
     ) -> Option<f64> {
         plain_step(self, xg, beta, alpha, xn, gn)
+    }
+    /// g = T e_a³ and the return value T[e_a⁴] in closed form, if the tensor has one (the
+    /// unit starts of the power method then skip their first contraction).
+    fn unit_contraction(&self, _a: usize, _g: &mut [f64]) -> Option<f64> {
+        None
     }
     /// `T[x⁴]`.
     fn value(&self, x: &[f64]) -> f64 {
@@ -180,6 +185,9 @@ impl SymTensor4 for FourthMoment<'_> {
             _ => plain_step(self, xg, beta, alpha, xn, gn),
         }
     }
+    fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
+        (self.0.kind == FamilyKind::Categorical).then(|| categorical_unit(self.0.eta, a, false, g))
+    }
     fn shift_bound(&self, maximize: bool) -> Option<f64> {
         // K x² = E[(xᵀs)² s sᵀ] ⪰ 0 for every x: K[x⁴] is convex, c = 0.
         maximize.then_some(0.0)
@@ -238,6 +246,9 @@ impl SymTensor4 for ExcessMoment<'_> {
             FamilyKind::Categorical => categorical_step(self.m.eta, xg, beta, alpha, true, xn, gn),
             _ => plain_step(self, xg, beta, alpha, xn, gn),
         }
+    }
+    fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
+        (self.m.kind == FamilyKind::Categorical).then(|| categorical_unit(self.m.eta, a, true, g))
     }
     fn shift_bound(&self, maximize: bool) -> Option<f64> {
         // At unit x, (K − C⊗C) x² ⪰ −((xᵀCx) C + 2 (Cx)(Cx)ᵀ)/3 ⪰ −λ_max(C)² I, since
@@ -360,7 +371,7 @@ pub fn geap(
     }
     let mut w = Work::new(o);
     w.x.copy_from_slice(x0);
-    let r = geap_in(t, &mut w, maximize, opts, max_iter)?;
+    let r = geap_in(t, &mut w, None, maximize, opts, max_iter)?;
     Ok(ZEigenpair {
         value: r.value,
         vector: w.x,
@@ -370,10 +381,11 @@ pub fn geap(
 }
 
 /// [`geap`] from the start in `w.x` (of length O), which it normalises; the final iterate is
-/// left in `w.x`.
+/// left in `w.x`. `unit`: the start is e_a (then its contraction may come in closed form).
 fn geap_in(
     t: &dyn SymTensor4,
     w: &mut Work,
+    unit: Option<usize>,
     maximize: bool,
     opts: &GeapOptions,
     max_iter: usize,
@@ -383,12 +395,19 @@ fn geap_in(
     let beta = if maximize { 1.0 } else { -1.0 };
     if opts.fixed_shift {
         if let Some(c) = t.shift_bound(maximize) {
-            // Normalise and contract in one step (β = 0, α = 1; x stands in for g).
-            let lambda = t
-                .step([&w.x, &w.x], 0.0, 1.0, &mut w.xn, &mut w.gn)
-                .ok_or_else(zero_start)?;
-            std::mem::swap(&mut w.x, &mut w.xn);
-            std::mem::swap(&mut w.g, &mut w.gn);
+            // The start e_a contracted in closed form, or any start normalised and contracted
+            // in one step (β = 0, α = 1; x stands in for g).
+            let lambda = match unit.and_then(|a| t.unit_contraction(a, &mut w.g)) {
+                Some(lambda) => lambda,
+                None => {
+                    let lambda = t
+                        .step([&w.x, &w.x], 0.0, 1.0, &mut w.xn, &mut w.gn)
+                        .ok_or_else(zero_start)?;
+                    std::mem::swap(&mut w.x, &mut w.xn);
+                    std::mem::swap(&mut w.g, &mut w.gn);
+                    lambda
+                }
+            };
             return geap_fixed(
                 t,
                 w,
@@ -543,6 +562,10 @@ impl Starts {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Some(a) when start `i` is the unit vector e_a.
+    fn unit(&self, i: usize) -> Option<usize> {
+        (i < self.units).then_some(i)
+    }
     /// Writes start `i` (< [`Starts::len`]) into `out` (of the starts' length O); false if
     /// the start is zero.
     fn write(&self, i: usize, out: &mut [f64]) -> bool {
@@ -639,7 +662,7 @@ pub fn extreme_z_eigenvalue(
     for i in 0..starts.len() {
         if starts.write(i, &mut w.x) {
             probes.push((
-                geap_in(t, &mut w, maximize, &exact, opts.probe_iter)?.value,
+                geap_in(t, &mut w, starts.unit(i), maximize, &exact, opts.probe_iter)?.value,
                 i,
             ));
         }
@@ -651,7 +674,7 @@ pub fn extreme_z_eigenvalue(
             break;
         }
         starts.write(i, &mut w.x);
-        let r = geap_in(t, &mut w, maximize, &exact, opts.probe_iter)?;
+        let r = geap_in(t, &mut w, starts.unit(i), maximize, &exact, opts.probe_iter)?;
         // Distinct up to sign (T[x⁴] is even).
         let same = kept
             .iter()

@@ -214,7 +214,14 @@ pub fn host_input(
             delta.push(rows_of(i * nl * o)?);
             hd.push(rows_of((count + i) * nl * o)?);
         }
-        Some(input_theory_of(spectrum, &delta, &hd, &layer_inputs)?)
+        // Read back from the device: a head is recognised from its values.
+        Some(input_theory_of(
+            spectrum,
+            &delta,
+            &hd,
+            &layer_inputs,
+            false,
+        )?)
     } else {
         None
     };

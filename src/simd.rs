@@ -90,37 +90,18 @@ pub(crate) fn with_base4<W: WithLanes4>(w: W) -> W::Output {
     w.run::<Base4>()
 }
 
-/// Lane-wise binary operators of a four-lane type through a function of its representation.
+/// Lane-wise binary operators of a four-lane type, each through a function of two values.
 macro_rules! lane_ops {
-    ($t:ty, $add:expr, $sub:expr, $mul:expr, $div:expr) => {
-        impl std::ops::Add for $t {
-            type Output = $t;
-            #[inline(always)]
-            fn add(self, o: $t) -> $t {
-                $add(self, o)
+    ($t:ty: $($tr:ident $m:ident $f:expr),*) => {
+        $(
+            impl std::ops::$tr for $t {
+                type Output = $t;
+                #[inline(always)]
+                fn $m(self, o: $t) -> $t {
+                    $f(self, o)
+                }
             }
-        }
-        impl std::ops::Sub for $t {
-            type Output = $t;
-            #[inline(always)]
-            fn sub(self, o: $t) -> $t {
-                $sub(self, o)
-            }
-        }
-        impl std::ops::Mul for $t {
-            type Output = $t;
-            #[inline(always)]
-            fn mul(self, o: $t) -> $t {
-                $mul(self, o)
-            }
-        }
-        impl std::ops::Div for $t {
-            type Output = $t;
-            #[inline(always)]
-            fn div(self, o: $t) -> $t {
-                $div(self, o)
-            }
-        }
+        )*
     };
 }
 
@@ -228,12 +209,11 @@ impl Lanes4 for Base4 {
     }
 }
 
-lane_ops!(
-    Base4,
-    |a: Base4, b: Base4| Base4(base::add(a.0, b.0)),
-    |a: Base4, b: Base4| Base4(base::sub(a.0, b.0)),
-    |a: Base4, b: Base4| Base4(base::mul(a.0, b.0)),
-    |a: Base4, b: Base4| Base4(base::div(a.0, b.0))
+lane_ops!(Base4:
+    Add add |a: Base4, b: Base4| Base4(base::add(a.0, b.0)),
+    Sub sub |a: Base4, b: Base4| Base4(base::sub(a.0, b.0)),
+    Mul mul |a: Base4, b: Base4| Base4(base::mul(a.0, b.0)),
+    Div div |a: Base4, b: Base4| Base4(base::div(a.0, b.0))
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -266,11 +246,10 @@ mod avx {
         }
     }
 
-    lane_ops!(
-        Avx4,
-        |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_add_pd(a.0, b.0) }),
-        |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_sub_pd(a.0, b.0) }),
-        |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_mul_pd(a.0, b.0) }),
-        |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_div_pd(a.0, b.0) })
+    lane_ops!(Avx4:
+        Add add |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_add_pd(a.0, b.0) }),
+        Sub sub |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_sub_pd(a.0, b.0) }),
+        Mul mul |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_mul_pd(a.0, b.0) }),
+        Div div |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_div_pd(a.0, b.0) })
     );
 }

@@ -27,18 +27,11 @@ pub trait SymTensor4 {
     fn shift_bound(&self, _maximize: bool) -> Option<f64> {
         None
     }
-    /// One step of the fixed-shift power method: `xn` = (βg + αx)/‖βg + αx‖ and `gn` = T xn³
-    /// from the unit iterate x and g = T x³; returns T[xn⁴], or None when βg + αx is zero or
-    /// not finite. The family tensors fuse the passes over the classes.
-    fn step(
-        &self,
-        xg: [&[f64]; 2],
-        beta: f64,
-        alpha: f64,
-        xn: &mut [f64],
-        gn: &mut [f64],
-    ) -> Option<f64> {
-        plain_step(self, xg, beta, alpha, xn, gn)
+    /// One step of the fixed-shift power method: `out` = [xn, gn] with xn = (βg + αx)/‖βg + αx‖
+    /// and gn = T xn³, from the unit iterate x and g = T x³ (`xg`) and [β, α]; returns T[xn⁴],
+    /// or None when βg + αx is zero or not finite. The family tensors fuse the passes.
+    fn step(&self, xg: [&[f64]; 2], [beta, alpha]: [f64; 2], out: [&mut [f64]; 2]) -> Option<f64> {
+        plain_step(self, xg, [beta, alpha], out)
     }
     /// g = T e_a³ and the return value T[e_a⁴] in closed form, if the tensor has one (the
     /// unit starts of the power method then skip their first contraction).
@@ -57,10 +50,8 @@ pub trait SymTensor4 {
 fn plain_step<T: SymTensor4 + ?Sized>(
     t: &T,
     [x, g]: [&[f64]; 2],
-    beta: f64,
-    alpha: f64,
-    xn: &mut [f64],
-    gn: &mut [f64],
+    [beta, alpha]: [f64; 2],
+    [xn, gn]: [&mut [f64]; 2],
 ) -> Option<f64> {
     for ((xn, g), x) in xn.iter_mut().zip(g).zip(x) {
         *xn = beta * g + alpha * x;
@@ -158,6 +149,27 @@ impl SymTensor4 for Dense4 {
     }
 }
 
+/// [`SymTensor4::step`] and [`SymTensor4::unit_contraction`] of a family tensor whose moments
+/// are the field `$m`: the fused categorical forms of K (`$excess` false) or sym(K − C⊗C)
+/// (true), the general route for the other families.
+macro_rules! family_steps {
+    ($m:tt, $excess:expr) => {
+        fn step(&self, xg: [&[f64]; 2], ba: [f64; 2], out: [&mut [f64]; 2]) -> Option<f64> {
+            match self.$m.kind {
+                FamilyKind::Categorical => {
+                    let [xn, gn] = out;
+                    categorical_step(self.$m.eta, xg, ba[0], ba[1], $excess, xn, gn)
+                }
+                _ => plain_step(self, xg, ba, out),
+            }
+        }
+        fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
+            (self.$m.kind == FamilyKind::Categorical)
+                .then(|| categorical_unit(self.$m.eta, a, $excess, g))
+        }
+    };
+}
+
 /// The fourth central moment K of a family at one input (matrix-free, MATH §7).
 #[derive(Clone, Copy, Debug)]
 pub struct FourthMoment<'a>(pub Moments<'a>);
@@ -172,22 +184,7 @@ impl SymTensor4 for FourthMoment<'_> {
     fn apply2(&self, x: &[f64], gm: &mut [f64]) {
         self.0.kurt_x2(x, gm)
     }
-    fn step(
-        &self,
-        xg: [&[f64]; 2],
-        beta: f64,
-        alpha: f64,
-        xn: &mut [f64],
-        gn: &mut [f64],
-    ) -> Option<f64> {
-        match self.0.kind {
-            FamilyKind::Categorical => categorical_step(self.0.eta, xg, beta, alpha, false, xn, gn),
-            _ => plain_step(self, xg, beta, alpha, xn, gn),
-        }
-    }
-    fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
-        (self.0.kind == FamilyKind::Categorical).then(|| categorical_unit(self.0.eta, a, false, g))
-    }
+    family_steps!(0, false);
     fn shift_bound(&self, maximize: bool) -> Option<f64> {
         // K x² = E[(xᵀs)² s sᵀ] ⪰ 0 for every x: K[x⁴] is convex, c = 0.
         maximize.then_some(0.0)
@@ -234,22 +231,7 @@ impl SymTensor4 for ExcessMoment<'_> {
             }
         }
     }
-    fn step(
-        &self,
-        xg: [&[f64]; 2],
-        beta: f64,
-        alpha: f64,
-        xn: &mut [f64],
-        gn: &mut [f64],
-    ) -> Option<f64> {
-        match self.m.kind {
-            FamilyKind::Categorical => categorical_step(self.m.eta, xg, beta, alpha, true, xn, gn),
-            _ => plain_step(self, xg, beta, alpha, xn, gn),
-        }
-    }
-    fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
-        (self.m.kind == FamilyKind::Categorical).then(|| categorical_unit(self.m.eta, a, true, g))
-    }
+    family_steps!(m, true);
     fn shift_bound(&self, maximize: bool) -> Option<f64> {
         // At unit x, (K − C⊗C) x² ⪰ −((xᵀCx) C + 2 (Cx)(Cx)ᵀ)/3 ⪰ −λ_max(C)² I, since
         // K x² ⪰ 0, xᵀCx ≤ λ_max(C) and ‖Cx‖² ≤ λ_max(C)².
@@ -401,7 +383,7 @@ fn geap_in(
                 Some(lambda) => lambda,
                 None => {
                     let lambda = t
-                        .step([&w.x, &w.x], 0.0, 1.0, &mut w.xn, &mut w.gn)
+                        .step([&w.x, &w.x], [0.0, 1.0], [&mut w.xn, &mut w.gn])
                         .ok_or_else(zero_start)?;
                     std::mem::swap(&mut w.x, &mut w.xn);
                     std::mem::swap(&mut w.g, &mut w.gn);
@@ -506,7 +488,7 @@ fn geap_fixed(
         it += 1;
         let mut ln = f64::NAN;
         for a in [trial, shift] {
-            let Some(v) = t.step([&w.x, &w.g], beta, a, &mut w.xn, &mut w.gn) else {
+            let Some(v) = t.step([&w.x, &w.g], [beta, a], [&mut w.xn, &mut w.gn]) else {
                 return Ok(Run {
                     value: lambda,
                     iterations: it,

@@ -96,8 +96,8 @@ fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64, f64) {
 
 /// One step of the fixed-shift power method (MATH §7) on the categorical K (`excess` false) or
 /// sym(K − C⊗C) (`excess` true) at probabilities `p`, in three passes over the classes: `xn`
-/// = (βg + αx)/‖βg + αx‖, `gn` = T xn³, and the return value T[xn⁴] from the same sums
-/// (K[x⁴] = Σ p w⁴ and (K − C⊗C)[x⁴] = Σ p w⁴ − (Σ p w²)², w = x − pᵀx). None when βg + αx
+/// = (βg + αx)/‖βg + αx‖, `gn` = T xn³, and the return value T\[xn⁴\] from the same sums
+/// (K\[x⁴\] = Σ p w⁴ and (K − C⊗C)\[x⁴\] = Σ p w⁴ − (Σ p w²)², w = x − pᵀx). None when βg + αx
 /// is zero or not finite. β = 0, α = 1 normalises x and contracts it. Every sum has eight
 /// partial sums in a fixed order; AVX where the CPU has it gives the same results.
 pub(crate) fn categorical_step(
@@ -121,7 +121,7 @@ pub(crate) fn categorical_step(
     })
 }
 
-/// g = T e_a³ and T[e_a⁴] for the categorical K (`excess` false) or sym(K − C⊗C) (`excess`
+/// g = T e_a³ and T\[e_a⁴\] for the categorical K (`excess` false) or sym(K − C⊗C) (`excess`
 /// true) in closed form (Σ p = 1): with w = e_a − p_a 1, Σ p w² = p_a(1 − p_a),
 /// Σ p w³ = p_a(1 − p_a)(1 − 2p_a), Σ p w⁴ = p_a(1 − p_a)⁴ + (1 − p_a)p_a⁴, and
 /// g_b = p_b (w_b³ − Σ p w³ − q w_b) with q = Σ p w² (excess) or 0 (as [`categorical_step`]).

@@ -28,12 +28,12 @@ pub trait SymTensor4 {
         None
     }
     /// One step of the fixed-shift power method: `out` = [xn, gn] with xn = (βg + αx)/‖βg + αx‖
-    /// and gn = T xn³, from the unit iterate x and g = T x³ (`xg`) and [β, α]; returns T[xn⁴],
+    /// and gn = T xn³, from the unit iterate x and g = T x³ (`xg`) and \[β, α\]; returns T\[xn⁴\],
     /// or None when βg + αx is zero or not finite. The family tensors fuse the passes.
     fn step(&self, xg: [&[f64]; 2], [beta, alpha]: [f64; 2], out: [&mut [f64]; 2]) -> Option<f64> {
         plain_step(self, xg, [beta, alpha], out)
     }
-    /// g = T e_a³ and the return value T[e_a⁴] in closed form, if the tensor has one (the
+    /// g = T e_a³ and the return value T\[e_a⁴\] in closed form, if the tensor has one (the
     /// unit starts of the power method then skip their first contraction).
     fn unit_contraction(&self, _a: usize, _g: &mut [f64]) -> Option<f64> {
         None
@@ -468,7 +468,7 @@ fn geap_in(
 }
 
 /// GEAP with a certified fixed shift `shift` (> 0; [`SymTensor4::shift_bound`]), O(O) per step
-/// for the family tensors, from the unit `w.x` with `w.g` = T x³ and λ = T[x⁴]. Every step
+/// for the family tensors, from the unit `w.x` with `w.g` = T x³ and λ = T\[x⁴\]. Every step
 /// first tries a smaller shift (halved after each success, from the certified one) and keeps
 /// it if f does not decrease; otherwise the step is redone with the certified shift, with
 /// which f never decreases. A smaller shift is a longer step: the probes and the final

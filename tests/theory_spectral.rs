@@ -242,6 +242,19 @@ fn power_method_rejects_bad_starts() {
     assert!(geap(&t, &[f64::NAN, 1.0, 0.0], true, &opts, 10).is_err());
     assert!(extreme_z_eigenvalue(&t, &Starts::from(vec![vec![0.0; 3]]), true, &opts).is_err());
     assert!(extreme_z_eigenvalue(&t, &Starts::from(vec![vec![1.0; 2]]), true, &opts).is_err());
+    // The family tensors' closed forms refuse an index or a buffer that does not fit.
+    let p = [0.2, 0.3, 0.5];
+    let m = Moments {
+        kind: diagfim::family::FamilyKind::Categorical,
+        eta: &p,
+    };
+    for k in [&FourthMoment(m) as &dyn SymTensor4, &ExcessMoment::new(m)] {
+        assert!(k.unit_contraction(3, &mut [0.0; 3]).is_none());
+        assert!(k.unit_contraction(0, &mut [0.0; 2]).is_none());
+        assert!(k.unit_contraction(2, &mut [0.0; 3]).is_some());
+        let (x, mut xn, mut gn) = ([1.0, 0.0], [0.0; 3], [0.0; 3]);
+        assert!(k.step([&x, &x], [0.0, 1.0], [&mut xn, &mut gn]).is_none());
+    }
     assert!(Dense4::new(3, &[0.0; 10]).is_err());
 }
 

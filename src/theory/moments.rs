@@ -98,7 +98,8 @@ fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64, f64) {
 /// sym(K − C⊗C) (`excess` true) at probabilities `p`, in three passes over the classes: `xn`
 /// = (βg + αx)/‖βg + αx‖, `gn` = T xn³, and the return value T\[xn⁴\] from the same sums
 /// (K\[x⁴\] = Σ p w⁴ and (K − C⊗C)\[x⁴\] = Σ p w⁴ − (Σ p w²)², w = x − pᵀx). None when βg + αx
-/// is zero or not finite. β = 0, α = 1 normalises x and contracts it. Every sum has eight
+/// is zero or not finite, or when a vector is shorter than `p`. β = 0, α = 1 normalises x and
+/// contracts it. Every sum has eight
 /// partial sums in a fixed order; AVX where the CPU has it gives the same results.
 pub(crate) fn categorical_step(
     p: &[f64],
@@ -109,6 +110,12 @@ pub(crate) fn categorical_step(
     xn: &mut [f64],
     gn: &mut [f64],
 ) -> Option<f64> {
+    if [x.len(), g.len(), xn.len(), gn.len()]
+        .iter()
+        .any(|&n| n < p.len())
+    {
+        return None;
+    }
     crate::simd::with_lanes4(CategoricalStep {
         p,
         x,
@@ -684,5 +691,10 @@ mod tests {
         let mut bad = vector(5, 3);
         bad[4] = f64::NAN;
         assert!(categorical_step(&p, [&bad, &bad], 0.0, 1.0, false, &mut xn, &mut gn).is_none());
+        // Vectors shorter than p are refused, not a panic.
+        let short = vector(4, 3);
+        assert!(
+            categorical_step(&p, [&short, &short], 0.0, 1.0, false, &mut xn, &mut gn).is_none()
+        );
     }
 }

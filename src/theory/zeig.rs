@@ -164,8 +164,9 @@ macro_rules! family_steps {
             }
         }
         fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
-            (self.$m.kind == FamilyKind::Categorical)
-                .then(|| categorical_unit(self.$m.eta, a, $excess, g))
+            let p = self.$m.eta;
+            (self.$m.kind == FamilyKind::Categorical && a < p.len() && g.len() == p.len())
+                .then(|| categorical_unit(p, a, $excess, g))
         }
     };
 }

@@ -335,7 +335,8 @@ fn is_head(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> bool {
 /// general route computes: ΔᵀΔ = Γ = I (O unit eigenvalues), HdᵀHd = 0.
 fn head_spectra(o: usize) -> LayerSpectra {
     let ones = || Runs::from_values(vec![1.0; o]);
-    let gram_size = o.min(o * (o + 1) / 2);
+    // min(n, O(O+1)/2) with n = O.
+    let gram_size = o;
     LayerSpectra {
         u: ones(),
         v: Runs::default(),
@@ -366,8 +367,8 @@ fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerS
     let sym = o * (o + 1) / 2;
     let gram_size = n.min(sym);
     // ΔΔᵀ (n × n) serves both the spectrum of ΔᵀΔ (when n < O) and Γ = (ΔΔᵀ)∘² (when
-    // n ≤ O(O+1)/2): formed once.
-    let ddt = (n < o && gram_size <= RUHE_MAX_SIZE && n <= sym).then(|| delta.dot(&delta.t()));
+    // n ≤ O(O+1)/2, which n < O implies): formed once.
+    let ddt = (n < o && n <= RUHE_MAX_SIZE).then(|| delta.dot(&delta.t()));
     let u = gram_spectrum(delta, ddt.as_ref())?;
     let v = gram_spectrum(hd, None)?;
     let norms2: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();

@@ -2,10 +2,11 @@
 //! the fallback), and Householder tridiagonalisation with implicit QL or Laguerre's method for
 //! the eigenvalues of the theory layer's small matrices (faster for n ≲ 100).
 
+use crate::simd::Lanes4;
 use crate::{Error, Result};
 use faer::{Mat, Side};
 
-fn check(n: usize, a: &[f64]) -> Result<()> {
+pub(super) fn check(n: usize, a: &[f64]) -> Result<()> {
     if a.len() != n * n {
         return Err(Error::Internal(format!(
             "a {n}×{n} matrix needs {} entries, got {}",
@@ -234,6 +235,30 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     (s[0] + s[1]) + (s[2] + s[3]) + tail
 }
 
+/// [`dot`] of four vectors with one `b`, computed together on lanes `V`: four chains of
+/// additions in flight and `b` loaded once (the same bits as four calls).
+#[inline(always)]
+pub(crate) fn dot4<V: Lanes4>(a: [&[f64]; 4], b: &[f64]) -> [f64; 4] {
+    let n = b.len();
+    let a = a.map(|a| &a[..n]);
+    let chunks = n / 4 * 4;
+    let mut s = [V::zero(); 4];
+    let mut j = 0;
+    while j < chunks {
+        let y = V::load(&b[j..]);
+        for (s, a) in s.iter_mut().zip(&a) {
+            *s = *s + V::load(&a[j..]) * y;
+        }
+        j += 4;
+    }
+    let mut out = [0.0; 4];
+    for ((o, s), a) in out.iter_mut().zip(s).zip(a) {
+        let t: f64 = a[chunks..].iter().zip(&b[chunks..]).map(|(x, y)| x * y).sum();
+        *o = s.sum() + t;
+    }
+    out
+}
+
 /// Largest n served from stack buffers by [`sym_min_eigenvalue`] and [`sym_eigenvalues_ql`].
 pub const SMALL: usize = 16;
 
@@ -257,7 +282,7 @@ fn with_work<R>(n: usize, f: impl FnOnce(&mut [f64], &mut [f64], &mut [f64]) -> 
 /// [`implicit_ql`]. `z` (n×n) is work space. The trailing block is kept in full symmetric
 /// storage, so that every inner loop runs over contiguous rows. With AVX where the CPU has it
 /// ([`crate::simd::with_avx`]: the same results).
-fn tridiagonalise(n: usize, a: &[f64], z: &mut [f64], d: &mut [f64], e: &mut [f64]) {
+pub(super) fn tridiagonalise(n: usize, a: &[f64], z: &mut [f64], d: &mut [f64], e: &mut [f64]) {
     crate::simd::with_avx(
         #[inline(always)]
         || tridiagonalise_body(n, a, z, d, e),
@@ -333,8 +358,13 @@ fn tridiagonalise_body(n: usize, a: &[f64], z: &mut [f64], d: &mut [f64], e: &mu
     e[n - 1] = 0.0;
 }
 
+/// 2^k with big·2^k in [1, 2): the exact scaling of the root-free iteration.
+pub(super) fn scale_exponent(big: f64) -> f64 {
+    2f64.powi(-big.log2().floor() as i32)
+}
+
 /// √(a² + b²), without overflow for large arguments (faster than `f64::hypot`).
-fn norm2(a: f64, b: f64) -> f64 {
+pub(super) fn norm2(a: f64, b: f64) -> f64 {
     let m = a.abs().max(b.abs());
     if m > 1e150 {
         m * ((a / m).powi(2) + (b / m).powi(2)).sqrt()
@@ -428,14 +458,13 @@ fn block_end(d: &[f64], e: &[f64], l: usize, negligible: impl Fn(f64, f64) -> bo
 /// two (exact) so that the squares neither overflow nor underflow needlessly. Same deflation
 /// test as [`implicit_ql`] (|e_m| ≤ ε·(|d_m| + |d_{m+1}|), on squares). `e` is overwritten.
 /// False if an eigenvalue needs more than 30 iterations or is not finite.
-fn root_free_ql(d: &mut [f64], e: &mut [f64]) -> bool {
+pub(super) fn root_free_ql(d: &mut [f64], e: &mut [f64]) -> bool {
     let n = d.len();
     let big = d.iter().chain(e.iter()).fold(0.0f64, |m, v| m.max(v.abs()));
     if big == 0.0 || !big.is_finite() {
         return big == 0.0;
     }
-    // 2^k with big·2^k in [1, 2): exact scaling.
-    let scale = 2f64.powi(-big.log2().floor() as i32);
+    let scale = scale_exponent(big);
     for v in d.iter_mut() {
         *v *= scale;
     }

@@ -10,7 +10,9 @@
 //! This is the per-input hook of the theory layer: an engine calls [`input_theory`] with each
 //! layer's Δ_l, Hd_l and layer input, and accumulates the result over inputs.
 
-use super::eigen::{dot, sym_eigenvalues_ql};
+use super::eigen::{dot, dot4, sym_eigenvalues_ql};
+use crate::simd::{Lanes4, WithLanes4};
+use super::ql_lanes::sym_eigenvalues_ql_many;
 use super::moments::Runs;
 use super::spectrum::Spectrum;
 use crate::Result;
@@ -194,15 +196,22 @@ fn gram(m: ArrayView2<f64>) -> Vec<f64> {
 /// product of length n_l of the column products P_ab = Δ_·a ⊙ Δ_·b: n_l·C(O+3, 4) multiply-adds
 /// instead of the n_l·(O(O+1)/2)² of summing the outer products w_j w_jᵀ.
 fn sym_gram(delta: ArrayView2<f64>) -> Vec<f64> {
-    crate::simd::with_avx(
-        #[inline(always)]
-        || sym_gram_body(delta),
-    )
+    crate::simd::with_lanes4(SymGram(delta))
 }
 
-/// The body of [`sym_gram`] (which runs it with AVX where the CPU has it: the same results).
+/// [`sym_gram`] on lanes `V` (AVX where the CPU has it: the same results).
+struct SymGram<'a>(ArrayView2<'a, f64>);
+
+impl WithLanes4 for SymGram<'_> {
+    type Output = Vec<f64>;
+    #[inline(always)]
+    fn run<V: Lanes4>(self) -> Vec<f64> {
+        sym_gram_body::<V>(self.0)
+    }
+}
+
 #[inline(always)]
-fn sym_gram_body(delta: ArrayView2<f64>) -> Vec<f64> {
+fn sym_gram_body<V: Lanes4>(delta: ArrayView2<f64>) -> Vec<f64> {
     let (n, o) = delta.dim();
     let sym = o * (o + 1) / 2;
     // idx[a][b] (a ≤ b): the coordinate of (ab), in the order (0,0), (0,1), …, (1,1), ….
@@ -225,7 +234,9 @@ fn sym_gram_body(delta: ArrayView2<f64>) -> Vec<f64> {
             }
         }
     }
-    let pair = |a: usize, b: usize| &pairs[idx[a * o + b] * n..(idx[a * o + b] + 1) * n];
+    let pair = |q: usize| &pairs[q * n..(q + 1) * n];
+    // (c, d) of coordinate q.
+    let coords: Vec<(usize, usize)> = (0..o).flat_map(|c| (c..o).map(move |d| (c, d))).collect();
     let s = |a: usize, b: usize| {
         if a == b {
             1.0
@@ -234,18 +245,29 @@ fn sym_gram_body(delta: ArrayView2<f64>) -> Vec<f64> {
         }
     };
     let mut g = vec![0.0; sym * sym];
+    let mut put = |(a, b): (usize, usize), (c, d): (usize, usize), t: f64| {
+        for ((x, y), (z, w)) in [((a, b), (c, d)), ((a, c), (b, d)), ((a, d), (b, c))] {
+            let v = s(x, y) * s(z, w) * t;
+            let (i, j) = (idx[x * o + y], idx[z * o + w]);
+            g[i * sym + j] = v;
+            g[j * sym + i] = v;
+        }
+    };
+    // For a ≤ b, the (c, d) with b ≤ c ≤ d are the coordinates from (b, b) on: dot P_ab with
+    // them four at a time (four chains of additions, P_ab loaded once; each the bits of `dot`).
     for a in 0..o {
         for b in a..o {
-            for c in b..o {
-                for d in c..o {
-                    let t = dot(pair(a, b), pair(c, d));
-                    for ((x, y), (z, w)) in [((a, b), (c, d)), ((a, c), (b, d)), ((a, d), (b, c))] {
-                        let v = s(x, y) * s(z, w) * t;
-                        let (i, j) = (idx[x * o + y], idx[z * o + w]);
-                        g[i * sym + j] = v;
-                        g[j * sym + i] = v;
-                    }
+            let p = pair(idx[a * o + b]);
+            let mut q = idx[b * o + b];
+            while q + 4 <= sym {
+                let t = dot4::<V>([pair(q), pair(q + 1), pair(q + 2), pair(q + 3)], p);
+                for (k, t) in t.into_iter().enumerate() {
+                    put((a, b), coords[q + k], t);
                 }
+                q += 4;
+            }
+            for q in q..sym {
+                put((a, b), coords[q], dot(pair(q), p));
             }
         }
     }
@@ -349,20 +371,25 @@ fn head_spectra(o: usize) -> LayerSpectra {
     }
 }
 
-fn layer_spectra(l: &LayerData<'_>) -> Result<LayerSpectra> {
+/// A layer's spectra with, where Γ's spectrum is exact, the Gram matrix whose eigenvalues it
+/// still needs (size and row-major entries): [`input_theory`] solves those of all layers
+/// together ([`sym_eigenvalues_ql_many`]).
+type PendingSpectra = (LayerSpectra, Option<(usize, Vec<f64>)>);
+
+fn layer_spectra(l: &LayerData<'_>) -> Result<PendingSpectra> {
     let (delta, hd) = (l.delta, l.hd);
     debug_assert!(
         !l.head || is_head(delta, hd),
         "a declared head has Δ = I, Hd = 0"
     );
     if l.head || is_head(delta, hd) {
-        return Ok(head_spectra(delta.ncols()));
+        return Ok((head_spectra(delta.ncols()), None));
     }
     general_spectra(delta, hd)
 }
 
 /// [`layer_spectra`] of any layer, from Δ and Hd.
-fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerSpectra> {
+fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<PendingSpectra> {
     let (n, o) = delta.dim();
     let sym = o * (o + 1) / 2;
     let gram_size = n.min(sym);
@@ -378,30 +405,53 @@ fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<LayerS
     // Δ_j⊗Δ_j lies in the symmetric subspace of R^{O²}; in its orthonormal basis it has the
     // O(O+1)/2 coordinates Δ_a² and √2·Δ_aΔ_b (a < b), so G_S's non-zero spectrum is that of
     // an (O(O+1)/2)² matrix, or of the n_l×n_l Gram Γ, whichever is smaller.
-    let gamma = if gram_size > RUHE_MAX_SIZE {
+    let gram = if gram_size > RUHE_MAX_SIZE {
         None
     } else if n <= sym {
         let p = ddt.unwrap_or_else(|| delta.dot(&delta.t()));
-        let g: Vec<f64> = p.iter().map(|v| v * v).collect();
-        Some(Runs::from_values(sym_eigenvalues_ql(n, &g)?))
+        Some((n, p.iter().map(|v| v * v).collect()))
     } else {
-        let g = sym_gram(delta);
-        Some(Runs::from_values(sym_eigenvalues_ql(sym, &g)?))
+        Some((sym, sym_gram(delta)))
     };
-    let gamma_max = match &gamma {
-        Some(g) => g.max(),
-        None => norms2.iter().copied().fold(0.0, f64::max) * u.max(),
-    };
-    Ok(LayerSpectra {
+    // The Schur bound, replaced by λ_max(Γ) once Γ's spectrum is known.
+    let gamma_max = norms2.iter().copied().fold(0.0, f64::max) * u.max();
+    let spectra = LayerSpectra {
         u,
         v,
         tr_u,
         tr_v,
         tr_gamma,
-        gamma,
+        gamma: None,
         gamma_max,
         gram_size,
-    })
+    };
+    Ok((spectra, gram))
+}
+
+/// Every layer's spectra, with the eigenvalues of all their Gram matrices Γ computed together.
+fn all_layer_spectra(layers: &[LayerData<'_>]) -> Result<Vec<LayerSpectra>> {
+    solve_grams(layers.iter().map(layer_spectra).collect::<Result<_>>()?)
+}
+
+/// Completes pending spectra with the eigenvalues of their Gram matrices, all solved together
+/// ([`sym_eigenvalues_ql_many`]: four at a time).
+fn solve_grams(pending: Vec<PendingSpectra>) -> Result<Vec<LayerSpectra>> {
+    let grams: Vec<(usize, &[f64])> = pending
+        .iter()
+        .filter_map(|(_, g)| g.as_ref().map(|(n, g)| (*n, g.as_slice())))
+        .collect();
+    let mut eigs = sym_eigenvalues_ql_many(&grams)?.into_iter();
+    Ok(pending
+        .into_iter()
+        .map(|(mut ls, g)| {
+            if g.is_some() {
+                let gamma = Runs::from_values(eigs.next().expect("one spectrum per Gram matrix"));
+                ls.gamma_max = gamma.max();
+                ls.gamma = Some(gamma);
+            }
+            ls
+        })
+        .collect())
 }
 
 fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f64) -> TensorBounds {
@@ -439,18 +489,19 @@ fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f6
 pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<InputTheory> {
     // The spectrum of C as runs depends on the input only through η: once for all layers.
     let eig_c = Runs::from_values(spectrum.eig_c.clone());
+    let spectra = all_layer_spectra(layers)?;
     let layers = layers
         .iter()
-        .map(|l| {
-            let ls = layer_spectra(l)?;
+        .zip(&spectra)
+        .map(|(l, ls)| {
             let s2: f64 = l.layer_input.iter().map(|a| a * a).sum();
             let s4: f64 = l.layer_input.iter().map(|a| a.powi(4)).sum();
-            Ok(LayerBounds {
-                weight: tensor_bounds(spectrum, &eig_c, &ls, s2, s4),
-                bias: tensor_bounds(spectrum, &eig_c, &ls, 1.0, 1.0),
-            })
+            LayerBounds {
+                weight: tensor_bounds(spectrum, &eig_c, ls, s2, s4),
+                bias: tensor_bounds(spectrum, &eig_c, ls, 1.0, 1.0),
+            }
         })
-        .collect::<Result<_>>()?;
+        .collect();
     Ok(InputTheory { layers })
 }
 
@@ -543,7 +594,8 @@ mod tests {
     fn head_closed_forms_match_the_general_route() {
         for o in [1usize, 2, 3, 10, 300] {
             let (delta, hd) = (Array2::<f64>::eye(o), Array2::<f64>::zeros((o, o)));
-            let general = general_spectra(delta.view(), hd.view()).unwrap();
+            let pending = general_spectra(delta.view(), hd.view()).unwrap();
+            let general = solve_grams(vec![pending]).unwrap().remove(0);
             assert_eq!(head_spectra(o), general, "O = {o}");
             assert_eq!(general.gamma.is_some(), o <= RUHE_MAX_SIZE);
             assert!(is_head(delta.view(), hd.view()));

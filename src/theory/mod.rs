@@ -3,6 +3,7 @@
 //!
 //! * [`eigen`]: symmetric eigenvalues (Householder + implicit QL or Laguerre; faer for
 //!   eigenvectors and as the fallback).
+//! * [`ql_lanes`]: the root-free QL iteration on four tridiagonal matrices at once.
 //! * [`moments`]: C, K x³, K x², B², tr M and the spectrum of M per family.
 //! * [`zeig`]: extreme Z-eigenvalues of symmetric 4-tensors (GEAP, multi-start).
 //! * [`closed`]: Prop. 5.1 and Thm 5.2 closed forms.
@@ -21,6 +22,7 @@ pub mod eigen;
 pub mod layer;
 pub mod moments;
 pub mod pair;
+pub mod ql_lanes;
 pub mod secular;
 pub mod spectrum;
 pub mod zeig;

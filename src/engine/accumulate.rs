@@ -8,7 +8,7 @@
 
 use super::channels::Channel;
 use super::keys::Needs;
-use super::partial::{Groups, LayerStats, Partial, Values, Welford};
+use super::partial::{written_zeros, Groups, LayerStats, Partial, Values, Welford};
 use super::stats::InputStats;
 use super::Request;
 use crate::model::Mlp;
@@ -356,7 +356,7 @@ impl Accumulator {
             let (n_in, row, n_out) = (layer.stats.n_in, layer.stats.row, layer.stats.n_out);
             for (stat, on) in [fisher_welford, ef_welford].into_iter().enumerate() {
                 if on && layer.welford[stat][0].is_empty() {
-                    layer.welford[stat] = [vec![0.0; n_out * row], vec![0.0; n_out * row]];
+                    layer.welford[stat] = [written_zeros(n_out * row), written_zeros(n_out * row)];
                 }
             }
             if !layer.per_input.is_empty() {

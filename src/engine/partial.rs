@@ -128,6 +128,16 @@ pub(crate) struct LayerStats {
     pub bounds: LayerBounds,
 }
 
+/// `n` zeros, written now. Sums that are read before they are written (`+=`) would otherwise
+/// take, page by page, a read fault on the kernel's shared zero page and then a copy-on-write
+/// fault with a TLB shoot-down of every other thread (`vec![0.0; n]` gets untouched zeroed
+/// memory from the allocator).
+pub(crate) fn written_zeros(n: usize) -> Vec<f64> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, 0.0);
+    v
+}
+
 impl LayerStats {
     /// Zero statistics of a layer with `n_out` units, `n_in` inputs and an optional bias.
     pub fn new(
@@ -144,7 +154,11 @@ impl LayerStats {
             welford: vec![EntryWelford::default(); n_out * row],
             sums: groups
                 .iter()
-                .map(|g| Array2::zeros((g.1.len() * n_out, row)))
+                .map(|g| {
+                    let rows = g.1.len() * n_out;
+                    Array2::from_shape_vec((rows, row), written_zeros(rows * row))
+                        .expect("rows × row values")
+                })
                 .collect(),
             bounds: LayerBounds::default(),
         }

@@ -253,7 +253,11 @@ pub(crate) fn dot4<V: Lanes4>(a: [&[f64]; 4], b: &[f64]) -> [f64; 4] {
     }
     let mut out = [0.0; 4];
     for ((o, s), a) in out.iter_mut().zip(s).zip(a) {
-        let t: f64 = a[chunks..].iter().zip(&b[chunks..]).map(|(x, y)| x * y).sum();
+        let t: f64 = a[chunks..]
+            .iter()
+            .zip(&b[chunks..])
+            .map(|(x, y)| x * y)
+            .sum();
         *o = s.sum() + t;
     }
     out

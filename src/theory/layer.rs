@@ -11,10 +11,10 @@
 //! layer's Δ_l, Hd_l and layer input, and accumulates the result over inputs.
 
 use super::eigen::{dot, dot4, sym_eigenvalues_ql};
-use crate::simd::{Lanes4, WithLanes4};
-use super::ql_lanes::sym_eigenvalues_ql_many;
 use super::moments::Runs;
+use super::ql_lanes::sym_eigenvalues_ql_many;
 use super::spectrum::Spectrum;
+use crate::simd::{Lanes4, WithLanes4};
 use crate::Result;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde::Serialize;
@@ -266,8 +266,8 @@ fn sym_gram_body<V: Lanes4>(delta: ArrayView2<f64>) -> Vec<f64> {
                 }
                 q += 4;
             }
-            for q in q..sym {
-                put((a, b), coords[q], dot(pair(q), p));
+            for (q, &cd) in coords.iter().enumerate().skip(q) {
+                put((a, b), cd, dot(pair(q), p));
             }
         }
     }

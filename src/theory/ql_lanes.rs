@@ -41,10 +41,13 @@ struct Lane {
 /// (d\[k\], e\[k\]) in the layout of the one-matrix iteration (`e[k][i]` = entry (i, i+1),
 /// last entry 0), by the root-free QL iteration of Pal, Walker and Kahan run in lock-step.
 /// The matrices may differ in size. Returns, per matrix, whether it converged (as the
-/// one-matrix iteration: false after [`MAX_ITER`] iterations on one eigenvalue, or for values
+/// one-matrix iteration: false after 30 iterations on one eigenvalue, or for values
 /// that are not finite); `e` is overwritten.
-pub fn root_free_ql_lanes(d: &mut [&mut [f64]], e: &mut [&mut [f64]]) -> Vec<bool> {
-    assert!(d.len() <= LANES && d.len() == e.len(), "at most four matrices");
+pub(crate) fn root_free_ql_lanes(d: &mut [&mut [f64]], e: &mut [&mut [f64]]) -> Vec<bool> {
+    assert!(
+        d.len() <= LANES && d.len() == e.len(),
+        "at most four matrices"
+    );
     crate::simd::with_avx(
         #[inline(always)]
         || run(d, e),
@@ -136,7 +139,13 @@ fn run(d: &mut [&mut [f64]], e: &mut [&mut [f64]]) -> Vec<bool> {
 /// One QL sweep of every busy lane, in lock-step over i = hi − 1, …, lo: lane k steps where
 /// `l_k ≤ i < m_k`, starting at i = m_k − 1 and ending at i = l_k as the one-matrix sweep does.
 #[inline(always)]
-fn sweep(dv: &mut [[f64; LANES]], ev: &mut [[f64; LANES]], lanes: &[Lane; LANES], lo: usize, hi: usize) {
+fn sweep(
+    dv: &mut [[f64; LANES]],
+    ev: &mut [[f64; LANES]],
+    lanes: &[Lane; LANES],
+    lo: usize,
+    hi: usize,
+) {
     let mut l = [0usize; LANES];
     let mut m = [0usize; LANES];
     let mut sigma = [0.0; LANES];
@@ -297,7 +306,12 @@ mod tests {
                 assert_eq!(ok[k], want_ok, "batch {batch} lane {k}");
                 assert!(ok[k], "batch {batch} lane {k}: no convergence");
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&d[k]), bits(&dw), "batch {batch} lane {k} (n {})", sizes[k]);
+                assert_eq!(
+                    bits(&d[k]),
+                    bits(&dw),
+                    "batch {batch} lane {k} (n {})",
+                    sizes[k]
+                );
             }
         }
     }
@@ -309,7 +323,10 @@ mod tests {
         let mut e = [vec![0.5, 0.25, 0.0], vec![1.0, 0.0], vec![2.0, 0.0]];
         let mut dr: Vec<&mut [f64]> = d.iter_mut().map(|v| v.as_mut_slice()).collect();
         let mut er: Vec<&mut [f64]> = e.iter_mut().map(|v| v.as_mut_slice()).collect();
-        assert_eq!(root_free_ql_lanes(&mut dr, &mut er), vec![true, false, true]);
+        assert_eq!(
+            root_free_ql_lanes(&mut dr, &mut er),
+            vec![true, false, true]
+        );
         let mut v = d[2].clone();
         v.sort_by(f64::total_cmp);
         // [[4, 2], [2, 1]]: eigenvalues 0 and 5.

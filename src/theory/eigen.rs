@@ -313,25 +313,35 @@ fn tridiagonalise_body(n: usize, a: &[f64], z: &mut [f64], d: &mut [f64], e: &mu
             continue;
         }
         // x = z[k, k+1..] (= column k below the diagonal); H = I − β v vᵀ with
-        // v = x − α e₁, α = −sign(x₀)‖x‖, β = 2/(vᵀv), and H x = α e₁.
+        // v = x − α e₁, α = −sign(x₀)‖x‖, β = 2/(vᵀv), and H x = α e₁. Outside
+        // [1e-150, 1e150], v is taken in units of `scale` (the same H), so that neither β nor
+        // A v over- or underflows (into NaN, which only the slower fallbacks caught).
         let inv = if (1e-150..=1e150).contains(&scale) {
             1.0
         } else {
             1.0 / scale
         };
-        let norm = z[row..row + m]
+        let norm_s = z[row..row + m]
             .iter()
             .map(|v| (v * inv) * (v * inv))
             .sum::<f64>()
-            .sqrt()
-            / inv;
+            .sqrt();
+        let norm = norm_s / inv;
         let x0 = z[row];
         let alpha = if x0 >= 0.0 { -norm } else { norm };
         let (vs, ws) = (&mut d[k + 1..], &mut e[k + 1..]);
-        vs.copy_from_slice(&z[row..row + m]);
-        vs[0] = x0 - alpha;
-        // vᵀv = 2‖x‖(‖x‖ + |x₀|).
-        let beta = 1.0 / (norm * (norm + x0.abs()));
+        if inv == 1.0 {
+            vs.copy_from_slice(&z[row..row + m]);
+            vs[0] = x0 - alpha;
+        } else {
+            for (v, x) in vs.iter_mut().zip(&z[row..row + m]) {
+                *v = x * inv;
+            }
+            let alpha_s = if x0 >= 0.0 { -norm_s } else { norm_s };
+            vs[0] = x0 * inv - alpha_s;
+        }
+        // vᵀv = 2‖x‖(‖x‖ + |x₀|) (in units of `scale`).
+        let beta = 1.0 / (norm_s * (norm_s + (x0 * inv).abs()));
         // p = β A₂₂ v, K = β vᵀp / 2, w = p − K v.
         let base = (k + 1) * n + k + 1;
         let mut vp = 0.0;
@@ -679,6 +689,39 @@ mod tests {
                 assert!(
                     (min - want).abs() <= 1e-14 * norm.max(f64::MIN_POSITIVE),
                     "n {n} r {r}: {min} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// Matrices scaled by tiny and huge powers of ten reduce to tridiagonal forms whose
+    /// eigenvalues are the scaled eigenvalues of the unscaled matrix, with no fallback: the
+    /// reflections are computed in units of the column's scale (otherwise β = 2/vᵀv or A v
+    /// over- or underflow into NaN, at 1e-200 and 1e160 alike).
+    #[test]
+    fn tridiagonalisation_survives_extreme_scales() {
+        let n = 12;
+        let g = |k: usize| {
+            let w = crate::rng::block(41, 2, k as u32, 0, 0);
+            crate::rng::box_muller(w[0], w[1]).0
+        };
+        let a: Vec<f64> = (0..n * n).map(g).collect();
+        let want = sym_eigenvalues(n, &a).unwrap();
+        let norm = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for scale in [1e-200, 1e-160, 1e-100, 1.0, 1e100, 1e160, 1e200] {
+            let b: Vec<f64> = a.iter().map(|v| v * scale).collect();
+            let (mut z, mut d, mut e) = (vec![0.0; n * n], vec![0.0; n], vec![0.0; n]);
+            tridiagonalise(n, &b, &mut z, &mut d, &mut e);
+            assert!(d.iter().chain(&e).all(|v| v.is_finite()), "scale {scale:e}");
+            assert!(
+                root_free_ql(&mut d, &mut e),
+                "scale {scale:e}: no convergence"
+            );
+            d.sort_by(|x, y| y.total_cmp(x));
+            for (x, y) in d.iter().zip(&want) {
+                assert!(
+                    (x / scale - y).abs() <= 1e-13 * norm,
+                    "scale {scale:e}: {x:e} vs {y:e}·scale"
                 );
             }
         }

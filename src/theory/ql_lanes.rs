@@ -316,6 +316,49 @@ mod tests {
         }
     }
 
+    /// The batched eigenvalues are [`sym_eigenvalues_ql`]'s, bit for bit, for Gram matrices of
+    /// mixed sizes (several batches, one partly filled) and the empty matrix; a matrix with a
+    /// NaN is an error, not a panic.
+    #[test]
+    fn many_matches_one_at_a_time() {
+        let g = |seed: u64, k: usize| {
+            let w = crate::rng::block(seed, 9, k as u32, 0, 0);
+            crate::rng::box_muller(w[0], w[1]).0
+        };
+        let gram = |seed: u64, n: usize| -> Vec<f64> {
+            let rows = n + 3;
+            let p: Vec<f64> = (0..rows * n).map(|k| g(seed, k)).collect();
+            let mut a = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    a[i * n + j] = (0..rows).map(|r| p[r * n + i] * p[r * n + j]).sum();
+                }
+            }
+            a
+        };
+        let sizes = [55usize, 10, 55, 0, 10, 55, 1, 10, 55, 55, 3, 10];
+        let mats: Vec<Vec<f64>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| gram(k as u64, n))
+            .collect();
+        let refs: Vec<(usize, &[f64])> = sizes
+            .iter()
+            .zip(&mats)
+            .map(|(&n, a)| (n, a.as_slice()))
+            .collect();
+        let got = sym_eigenvalues_ql_many(&refs).unwrap();
+        for ((&n, a), v) in sizes.iter().zip(&mats).zip(&got) {
+            let want = sym_eigenvalues_ql(n, a).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(v), bits(&want), "n {n}");
+        }
+        let mut bad = mats[1].clone();
+        bad[3] = f64::NAN;
+        assert!(sym_eigenvalues_ql_many(&[(10, &mats[1]), (10, &bad)]).is_err());
+        assert!(sym_eigenvalues_ql_many(&[(10, &mats[1][..99])]).is_err());
+    }
+
     /// A lane whose values are not finite fails alone; the others still converge.
     #[test]
     fn a_failing_lane_does_not_disturb_the_others() {

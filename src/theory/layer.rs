@@ -10,7 +10,7 @@
 //! This is the per-input hook of the theory layer: an engine calls [`input_theory`] with each
 //! layer's Δ_l, Hd_l and layer input, and accumulates the result over inputs.
 
-use super::eigen::{dot, dot4, sym_eigenvalues_ql};
+use super::eigen::{dot, dot4};
 use super::moments::Runs;
 use super::ql_lanes::sym_eigenvalues_ql_many;
 use super::spectrum::Spectrum;
@@ -302,12 +302,18 @@ fn sym_gram_reference(delta: ArrayView2<f64>) -> Vec<f64> {
     g
 }
 
-/// The positive eigenvalues of mᵀm (m is n×O) from the smaller of the Gram matrices mᵀm (O×O)
-/// and m mᵀ (n×n), which share them: O(n·O·min(n, O)) to form, min(n, O)³ to solve, at most
+/// A spectrum, or the symmetric matrix (size, row-major entries) whose eigenvalues it is.
+enum Eig {
+    Known(Runs),
+    Solve(usize, Vec<f64>),
+}
+
+/// The positive eigenvalues of mᵀm (m is n×O), or the smaller of the Gram matrices mᵀm (O×O)
+/// and m mᵀ (n×n) that share them: O(n·O·min(n, O)) to form, min(n, O)³ to solve, at most
 /// O(n·O²) in all. When every row of m has at most one non-zero entry (the head's Δ = I, its
 /// Hd = 0, saturated units), mᵀm is diagonal, with the column sums of squares as eigenvalues:
 /// O(n·O). `mmt`: m mᵀ, when the caller has it.
-fn gram_spectrum(m: ArrayView2<f64>, mmt: Option<&Array2<f64>>) -> Result<Runs> {
+fn gram_eig(m: ArrayView2<f64>, mmt: Option<&Array2<f64>>) -> Eig {
     let (n, o) = m.dim();
     let sparse = m
         .rows()
@@ -320,16 +326,16 @@ fn gram_spectrum(m: ArrayView2<f64>, mmt: Option<&Array2<f64>>) -> Result<Runs> 
                 *d += v * v;
             }
         }
-        return Ok(Runs::from_values(d));
+        return Eig::Known(Runs::from_values(d));
     }
     if n < o {
         let g: Vec<f64> = match mmt {
             Some(p) => p.iter().copied().collect(),
             None => m.dot(&m.t()).iter().copied().collect(),
         };
-        Ok(Runs::from_values(sym_eigenvalues_ql(n, &g)?))
+        Eig::Solve(n, g)
     } else {
-        Ok(Runs::from_values(sym_eigenvalues_ql(o, &gram(m))?))
+        Eig::Solve(o, gram(m))
     }
 }
 
@@ -371,85 +377,123 @@ fn head_spectra(o: usize) -> LayerSpectra {
     }
 }
 
-/// A layer's spectra with, where Γ's spectrum is exact, the Gram matrix whose eigenvalues it
-/// still needs (size and row-major entries): [`input_theory`] solves those of all layers
-/// together ([`sym_eigenvalues_ql_many`]).
-type PendingSpectra = (LayerSpectra, Option<(usize, Vec<f64>)>);
+/// A layer's spectra before the eigenvalues of its Gram matrices are known: those of ΔᵀΔ,
+/// HdᵀHd and (when Γ's spectrum is exact) Γ. [`input_theory`] solves the Gram matrices of all
+/// layers together ([`sym_eigenvalues_ql_many`]: four at a time).
+enum PendingSpectra {
+    /// The head's closed forms.
+    Known(LayerSpectra),
+    General {
+        u: Eig,
+        v: Eig,
+        gamma: Option<Eig>,
+        tr_u: f64,
+        tr_v: f64,
+        tr_gamma: f64,
+        /// max_j ‖Δ_j‖², for the Schur bound on λ_max(Γ) when Γ's spectrum is not computed.
+        max_norm2: f64,
+        gram_size: usize,
+    },
+}
 
-fn layer_spectra(l: &LayerData<'_>) -> Result<PendingSpectra> {
+fn layer_spectra(l: &LayerData<'_>) -> PendingSpectra {
     let (delta, hd) = (l.delta, l.hd);
     debug_assert!(
         !l.head || is_head(delta, hd),
         "a declared head has Δ = I, Hd = 0"
     );
     if l.head || is_head(delta, hd) {
-        return Ok((head_spectra(delta.ncols()), None));
+        return PendingSpectra::Known(head_spectra(delta.ncols()));
     }
     general_spectra(delta, hd)
 }
 
 /// [`layer_spectra`] of any layer, from Δ and Hd.
-fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> Result<PendingSpectra> {
+fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> PendingSpectra {
     let (n, o) = delta.dim();
     let sym = o * (o + 1) / 2;
     let gram_size = n.min(sym);
     // ΔΔᵀ (n × n) serves both the spectrum of ΔᵀΔ (when n < O) and Γ = (ΔΔᵀ)∘² (when
     // n ≤ O(O+1)/2, which n < O implies): formed once.
     let ddt = (n < o && n <= RUHE_MAX_SIZE).then(|| delta.dot(&delta.t()));
-    let u = gram_spectrum(delta, ddt.as_ref())?;
-    let v = gram_spectrum(hd, None)?;
+    let u = gram_eig(delta, ddt.as_ref());
+    let v = gram_eig(hd, None);
     let norms2: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
-    let tr_u = norms2.iter().sum();
-    let tr_v = hd.iter().map(|v| v * v).sum();
-    let tr_gamma = norms2.iter().map(|v| v * v).sum();
     // Δ_j⊗Δ_j lies in the symmetric subspace of R^{O²}; in its orthonormal basis it has the
     // O(O+1)/2 coordinates Δ_a² and √2·Δ_aΔ_b (a < b), so G_S's non-zero spectrum is that of
     // an (O(O+1)/2)² matrix, or of the n_l×n_l Gram Γ, whichever is smaller.
-    let gram = if gram_size > RUHE_MAX_SIZE {
+    let gamma = if gram_size > RUHE_MAX_SIZE {
         None
     } else if n <= sym {
         let p = ddt.unwrap_or_else(|| delta.dot(&delta.t()));
-        Some((n, p.iter().map(|v| v * v).collect()))
+        Some(Eig::Solve(n, p.iter().map(|v| v * v).collect()))
     } else {
-        Some((sym, sym_gram(delta)))
+        Some(Eig::Solve(sym, sym_gram(delta)))
     };
-    // The Schur bound, replaced by λ_max(Γ) once Γ's spectrum is known.
-    let gamma_max = norms2.iter().copied().fold(0.0, f64::max) * u.max();
-    let spectra = LayerSpectra {
+    PendingSpectra::General {
         u,
         v,
-        tr_u,
-        tr_v,
-        tr_gamma,
-        gamma: None,
-        gamma_max,
+        gamma,
+        tr_u: norms2.iter().sum(),
+        tr_v: hd.iter().map(|v| v * v).sum(),
+        tr_gamma: norms2.iter().map(|v| v * v).sum(),
+        max_norm2: norms2.iter().copied().fold(0.0, f64::max),
         gram_size,
-    };
-    Ok((spectra, gram))
+    }
 }
 
-/// Every layer's spectra, with the eigenvalues of all their Gram matrices Γ computed together.
+/// Every layer's spectra, with the eigenvalues of all their Gram matrices computed together.
 fn all_layer_spectra(layers: &[LayerData<'_>]) -> Result<Vec<LayerSpectra>> {
-    solve_grams(layers.iter().map(layer_spectra).collect::<Result<_>>()?)
+    solve_grams(layers.iter().map(layer_spectra).collect())
 }
 
 /// Completes pending spectra with the eigenvalues of their Gram matrices, all solved together
 /// ([`sym_eigenvalues_ql_many`]: four at a time).
 fn solve_grams(pending: Vec<PendingSpectra>) -> Result<Vec<LayerSpectra>> {
-    let grams: Vec<(usize, &[f64])> = pending
-        .iter()
-        .filter_map(|(_, g)| g.as_ref().map(|(n, g)| (*n, g.as_slice())))
+    let eigs = pending.iter().flat_map(|p| match p {
+        PendingSpectra::Known(_) => vec![],
+        PendingSpectra::General { u, v, gamma, .. } => vec![Some(u), Some(v), gamma.as_ref()],
+    });
+    let grams: Vec<(usize, &[f64])> = eigs
+        .flatten()
+        .filter_map(|e| match e {
+            Eig::Solve(n, g) => Some((*n, g.as_slice())),
+            Eig::Known(_) => None,
+        })
         .collect();
-    let mut eigs = sym_eigenvalues_ql_many(&grams)?.into_iter();
+    let mut solved = sym_eigenvalues_ql_many(&grams)?.into_iter();
+    let mut runs = |e: Eig| match e {
+        Eig::Known(r) => r,
+        Eig::Solve(..) => Runs::from_values(solved.next().expect("one spectrum per matrix")),
+    };
     Ok(pending
         .into_iter()
-        .map(|(mut ls, g)| {
-            if g.is_some() {
-                let gamma = Runs::from_values(eigs.next().expect("one spectrum per Gram matrix"));
-                ls.gamma_max = gamma.max();
-                ls.gamma = Some(gamma);
+        .map(|p| match p {
+            PendingSpectra::Known(ls) => ls,
+            PendingSpectra::General {
+                u,
+                v,
+                gamma,
+                tr_u,
+                tr_v,
+                tr_gamma,
+                max_norm2,
+                gram_size,
+            } => {
+                let (u, v, gamma) = (runs(u), runs(v), gamma.map(&mut runs));
+                // λ_max(Γ), or its Schur bound.
+                let gamma_max = gamma.as_ref().map_or(max_norm2 * u.max(), Runs::max);
+                LayerSpectra {
+                    u,
+                    v,
+                    tr_u,
+                    tr_v,
+                    tr_gamma,
+                    gamma,
+                    gamma_max,
+                    gram_size,
+                }
             }
-            ls
         })
         .collect())
 }
@@ -552,7 +596,7 @@ mod tests {
     /// The spectrum of ΔᵀΔ from the smaller Gram matrix, or from the column sums of squares
     /// when every row has at most one non-zero entry, against the O×O eigensolve.
     #[test]
-    fn gram_spectrum_matches_dense() {
+    fn gram_eig_matches_dense() {
         let mut cases = vec![matrix(3, 12, 1), matrix(12, 3, 2), matrix(7, 7, 3)];
         cases.push(Array2::eye(9));
         cases.push(Array2::zeros((4, 6)));
@@ -574,7 +618,12 @@ mod tests {
             let want = Runs::from_values(
                 super::super::eigen::sym_eigenvalues(o, &gram(m.view())).unwrap(),
             );
-            let got = gram_spectrum(m.view(), None).unwrap();
+            let got = match gram_eig(m.view(), None) {
+                Eig::Known(r) => r,
+                Eig::Solve(n, g) => {
+                    Runs::from_values(super::super::eigen::sym_eigenvalues_ql(n, &g).unwrap())
+                }
+            };
             let scale = want.max().max(1e-300);
             for k in 0..o.max(want.len()).max(got.len()) {
                 assert!(
@@ -594,7 +643,7 @@ mod tests {
     fn head_closed_forms_match_the_general_route() {
         for o in [1usize, 2, 3, 10, 300] {
             let (delta, hd) = (Array2::<f64>::eye(o), Array2::<f64>::zeros((o, o)));
-            let pending = general_spectra(delta.view(), hd.view()).unwrap();
+            let pending = general_spectra(delta.view(), hd.view());
             let general = solve_grams(vec![pending]).unwrap().remove(0);
             assert_eq!(head_spectra(o), general, "O = {o}");
             assert_eq!(general.gamma.is_some(), o <= RUHE_MAX_SIZE);

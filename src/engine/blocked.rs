@@ -33,8 +33,10 @@ pub const CHUNK: usize = 16;
 
 /// Derivatives of a block of inputs (one per row of `xs`) by the reverse (inter-layer Jacobian)
 /// form of DESIGN §2: the same quantities as [`super::cpu::derivatives`] for each row, equal to
-/// rounding. With `hessian == false` only the forward pass and `Δ_l` are computed, and every
-/// `hd` entry is an empty (0 × 0) array; `Δ_l` is bit-identical to the `hessian == true` one.
+/// rounding, except the head's Δ_L = I and Hd_L = 0, which are left empty (0 × 0; see
+/// [`Derivatives`]). With `hessian == false` only the forward pass and `Δ_l` are computed, and
+/// every `hd` entry is an empty (0 × 0) array; `Δ_l` is bit-identical to the `hessian == true`
+/// one.
 ///
 /// Parallel over chunks of [`CHUNK`] inputs (rayon); the results do not depend on the number
 /// of threads.
@@ -148,9 +150,8 @@ fn chunk_derivatives(
     let mut hdt = vec![Vec::new(); nl];
     for l in (0..nl - 1).rev() {
         let (n, np) = (w[l + 1], w[l + 2]);
-        let g = if l + 2 == nl {
-            weight(l + 1).repeat(CHUNK)
-        } else {
+        // Per input O × n: G_l, or None for the last hidden layer, whose G is W_L itself.
+        let g = (l + 2 != nl).then(|| {
             let mut g = vec![0.0; CHUNK * o * n];
             gemm(
                 MatMut::from_row_major_slice_mut(&mut g, CHUNK * o, n),
@@ -159,6 +160,10 @@ fn chunk_derivatives(
                 MatRef::from_row_major_slice(weight(l + 1), np, n),
             );
             g
+        });
+        let g = |x: usize| match &g {
+            Some(g) => &g[x * o * n..(x + 1) * o * n],
+            None => weight(l + 1),
         };
         let mut d = vec![0.0; CHUNK * o * n];
         let mut c = if hessian {
@@ -168,8 +173,7 @@ fn chunk_derivatives(
         };
         for x in 0..CHUNK {
             let (sd1, sd2) = (&s1[l][x * n..(x + 1) * n], &s2[l][x * n..(x + 1) * n]);
-            for row in x * o..(x + 1) * o {
-                let gr = &g[row * n..(row + 1) * n];
+            for (row, gr) in (x * o..(x + 1) * o).zip(g(x).chunks_exact(n)) {
                 for (j, (dst, gv)) in d[row * n..(row + 1) * n].iter_mut().zip(gr).enumerate() {
                     *dst = sd1[j] * gv;
                 }
@@ -182,8 +186,11 @@ fn chunk_derivatives(
         }
         dt[l] = d;
         if hessian {
-            hdt[l] = c.clone();
-            ct[l] = c;
+            // C_m is read by the chain of the layers below m only.
+            if l > 0 {
+                ct[l] = c.clone();
+            }
+            hdt[l] = c;
         }
     }
 
@@ -269,15 +276,16 @@ fn chunk_derivatives(
             let layer_inputs = (0..nl)
                 .map(|l| Array1::from(acts[l][x * w[l]..(x + 1) * w[l]].to_vec()))
                 .collect();
+            // The head's Δ_L = I and Hd_L = 0 are not formed (empty, see `Derivatives`).
             let mut delta: Vec<Array2<f64>> = (0..nl - 1)
                 .map(|l| transposed(&dt[l], x, w[l + 1]))
                 .collect();
-            delta.push(Array2::eye(o));
+            delta.push(Array2::zeros((0, 0)));
             let hd = if hessian {
                 let mut hd: Vec<Array2<f64>> = (0..nl - 1)
                     .map(|l| transposed(&hdt[l], x, w[l + 1]))
                     .collect();
-                hd.push(Array2::zeros((o, o)));
+                hd.push(Array2::zeros((0, 0)));
                 hd
             } else {
                 vec![Array2::zeros((0, 0)); nl]
@@ -409,7 +417,18 @@ mod tests {
         }
         assert_eq!(a.delta.len(), b.delta.len());
         assert_eq!(a.hd.len(), b.hd.len());
-        for (x, y) in a.delta.iter().zip(&b.delta).chain(a.hd.iter().zip(&b.hd)) {
+        // The head: not formed by the blocked route (a), I and 0 in the reference (b).
+        let o = b.h.len();
+        let (ah, ad) = a.delta.split_last().unwrap();
+        let (bh, bd) = b.delta.split_last().unwrap();
+        let (a_hh, a_hd) = a.hd.split_last().unwrap();
+        let (b_hh, b_hd) = b.hd.split_last().unwrap();
+        assert!(
+            ah.is_empty() && a_hh.is_empty(),
+            "the head's Δ and Hd are not formed"
+        );
+        assert!(*bh == Array2::<f64>::eye(o) && *b_hh == Array2::<f64>::zeros((o, o)));
+        for (x, y) in ad.iter().zip(bd).chain(a_hd.iter().zip(b_hd)) {
             assert_eq!(x.shape(), y.shape());
             pairs.push((
                 x.iter().copied().collect(),

@@ -27,9 +27,12 @@ pub struct Derivatives {
     pub eta: Vec<f64>,
     /// Layer inputs a_{l−1} for every layer l (a_0 = x).
     pub layer_inputs: Vec<Array1<f64>>,
-    /// Δ_l[j, a] = ∂h_a/∂z_{l,j} (n_l × O).
+    /// Δ_l[j, a] = ∂h_a/∂z_{l,j} (n_l × O). The last entry is the head's Δ_L = I (O × O):
+    /// [`derivatives`] forms it, [`super::blocked::block_derivatives`] leaves it empty (0 × 0),
+    /// as it is known (8 MB per input at O = 1000).
     pub delta: Vec<Array2<f64>>,
-    /// Hd_l[j, a] = ∂²h_a/∂z_{l,j}² (n_l × O); zero for the head.
+    /// Hd_l[j, a] = ∂²h_a/∂z_{l,j}² (n_l × O); the head's Hd_L = 0, formed or left empty as
+    /// its Δ_L.
     pub hd: Vec<Array2<f64>>,
 }
 
@@ -201,10 +204,12 @@ pub(crate) fn input_stats(
     };
     let o = d.h.len() as f64;
     let want = |b: Base| needs.base(b);
-    // The last layer is the head, whose Δ_L = I and Hd_L = 0 in every `Derivatives`.
+    // The last layer is the head, whose Δ_L = I and Hd_L = 0 in every `Derivatives` (formed,
+    // or left empty by the blocked route): never read.
     let head = d.delta.len() - 1;
     debug_assert!(
-        d.delta[head] == Array2::<f64>::eye(d.h.len()) && d.hd[head].iter().all(|v| *v == 0.0),
+        (d.delta[head].is_empty() || d.delta[head] == Array2::<f64>::eye(d.h.len()))
+            && d.hd[head].iter().all(|v| *v == 0.0),
         "the head's Δ is I and its Hd is 0"
     );
     let units = d
@@ -213,7 +218,7 @@ pub(crate) fn input_stats(
         .zip(&d.hd)
         .enumerate()
         .map(|(l, (delta, hd))| {
-            let n = delta.nrows();
+            let n = if l == head { d.h.len() } else { delta.nrows() };
             let mut bases = Array2::zeros((NUM_BASES, n));
             // The head's Δ_L = I and Hd_L = 0 (O × O): its products are rᵀ, 0 and r_data,
             // the same values without the O² · N work.
@@ -239,18 +244,23 @@ pub(crate) fn input_stats(
             let ef = r_data
                 .as_ref()
                 .map(|rd| if l == head { rd.clone() } else { delta.dot(rd) });
+            // The head (Δ_L = I, Hd_L = 0): its Hessian bases vanish, and its rows are never
+            // read (they may not be formed).
+            let is_head = l == head;
             for j in 0..n {
-                let dj = delta.row(j);
-                let dj = dj.as_slice().expect("contiguous");
-                let hj = (needs.hessian).then(|| hd.row(j));
-                let hj = hj.as_ref().map(|h| h.as_slice().expect("contiguous"));
+                let (dj, hj) = if is_head {
+                    (&[][..], needs.hessian.then_some(&[][..]))
+                } else {
+                    fn row(m: &Array2<f64>, j: usize) -> &[f64] {
+                        m.row(j).to_slice().expect("contiguous rows")
+                    }
+                    (row(delta, j), needs.hessian.then(|| row(hd, j)))
+                };
                 let mut set = |base: Base, v: &dyn Fn() -> f64| {
                     if want(base) {
                         bases[[base.index(), j]] = v();
                     }
                 };
-                // The head (Δ_L = I, Hd_L = 0): its Hessian bases vanish.
-                let is_head = l == head;
                 // q once per unit (Q and the negative Hessian's mean read it).
                 let q_once = std::cell::OnceCell::new();
                 // At the head Δ_j = e_j: the families' closed forms (O(1) instead of O(O)).
@@ -399,12 +409,11 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
     let mut acc = Accumulator::new(req.model, b, opts.per_input, &needs);
     // Blocks of whole derivative chunks from input 0, so that every input's derivatives are
     // computed in the same chunk whatever the batch size; at most as many inputs as keep
-    // their Δ_l and Hd_l (n_l × O each, per layer) within DERIVATIVE_BYTES.
-    let per_input: usize = req
-        .model
-        .widths()
+    // their Δ_l and Hd_l (n_l × O each, per hidden layer: the head's are not formed) within
+    // DERIVATIVE_BYTES.
+    let widths = req.model.widths();
+    let per_input: usize = widths[1..widths.len() - 1]
         .iter()
-        .skip(1)
         .map(|n| 2 * 8 * n * req.model.output_dim())
         .sum();
     let fit = (DERIVATIVE_BYTES / per_input.max(1)).max(1);

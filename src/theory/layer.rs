@@ -34,8 +34,9 @@ pub struct LayerData<'a> {
     /// a_{l−1} (the layer's input).
     pub layer_input: ArrayView1<'a, f64>,
     /// The caller guarantees that this is the output layer, whose Δ = I and Hd = 0: the closed
-    /// forms are used without reading Δ and Hd. False: a head is still recognised from Δ and
-    /// Hd (at the cost of reading them).
+    /// forms are used without reading Δ and Hd, which may then be empty (0 × 0, as
+    /// [`crate::engine::blocked::block_derivatives`] leaves them). False: a head is still
+    /// recognised from Δ and Hd (at the cost of reading them).
     pub head: bool,
 }
 
@@ -396,14 +397,17 @@ enum PendingSpectra {
     },
 }
 
-fn layer_spectra(l: &LayerData<'_>) -> PendingSpectra {
+/// The spectra of one layer, for O = `o` outputs.
+fn layer_spectra(l: &LayerData<'_>, o: usize) -> PendingSpectra {
     let (delta, hd) = (l.delta, l.hd);
     debug_assert!(
-        !l.head || is_head(delta, hd),
-        "a declared head has Δ = I, Hd = 0"
+        !l.head
+            || (delta.is_empty() && hd.is_empty())
+            || (delta.ncols() == o && is_head(delta, hd)),
+        "a declared head has Δ = I, Hd = 0 (O × O), or both empty"
     );
     if l.head || is_head(delta, hd) {
-        return PendingSpectra::Known(head_spectra(delta.ncols()));
+        return PendingSpectra::Known(head_spectra(o));
     }
     general_spectra(delta, hd)
 }
@@ -443,8 +447,8 @@ fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> PendingSpectr
 }
 
 /// Every layer's spectra, with the eigenvalues of all their Gram matrices computed together.
-fn all_layer_spectra(layers: &[LayerData<'_>]) -> Result<Vec<LayerSpectra>> {
-    solve_grams(layers.iter().map(layer_spectra).collect())
+fn all_layer_spectra(layers: &[LayerData<'_>], o: usize) -> Result<Vec<LayerSpectra>> {
+    solve_grams(layers.iter().map(|l| layer_spectra(l, o)).collect())
 }
 
 /// Completes pending spectra with the eigenvalues of their Gram matrices, all solved together
@@ -533,7 +537,7 @@ fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f6
 pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<InputTheory> {
     // The spectrum of C as runs depends on the input only through η: once for all layers.
     let eig_c = Runs::from_values(spectrum.eig_c.clone());
-    let spectra = all_layer_spectra(layers)?;
+    let spectra = all_layer_spectra(layers, spectrum.eig_c.len())?;
     let layers = layers
         .iter()
         .zip(&spectra)

@@ -148,7 +148,8 @@ enum Kind {
 /// One root of F (the poles ascending and distinct, the weights positive).
 fn solve(poles: &[f64], w: &[f64], rho: f64, kind: Kind) -> Root {
     let n = poles.len();
-    let wsum: f64 = w.iter().sum();
+    // Σ w, for the exterior roots' brackets only (an O(O) chain of additions: not per root).
+    let wsum = || w.iter().sum::<f64>();
     // The values at the midpoint of an interval (the first iterate there).
     let mut first = None;
     // Origin, bracket of τ, the poles on the left, and the poles next to the root relative
@@ -165,8 +166,8 @@ fn solve(poles: &[f64], w: &[f64], rho: f64, kind: Kind) -> Root {
             }
         }
         // F(x) ≥ ρ − Σw/(x − p_n) above the last pole, ≤ ρ + Σw/(p_1 − x) below the first.
-        Kind::Upper => (n - 1, 0.0, wsum / rho, n, 0.0, f64::INFINITY),
-        Kind::Lower => (0, wsum / rho, 0.0, 0, f64::NEG_INFINITY, 0.0),
+        Kind::Upper => (n - 1, 0.0, wsum() / rho, n, 0.0, f64::INFINITY),
+        Kind::Lower => (0, wsum() / rho, 0.0, 0, f64::NEG_INFINITY, 0.0),
     };
     // Start at the midpoint of the interval (the end of the bracket next to the other pole).
     let mut tau = match first {

@@ -16,7 +16,7 @@ It writes random models (safetensors in PyTorch's nn.Sequential layout, float32,
 
 (--quick: B = 64, 256, 1024; W = 64, 256; O = 10, 100; B = 256 for the W and O sweeps;
 --b-list, --w-list, --o-list and --fixed-inputs change them). The full sweep takes about
-3 minutes on 2 cores; its longest run is O = 1000 with `--bounds all` (≈ 11 ms per input).
+3 minutes on 2 cores; its longest run is O = 1000 with `--bounds all` (≈ 7 ms per input).
 
 Per run it reports the analysis' wall time as SUMMARY.json gives it (`wall_time_s`, without
 reading the files and writing the results), the time per input, the theory layer's seconds

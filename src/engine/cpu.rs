@@ -218,12 +218,15 @@ pub(crate) fn input_stats(
         .zip(&d.hd)
         .enumerate()
         .map(|(l, (delta, hd))| {
-            let n = if l == head { d.h.len() } else { delta.nrows() };
+            // The head (Δ_L = I, Hd_L = 0): its Hessian bases vanish, and its rows are never
+            // read (they may not be formed).
+            let is_head = l == head;
+            let n = if is_head { d.h.len() } else { delta.nrows() };
             let mut bases = Array2::zeros((NUM_BASES, n));
             // The head's Δ_L = I and Hd_L = 0 (O × O): its products are rᵀ, 0 and r_data,
             // the same values without the O² · N work.
             let score_sq = r.as_ref().map(|r| {
-                let dr = if l == head {
+                let dr = if is_head {
                     r.t().to_owned()
                 } else {
                     delta.dot(&r.t())
@@ -232,7 +235,7 @@ pub(crate) fn input_stats(
             });
             let hess_r = match &r {
                 Some(r) if needs.hessian => {
-                    let hr = if l == head {
+                    let hr = if is_head {
                         Array2::zeros((n, r.nrows()))
                     } else {
                         hd.dot(&r.t())
@@ -243,18 +246,12 @@ pub(crate) fn input_stats(
             };
             let ef = r_data
                 .as_ref()
-                .map(|rd| if l == head { rd.clone() } else { delta.dot(rd) });
-            // The head (Δ_L = I, Hd_L = 0): its Hessian bases vanish, and its rows are never
-            // read (they may not be formed).
-            let is_head = l == head;
+                .map(|rd| if is_head { rd.clone() } else { delta.dot(rd) });
             for j in 0..n {
                 let (dj, hj) = if is_head {
                     (&[][..], needs.hessian.then_some(&[][..]))
                 } else {
-                    fn row(m: &Array2<f64>, j: usize) -> &[f64] {
-                        m.row(j).to_slice().expect("contiguous rows")
-                    }
-                    (row(delta, j), needs.hessian.then(|| row(hd, j)))
+                    (unit_row(delta, j), needs.hessian.then(|| unit_row(hd, j)))
                 };
                 let mut set = |base: Base, v: &dyn Fn() -> f64| {
                     if want(base) {
@@ -357,6 +354,11 @@ pub(crate) fn input_stats(
         theory,
         theory_s: if needs.spectra { theory_s } else { 0.0 },
     })
+}
+
+/// Row j (unit j) of a per-layer n_l × O array.
+fn unit_row(m: &Array2<f64>, j: usize) -> &[f64] {
+    m.row(j).to_slice().expect("contiguous rows")
 }
 
 /// Runs the whole analysis on the CPU.

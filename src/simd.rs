@@ -253,3 +253,195 @@ mod avx {
         Div div |a: Avx4, b: Avx4| Avx4(unsafe { _mm256_div_pd(a.0, b.0) })
     );
 }
+
+/// Eight f32 lanes with lane-wise IEEE operations (never fused): the f32 counterpart of
+/// [`Lanes4`], for loops where f32 is accurate enough (the probes of
+/// `theory::probe`). [`Base8`]: two SSE registers on x86-64, a plain array elsewhere; on
+/// x86-64 CPUs with AVX, one AVX register. The same bits either way.
+pub(crate) trait Lanes8:
+    Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
+{
+    /// Every lane `v`.
+    fn splat(v: f32) -> Self;
+    /// The first eight entries of `s` (panics with fewer).
+    fn load(s: &[f32]) -> Self;
+    /// Writes the lanes to the first eight entries of `s` (panics with fewer).
+    fn store(self, s: &mut [f32]);
+    /// ((l₀ + l₁) + (l₂ + l₃)) + ((l₄ + l₅) + (l₆ + l₇)).
+    #[inline(always)]
+    fn sum(self) -> f32 {
+        let mut a = [0.0; 8];
+        self.store(&mut a);
+        ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+    }
+}
+
+/// Code generic over the f32 lane type, run by [`with_lanes8`].
+pub(crate) trait WithLanes8 {
+    /// What the code returns.
+    type Output;
+    /// Runs the code with lanes `V`; should be `#[inline(always)]`.
+    fn run<V: Lanes8>(self) -> Self::Output;
+}
+
+/// Runs `w` with AVX lanes where the CPU has AVX, else with [`Base8`]: the same results.
+#[inline(always)]
+pub(crate) fn with_lanes8<W: WithLanes8>(w: W) -> W::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        fn run<W: WithLanes8>(w: W) -> W::Output {
+            w.run::<avx8::Avx8>()
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above).
+            return unsafe { run(w) };
+        }
+    }
+    w.run::<Base8>()
+}
+
+/// Runs `w` with the baseline f32 lanes whatever the CPU (the tests compare it with
+/// [`with_lanes8`]).
+#[cfg(test)]
+pub(crate) fn with_base8<W: WithLanes8>(w: W) -> W::Output {
+    w.run::<Base8>()
+}
+
+/// The baseline eight f32 lanes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Base8(base8::Repr);
+
+#[cfg(target_arch = "x86_64")]
+mod base8 {
+    use std::arch::x86_64::{
+        __m128, _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_storeu_ps, _mm_sub_ps,
+    };
+    pub(super) type Repr = [__m128; 2];
+    // SAFETY (every block below): SSE is part of the x86-64 baseline; the callers pass arrays
+    // of exactly eight entries.
+    #[inline(always)]
+    pub(super) fn splat(v: f32) -> Repr {
+        unsafe { [_mm_set1_ps(v); 2] }
+    }
+    #[inline(always)]
+    pub(super) fn load(s: &[f32; 8]) -> Repr {
+        unsafe { [_mm_loadu_ps(s.as_ptr()), _mm_loadu_ps(s.as_ptr().add(4))] }
+    }
+    #[inline(always)]
+    pub(super) fn store(r: Repr, s: &mut [f32; 8]) {
+        unsafe {
+            _mm_storeu_ps(s.as_mut_ptr(), r[0]);
+            _mm_storeu_ps(s.as_mut_ptr().add(4), r[1]);
+        }
+    }
+    #[inline(always)]
+    pub(super) fn add(a: Repr, b: Repr) -> Repr {
+        unsafe { [_mm_add_ps(a[0], b[0]), _mm_add_ps(a[1], b[1])] }
+    }
+    #[inline(always)]
+    pub(super) fn sub(a: Repr, b: Repr) -> Repr {
+        unsafe { [_mm_sub_ps(a[0], b[0]), _mm_sub_ps(a[1], b[1])] }
+    }
+    #[inline(always)]
+    pub(super) fn mul(a: Repr, b: Repr) -> Repr {
+        unsafe { [_mm_mul_ps(a[0], b[0]), _mm_mul_ps(a[1], b[1])] }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod base8 {
+    pub(super) type Repr = [f32; 8];
+    #[inline(always)]
+    pub(super) fn splat(v: f32) -> Repr {
+        [v; 8]
+    }
+    #[inline(always)]
+    pub(super) fn load(s: &[f32; 8]) -> Repr {
+        *s
+    }
+    #[inline(always)]
+    pub(super) fn store(r: Repr, s: &mut [f32; 8]) {
+        *s = r;
+    }
+    #[inline(always)]
+    pub(super) fn add(a: Repr, b: Repr) -> Repr {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    pub(super) fn sub(a: Repr, b: Repr) -> Repr {
+        std::array::from_fn(|i| a[i] - b[i])
+    }
+    #[inline(always)]
+    pub(super) fn mul(a: Repr, b: Repr) -> Repr {
+        std::array::from_fn(|i| a[i] * b[i])
+    }
+}
+
+#[inline(always)]
+fn eight(s: &[f32]) -> &[f32; 8] {
+    s[..8].try_into().expect("eight lanes")
+}
+
+#[inline(always)]
+fn eight_mut(s: &mut [f32]) -> &mut [f32; 8] {
+    (&mut s[..8]).try_into().expect("eight lanes")
+}
+
+impl Lanes8 for Base8 {
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Base8(base8::splat(v))
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        Base8(base8::load(eight(s)))
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32]) {
+        base8::store(self.0, eight_mut(s))
+    }
+}
+
+lane_ops!(Base8:
+    Add add |a: Base8, b: Base8| Base8(base8::add(a.0, b.0)),
+    Sub sub |a: Base8, b: Base8| Base8(base8::sub(a.0, b.0)),
+    Mul mul |a: Base8, b: Base8| Base8(base8::mul(a.0, b.0))
+);
+
+#[cfg(target_arch = "x86_64")]
+mod avx8 {
+    use super::{eight, eight_mut, Lanes8};
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps,
+        _mm256_sub_ps,
+    };
+
+    /// Eight f32 lanes in one AVX register. Only created inside [`super::with_lanes8`]'s AVX
+    /// branch, so every intrinsic below runs on a CPU with AVX.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Avx8(__m256);
+
+    // SAFETY (every block below): AVX is present (see the type's comment); the slices have
+    // eight entries.
+    impl Lanes8 for Avx8 {
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            Avx8(unsafe { _mm256_set1_ps(v) })
+        }
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            Avx8(unsafe { _mm256_loadu_ps(eight(s).as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32]) {
+            unsafe { _mm256_storeu_ps(eight_mut(s).as_mut_ptr(), self.0) }
+        }
+    }
+
+    lane_ops!(Avx8:
+        Add add |a: Avx8, b: Avx8| Avx8(unsafe { _mm256_add_ps(a.0, b.0) }),
+        Sub sub |a: Avx8, b: Avx8| Avx8(unsafe { _mm256_sub_ps(a.0, b.0) }),
+        Mul mul |a: Avx8, b: Avx8| Avx8(unsafe { _mm256_mul_ps(a.0, b.0) })
+    );
+}

@@ -13,7 +13,7 @@ use diagfim::engine::{analyze, AnalysisOptions, EngineKind, Request};
 use diagfim::report::{SummaryOptions, COMBINATION_GAIN};
 use diagfim::theory::layer::{ruhe, RUHE_MAX_SIZE};
 use diagfim::theory::moments::Runs;
-use diagfim::theory::{input_theory, LayerData, Spectrum, TensorBounds};
+use diagfim::theory::{input_theory, trace_bound_extremes, LayerData, Spectrum, TensorBounds};
 use diagfim::{Activation, Family, Key, Mlp, Report};
 use Activation::*;
 
@@ -170,6 +170,16 @@ fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
             random_model(&[3, 4, 2], &[Softplus], 0.7, 27, true),
             fam("poisson"),
         ),
+        // O ≫ n_l: the engines' spectra hold only the extreme eigenvalues of C and M
+        // (`Spectrum::with_extremes`), and the head's Thm C.1 terms come from tr C and tr M.
+        (
+            random_model(&[3, 2, 7], &[Tanh], 1.3, 28, true),
+            fam("categorical"),
+        ),
+        (
+            random_model(&[4, 3, 2, 8], &[Sigmoid, Softplus], 1.1, 29, true),
+            fam("categorical"),
+        ),
     ];
     for (ci, (model, family)) in cases.iter().enumerate() {
         let x = random_inputs(3, model.input_dim(), 24 + ci as u64);
@@ -177,7 +187,8 @@ fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
         for i in 0..x.nrows() {
             let xi = x.row(i);
             let d = derivatives(model, family.as_dyn(), xi);
-            let spec = Spectrum::new(family.as_dyn(), &d.eta).unwrap();
+            let extremes = trace_bound_extremes(&model.widths());
+            let spec = Spectrum::with_extremes(family.as_dyn(), &d.eta, extremes).unwrap();
             let layers: Vec<LayerData> = (0..d.delta.len())
                 .map(|l| LayerData {
                     delta: d.delta[l].view(),
@@ -188,6 +199,27 @@ fn corollary_4_6_and_theorem_c1_match_the_oracle_and_sandwich() {
                 })
                 .collect();
             let th = input_theory(&spec, &layers).unwrap();
+            // The same bounds from every eigenvalue; too few extremes are an error.
+            let all = Spectrum::new(family.as_dyn(), &d.eta).unwrap();
+            let th_all = input_theory(&all, &layers).unwrap();
+            for (a, b) in th.layers.iter().zip(&th_all.layers) {
+                for (a, b) in [(&a.weight, &b.weight), (&a.bias, &b.bias)] {
+                    let (a, b) = (bounds_array(a), bounds_array(b));
+                    assert!(rel_err(&a.0, &b.0) < 1e-13 && rel_err(&a.1, &b.1) < 1e-13);
+                }
+            }
+            if family.as_dyn().kind() == diagfim::family::FamilyKind::Categorical && extremes > 0 {
+                let few = Spectrum::with_extremes(family.as_dyn(), &d.eta, 0).unwrap();
+                let partial = few.extremes.is_some();
+                assert_eq!(input_theory(&few, &layers).is_err(), partial, "case {ci}");
+                assert!(partial || ci < 6, "case {ci}: partial spectra");
+                if ci >= 6 {
+                    assert!(
+                        spec.eig_c.iter().any(|v| v.is_nan()),
+                        "case {ci}: λ(C) in part"
+                    );
+                }
+            }
             let xs = xi.as_slice().unwrap();
             let h = output(model, xs);
             let mom = family_moments(family, &h);

@@ -561,6 +561,71 @@ fn fast_spectrum_matches_reference_solver() {
     assert!(worst.0 <= 1e-10, "{}: {}", worst.0, worst.1);
 }
 
+/// `Spectrum::with_extremes` (what the engines compute) is `Spectrum::new` bit for bit, except
+/// the middle of λ(C) and the tail of λ(M), which it leaves NaN (not computed); families other
+/// than the categorical get the full spectrum.
+#[test]
+fn partial_spectrum_is_the_full_one_at_its_ends() {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for o in [10usize, 40, 300] {
+        for (k, temp) in [0.3, 2.5, 12.0].into_iter().enumerate() {
+            let p = cat()
+                .as_dyn()
+                .eta(&logits(o, temp, 9100 + 7 * o as u64 + k as u64));
+            let full = Spectrum::new(cat().as_dyn(), &p).unwrap();
+            for r in [0usize, 2, 6] {
+                let part = Spectrum::with_extremes(cat().as_dyn(), &p, r).unwrap();
+                let ctx = format!("O {o} temp {temp} r {r}");
+                let m_nan = (0..part.eig_m.len()).any(|j| part.eig_m.get(j).is_nan());
+                let partial = part.eig_c.iter().any(|v| v.is_nan()) || m_nan;
+                assert_eq!(part.extremes, partial.then_some(r), "{ctx}");
+                assert!(partial || o < 300, "{ctx}");
+                // Every scalar is the same.
+                let strip = |s: &Spectrum| Spectrum {
+                    eig_c: vec![],
+                    eig_m: Default::default(),
+                    extremes: None,
+                    ..s.clone()
+                };
+                assert_eq!(strip(&part), strip(&full), "{ctx}");
+                let (hi, lo) = (r.max(3), r.max(2));
+                let (hi, lo) = if hi + lo <= o { (hi, lo) } else { (o, 0) };
+                assert_eq!(part.eig_c.len(), o, "{ctx}");
+                assert_eq!(bits(&part.eig_c[..hi]), bits(&full.eig_c[..hi]), "{ctx}");
+                assert_eq!(
+                    bits(&part.eig_c[o - lo..]),
+                    bits(&full.eig_c[o - lo..]),
+                    "{ctx}"
+                );
+                // The middle is NaN, or (when the ends cover it) the full spectrum.
+                let mid = |v: &[f64]| {
+                    v[hi..o - lo]
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                let nan_mid = part.eig_c[hi..o - lo].iter().all(|v| v.is_nan());
+                assert!(nan_mid || mid(&part.eig_c) == mid(&full.eig_c), "{ctx}");
+                assert!(nan_mid || o < 300, "{ctx}");
+                for j in 0..full.eig_m.len() {
+                    let (x, y) = (part.eig_m.get(j), full.eig_m.get(j));
+                    assert!(
+                        x.to_bits() == y.to_bits() || (j >= r.max(1) && x.is_nan()),
+                        "{ctx}"
+                    );
+                }
+                assert!(m_nan || o < 300, "{ctx}");
+            }
+        }
+    }
+    for name in ["gaussian", "bernoulli", "poisson"] {
+        let fam = Family::from_name(name, 0.7).unwrap();
+        let eta = fam.as_dyn().eta(&logits(12, 0.5, 77));
+        let part = Spectrum::with_extremes(fam.as_dyn(), &eta, 1).unwrap();
+        assert_eq!(part, Spectrum::new(fam.as_dyn(), &eta).unwrap(), "{name}");
+    }
+}
+
 /// The fixed GEAP shifts are valid: at random unit x, λ_min(T x²) ≥ −c for c =
 /// `shift_bound(true)` of K and of sym(K − C⊗C), for every family (dense T x² and a Jacobi
 /// eigensolve), and the bound of sym(K − C⊗C) is attained up to a factor of a few somewhere

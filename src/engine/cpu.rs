@@ -186,7 +186,15 @@ pub(crate) fn input_stats(
     })?;
     let started = std::time::Instant::now();
     let spectrum = if needs.spectra {
-        Some(Spectrum::new(family, &d.eta)?)
+        // The extreme eigenvalues that the trace bounds of the hidden layers need (the head,
+        // the last entry, needs none).
+        let extremes = match d.delta.split_last() {
+            Some((_, hidden)) if needs.tensor_bounds => {
+                hidden.iter().map(|a| a.nrows()).max().unwrap_or(0)
+            }
+            _ => 0,
+        };
+        Some(Spectrum::with_extremes(family, &d.eta, extremes)?)
     } else {
         None
     };

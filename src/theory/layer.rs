@@ -15,7 +15,7 @@ use super::moments::Runs;
 use super::ql_lanes::sym_eigenvalues_ql_many;
 use super::spectrum::Spectrum;
 use crate::simd::{Lanes4, WithLanes4};
-use crate::Result;
+use crate::{Error, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde::Serialize;
 
@@ -378,6 +378,11 @@ fn head_spectra(o: usize) -> LayerSpectra {
     }
 }
 
+/// Whether `ls` are the head's spectra ([`head_spectra`]) for O = `o`: ΔᵀΔ = I_O, Hd = 0.
+fn is_head_spectra(ls: &LayerSpectra, o: usize) -> bool {
+    ls.u.len() == o && ls.u.0.iter().all(|r| r.0 == 1.0) && ls.v.is_empty()
+}
+
 /// A layer's spectra before the eigenvalues of its Gram matrices are known: those of ΔᵀΔ,
 /// HdᵀHd and (when Γ's spectrum is exact) Γ. [`input_theory`] solves the Gram matrices of all
 /// layers together ([`sym_eigenvalues_ql_many`]: four at a time).
@@ -524,7 +529,13 @@ fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f6
         gram_size: ls.gram_size,
         ..Default::default()
     };
-    if let Some(gamma) = &ls.gamma {
+    if ls.gamma.is_some() && sp.extremes.is_some() && is_head_spectra(ls, o) {
+        // The head of a partial categorical spectrum: Ruhe with Δ = I pairs every eigenvalue
+        // with 1 (C and M have at most O − 1 positive ones), which sums to the traces.
+        (t.ruhe_fisher_lo, t.ruhe_fisher_hi) = (s2 * sp.trace_c, s2 * sp.trace_c);
+        (t.ruhe_var1_lo, t.ruhe_var1_hi) = (0.0, s4 * sp.trace_m);
+        t.ruhe = true;
+    } else if let Some(gamma) = &ls.gamma {
         (t.ruhe_fisher_lo, t.ruhe_fisher_hi) = ruhe(eig_c, &ls.u.scaled(s2), o);
         (t.ruhe_var1_lo, t.ruhe_var1_hi) = ruhe(&sp.eig_m, &gamma.scaled(s4), o * o);
         (t.ruhe_var2_lo, t.ruhe_var2_hi) = ruhe(eig_c, &ls.v.scaled(s4), o);
@@ -533,11 +544,43 @@ fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f6
     t
 }
 
-/// The per-tensor bounds of every layer for one input (the per-input hook).
+/// How many extreme eigenvalues of C and M ([`Spectrum::with_extremes`]) the per-tensor
+/// bounds of an MLP with layer widths `widths` (input, hidden…, output) need: Thm C.1 pairs
+/// them with the eigenvalues of Gram matrices of rank ≤ n_l, and the head's bounds need only
+/// tr C and tr M. The widest hidden layer (0 without one).
+pub fn trace_bound_extremes(widths: &[usize]) -> usize {
+    let hidden = widths.get(1..widths.len().saturating_sub(1)).unwrap_or(&[]);
+    hidden.iter().copied().max().unwrap_or(0)
+}
+
+/// The per-tensor bounds of every layer for one input (the per-input hook). A partial
+/// spectrum ([`Spectrum::extremes`]) must hold the extremes that the layers need
+/// ([`trace_bound_extremes`]).
 pub fn input_theory(spectrum: &Spectrum, layers: &[LayerData<'_>]) -> Result<InputTheory> {
     // The spectrum of C as runs depends on the input only through η: once for all layers.
-    let eig_c = Runs::from_values(spectrum.eig_c.clone());
+    let eig_c = Runs::from_descending(spectrum.eig_c.clone());
     let spectra = all_layer_spectra(layers, spectrum.eig_c.len())?;
+    if let Some(r) = spectrum.extremes {
+        let need = spectra
+            .iter()
+            .filter(|ls| ls.gamma.is_some() && !is_head_spectra(ls, spectrum.eig_c.len()))
+            .flat_map(|ls| {
+                [
+                    ls.u.len(),
+                    ls.v.len(),
+                    ls.gamma.as_ref().map_or(0, Runs::len),
+                ]
+            })
+            .max()
+            .unwrap_or(0);
+        if need > r {
+            return Err(Error::Input(format!(
+                "the spectrum holds its {r} extreme eigenvalues, the trace bounds of a layer \
+                 need {need}: compute it with Spectrum::with_extremes(…, {need}) or \
+                 Spectrum::new"
+            )));
+        }
+    }
     let layers = layers
         .iter()
         .zip(&spectra)

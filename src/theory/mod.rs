@@ -6,6 +6,7 @@
 //! * [`ql_lanes`]: the root-free QL iteration on four tridiagonal matrices at once.
 //! * [`moments`]: C, K x³, K x², B², tr M and the spectrum of M per family.
 //! * [`zeig`]: extreme Z-eigenvalues of symmetric 4-tensors (GEAP, multi-start).
+//! * `probe`: the f32 probes that rank the starts of the categorical searches.
 //! * [`closed`]: Prop. 5.1 and Thm 5.2 closed forms.
 //! * [`secular`]: eigenvalues of diagonal-plus-rank-one matrices (λ(C) and λ(M) of the
 //!   categorical family in O(O²)).
@@ -22,10 +23,14 @@ pub mod eigen;
 pub mod layer;
 pub mod moments;
 pub mod pair;
+mod probe;
 pub mod ql_lanes;
 pub mod secular;
 pub mod spectrum;
 pub mod zeig;
 
-pub use layer::{input_theory, input_theory_of, InputTheory, LayerBounds, LayerData, TensorBounds};
+pub use layer::{
+    input_theory, input_theory_of, trace_bound_extremes, InputTheory, LayerBounds, LayerData,
+    TensorBounds,
+};
 pub use spectrum::Spectrum;

@@ -29,6 +29,19 @@ impl Runs {
         v.sort_by(|a, b| b.total_cmp(a));
         Runs(v.into_iter().filter(|x| *x > 0.0).map(|x| (x, 1)).collect())
     }
+    /// From eigenvalues in descending order in which NaN marks values that were not computed
+    /// (the middle of a partial spectrum, [`super::secular::RankOne::extremes`]): the NaN
+    /// form one run of value NaN, and everything from the first value ≤ 0 on is dropped.
+    pub fn from_descending(v: Vec<f64>) -> Runs {
+        let mut runs: Vec<(f64, usize)> = Vec::new();
+        for x in v.into_iter().take_while(|x| x.is_nan() || *x > 0.0) {
+            match runs.last_mut() {
+                Some(last) if x.is_nan() && last.0.is_nan() => last.1 += 1,
+                _ => runs.push((x, 1)),
+            }
+        }
+        Runs(runs)
+    }
     /// Number of listed (positive) eigenvalues.
     pub fn len(&self) -> usize {
         self.0.iter().map(|r| r.1).sum()
@@ -511,6 +524,13 @@ impl<'a> Moments<'a> {
     /// [`Moments::m_spectrum_dense`] is the previous dense route). Gaussian: M = (I + swap)/σ⁴,
     /// so 2/σ⁴ with multiplicity O(O+1)/2.
     pub fn m_spectrum(&self) -> Result<Runs> {
+        self.m_spectrum_extremes(None)
+    }
+
+    /// As [`Moments::m_spectrum`]; categorical with `extremes` = Some(r): only the max(r, 1)
+    /// largest eigenvalues, then a run of NaN for those not computed (O(O²) still, a third
+    /// less: [`super::secular::categorical_m`]).
+    pub fn m_spectrum_extremes(&self, extremes: Option<usize>) -> Result<Runs> {
         match self.kind {
             FamilyKind::Categorical => {
                 if let Some(index) = self.eta.iter().position(|v| !v.is_finite()) {
@@ -519,7 +539,9 @@ impl<'a> Moments<'a> {
                         index,
                     });
                 }
-                Ok(Runs::from_values(super::secular::categorical_m(self.eta)))
+                Ok(Runs::from_descending(super::secular::categorical_m(
+                    self.eta, extremes,
+                )))
             }
             _ => self.m_spectrum_dense(),
         }
@@ -573,10 +595,28 @@ impl<'a> Moments<'a> {
     }
 }
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn softmax(o: usize, seed: u64, scale: f64) -> Vec<f64> {
+    /// Runs of a partial spectrum: NaN merged into one run, cut at the first value ≤ 0.
+    #[test]
+    fn runs_from_descending() {
+        let nan = f64::NAN;
+        let r = Runs::from_descending(vec![3.0, 2.0, nan, nan, nan, 1.0, 0.5, 0.0]);
+        assert_eq!(r.len(), 7);
+        assert_eq!(
+            [r.get(0), r.get(1), r.get(5), r.get(6), r.get(7)],
+            [3.0, 2.0, 1.0, 0.5, 0.0]
+        );
+        assert!(r.get(2).is_nan() && r.get(4).is_nan());
+        let r = Runs::from_descending(vec![3.0, 0.0, nan, nan]);
+        assert_eq!(r, Runs(vec![(3.0, 1)]));
+        let v = vec![4.0, 2.0, 2.0, 1e-300, 0.0, -1e-17];
+        assert_eq!(Runs::from_descending(v.clone()), Runs::from_values(v));
+    }
+
+    /// A softmax of `scale` times standard normal logits (also used by `theory::probe`).
+    pub(crate) fn softmax(o: usize, seed: u64, scale: f64) -> Vec<f64> {
         let h: Vec<f64> = (0..o)
             .map(|k| {
                 let w = crate::rng::block(seed, 21, k as u32, 0, 0);

@@ -39,8 +39,11 @@ pub struct RankOne {
     groups: Vec<Vec<usize>>,
     /// Indices with z_j = 0 (eigenvalue d_j, eigenvector e_j).
     zeros: Vec<usize>,
-    /// The secular roots (one per interval, plus the exterior root when ρ ≠ 0).
+    /// The secular roots (one per interval, plus the exterior root when ρ ≠ 0), ascending;
+    /// when only the extreme ones were asked for ([`RankOne::extremes`]), `skipped` roots in
+    /// the middle are not computed.
     roots: Vec<Root>,
+    skipped: usize,
 }
 
 /// Σ_j w_j/(p_j − x) and its derivative over a run of poles, at x = `base` + `tau`, one
@@ -288,6 +291,12 @@ impl RankOne {
     /// The decomposition of `diag(d) + (1/rho) z zᵀ` (`rho` ≠ 0) or of `diag(d)` on z⊥
     /// (`rho` = 0). Exact zeros of z and poles equal up to a few ulps are deflated.
     pub fn new(d: &[f64], z: &[f64], rho: f64) -> RankOne {
+        RankOne::extremes(d, z, rho, None)
+    }
+
+    /// As [`RankOne::new`]; with `Some([lo, hi])`, only the `lo` smallest and the `hi` largest
+    /// secular roots are computed (the others are [`RankOne::skipped`]).
+    pub fn extremes(d: &[f64], z: &[f64], rho: f64, wanted: Option<[usize; 2]>) -> RankOne {
         let n = d.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| d[a].total_cmp(&d[b]));
@@ -332,14 +341,24 @@ impl RankOne {
         }
         flush(&mut members, &mut poles, &mut w, &mut groups, &mut deff);
         let m = poles.len();
-        let mut roots: Vec<Root> = Vec::with_capacity(m + 1);
+        let mut kinds: Vec<Kind> = Vec::with_capacity(m + 1);
         if m > 0 && rho < 0.0 {
-            roots.push(solve(&poles, &w, rho, Kind::Lower));
+            kinds.push(Kind::Lower);
         }
-        roots.extend((0..m.saturating_sub(1)).map(|i| solve(&poles, &w, rho, Kind::Interior(i))));
+        kinds.extend((0..m.saturating_sub(1)).map(Kind::Interior));
         if m > 0 && rho > 0.0 {
-            roots.push(solve(&poles, &w, rho, Kind::Upper));
+            kinds.push(Kind::Upper);
         }
+        let count = kinds.len();
+        let [lo, hi] = match wanted {
+            Some([lo, hi]) if lo + hi < count => [lo, hi],
+            _ => [count, 0],
+        };
+        let roots = kinds[..lo]
+            .iter()
+            .chain(&kinds[count - hi..])
+            .map(|&k| solve(&poles, &w, rho, k))
+            .collect();
         RankOne {
             deff,
             z: z.to_vec(),
@@ -347,12 +366,35 @@ impl RankOne {
             groups,
             zeros,
             roots,
+            skipped: count - lo - hi,
         }
+    }
+
+    /// The number of secular roots not computed ([`RankOne::extremes`]).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// The known eigenvalues ([`RankOne::values`] without the skipped roots) with the index of
+    /// their secular root (None for a deflated one), and the skipped count.
+    fn known(&self) -> (Vec<(f64, Option<usize>)>, usize) {
+        let mut vals: Vec<(f64, Option<usize>)> = self
+            .roots
+            .iter()
+            .enumerate()
+            .map(|(k, root)| (root.value(), Some(k)))
+            .collect();
+        vals.extend(self.zeros.iter().map(|&j| (self.deff[j], None)));
+        for g in &self.groups {
+            vals.extend(std::iter::repeat_n((self.deff[g[0]], None), g.len() - 1));
+        }
+        (vals, self.skipped)
     }
 
     /// Every eigenvalue (unordered): the secular roots, the poles of z_j = 0 and m − 1 copies
     /// of each merged pole of m entries.
     pub fn values(&self) -> Vec<f64> {
+        debug_assert_eq!(self.skipped, 0, "every root is needed");
         let mut v: Vec<f64> = self.roots.iter().map(Root::value).collect();
         v.extend(self.zeros.iter().map(|&j| self.deff[j]));
         for g in &self.groups {
@@ -391,6 +433,7 @@ impl RankOne {
     /// eigenbasis chosen so that within each deflated group only one vector has a non-zero
     /// coordinate (the part of v in the group orthogonal to z). O(O²).
     pub fn coordinates(&self, v: &[f64]) -> Vec<(f64, f64)> {
+        debug_assert_eq!(self.skipped, 0, "every root is needed");
         // The entries with z_j ≠ 0, gathered once.
         let (mut d, mut z, mut va) = (Vec::new(), Vec::new(), Vec::new());
         for ((&dj, &zj), &vj) in self.deff.iter().zip(&self.z).zip(v) {
@@ -437,6 +480,23 @@ impl RankOne {
     }
 }
 
+/// The eigenvalues of a spectrum of `known.len() + skipped` values, descending, of which
+/// `known` (unordered) holds every value but `skipped` secular roots in the middle, and the
+/// `lo` smallest and `hi` largest roots: then the `hi` largest and `lo` smallest of `known`
+/// are those of the whole spectrum (a value among them is either one of those roots or
+/// deflated, hence known), and the `skipped` values between them are NaN (not computed).
+fn extremes_of(mut known: Vec<f64>, skipped: usize, [lo, hi]: [usize; 2]) -> Vec<f64> {
+    known.sort_by(|a, b| b.total_cmp(a));
+    if skipped == 0 {
+        return known;
+    }
+    let n = known.len();
+    let mut out = known[..hi].to_vec();
+    out.extend(std::iter::repeat_n(f64::NAN, n + skipped - hi - lo));
+    out.extend(&known[n - lo..]);
+    out
+}
+
 /// Eigenvalues of the categorical covariance C = diag(p) − p pᵀ, descending, with the unit
 /// eigenvectors of the `vectors` largest ones (fewer if one of them is deflated), in O(O²).
 /// With Σ p = 1, C = D^½ Π D^½ (D = diag(p), Π = I − √p√pᵀ) has the spectrum of Π D Π: 0 (the
@@ -445,21 +505,20 @@ impl RankOne {
 /// `1 = Σ_j p_j²/(p_j − λ)`, or the dense C, whose entry p_a − p_a² loses the relative accuracy
 /// of 1 − p_a when p_a is close to 1. It is the spectrum of the C of p/Σp (a computed softmax
 /// sums to 1 up to rounding).
-pub fn categorical_cov(p: &[f64], vectors: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+///
+/// `extremes` = Some(r): only the max(r, 2) smallest and the max(r, `vectors`) largest
+/// eigenvalues are computed, the others are NaN ([`RankOne::extremes`]): O(r·O).
+pub fn categorical_cov(
+    p: &[f64],
+    vectors: usize,
+    extremes: Option<usize>,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
     let r: Vec<f64> = p.iter().map(|v| v.sqrt()).collect();
-    let dec = RankOne::new(p, &r, 0.0);
-    let mut vals: Vec<(f64, Option<usize>)> = dec
-        .roots
-        .iter()
-        .enumerate()
-        .map(|(k, root)| (root.value(), Some(k)))
-        .collect();
+    let wanted = extremes.map(|r| [r.max(2), r.max(vectors)]);
+    let dec = RankOne::extremes(p, &r, 0.0, wanted);
+    let (mut vals, skipped) = dec.known();
     // The direction √p of Π D Π (the vector 1 of C).
     vals.push((0.0, None));
-    vals.extend(dec.zeros.iter().map(|&j| (dec.deff[j], None)));
-    for g in &dec.groups {
-        vals.extend(std::iter::repeat_n((dec.deff[g[0]], None), g.len() - 1));
-    }
     vals.sort_by(|a, b| b.0.total_cmp(&a.0));
     let vecs = vals
         .iter()
@@ -485,15 +544,17 @@ pub fn categorical_cov(p: &[f64], vectors: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
             })
         })
         .collect();
-    (vals.into_iter().map(|v| v.0.max(0.0)).collect(), vecs)
+    let known = vals.into_iter().map(|v| v.0.max(0.0)).collect();
+    (extremes_of(known, skipped, wanted.unwrap_or([0, 0])), vecs)
 }
 
-/// The positive eigenvalues of the O×O Gram matrix of M = Cov(s⊗s) for the categorical family
-/// (docs/theory.md): with r = √p (a unit vector), Π = I − r rᵀ, a_y = ‖p‖²/2 − p_y,
-/// `G̃ = Π (diag(p∘(1 + 4a)) + 2 (r∘a)(r∘a)ᵀ) Π`. Its spectrum is that of the compression of
-/// the diagonal onto r⊥ (one secular equation) changed by the rank-one term (a second one):
-/// O(O²) in all.
-pub fn categorical_m(p: &[f64]) -> Vec<f64> {
+/// The eigenvalues of the O×O Gram matrix of M = Cov(s⊗s) for the categorical family
+/// (docs/theory.md), descending: with r = √p (a unit vector), Π = I − r rᵀ,
+/// a_y = ‖p‖²/2 − p_y, `G̃ = Π (diag(p∘(1 + 4a)) + 2 (r∘a)(r∘a)ᵀ) Π`. Its spectrum is that of
+/// the compression of the diagonal onto r⊥ (one secular equation) changed by the rank-one
+/// term (a second one): O(O²) in all. `extremes` = Some(r): only the max(r, 1) largest roots
+/// of the second equation are computed, the other values are NaN.
+pub fn categorical_m(p: &[f64], extremes: Option<usize>) -> Vec<f64> {
     let s2: f64 = super::eigen::dot(p, p);
     let r: Vec<f64> = p.iter().map(|v| v.sqrt()).collect();
     let a: Vec<f64> = p.iter().map(|v| 0.5 * s2 - v).collect();
@@ -502,7 +563,13 @@ pub fn categorical_m(p: &[f64]) -> Vec<f64> {
     let step1 = RankOne::new(&lam, &r, 0.0);
     let coords = step1.coordinates(&v);
     let (mu, zc): (Vec<f64>, Vec<f64>) = coords.into_iter().unzip();
-    RankOne::new(&mu, &zc, 0.5).values()
+    let wanted = extremes.map(|r| [0, r.max(1)]);
+    let (known, skipped) = RankOne::extremes(&mu, &zc, 0.5, wanted).known();
+    extremes_of(
+        known.into_iter().map(|v| v.0).collect(),
+        skipped,
+        wanted.unwrap_or([0, 0]),
+    )
 }
 
 #[cfg(test)]
@@ -518,6 +585,70 @@ mod tests {
     fn normal(seed: u64, k: u32) -> f64 {
         let w = crate::rng::block(seed, 77, k, 0, 0);
         crate::rng::box_muller(w[0], w[1]).0
+    }
+
+    /// Only the extreme roots: the same bits as the full decomposition at the computed
+    /// positions, NaN between them, the spectrum's size kept; the categorical C and M the same
+    /// way, with ties and zero probabilities (deflated values among the extremes).
+    #[test]
+    fn extremes_are_the_full_spectrum_at_its_ends() {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for n in [2usize, 5, 9, 40] {
+            for seed in 0..6u64 {
+                let mut d: Vec<f64> = (0..n).map(|k| normal(seed, k as u32)).collect();
+                let z: Vec<f64> = (0..n).map(|k| normal(seed + 100, k as u32)).collect();
+                if seed % 2 == 1 && n > 3 {
+                    d[n - 1] = d[0];
+                }
+                for rho in [0.7, -1.3, 0.0] {
+                    let full = sorted(RankOne::new(&d, &z, rho).values());
+                    for wanted in [[0, 1], [1, 0], [2, 3], [n, n]] {
+                        let r = RankOne::extremes(&d, &z, rho, Some(wanted));
+                        let (known, skipped) = r.known();
+                        let got = extremes_of(known.iter().map(|v| v.0).collect(), skipped, wanted);
+                        assert_eq!(got.len(), full.len(), "n {n} seed {seed} rho {rho}");
+                        let [lo, hi] = wanted;
+                        let roots = full.len()
+                            - r.zeros.len()
+                            - r.groups.iter().map(|g| g.len() - 1).sum::<usize>();
+                        let want = if lo + hi < roots { roots - lo - hi } else { 0 };
+                        assert_eq!(skipped, want, "n {n} seed {seed} rho {rho}");
+                        let m = got.len();
+                        let (top, bottom) = if skipped == 0 { (m, 0) } else { (hi, lo) };
+                        assert_eq!(bits(&got[..top]), bits(&full[..top]), "n {n} seed {seed}");
+                        assert_eq!(bits(&got[m - bottom..]), bits(&full[m - bottom..]));
+                        assert!(got[top..m - bottom].iter().all(|v| v.is_nan()));
+                    }
+                }
+            }
+        }
+        for (o, ties) in [(30usize, false), (30, true), (200, true)] {
+            let mut p: Vec<f64> = (0..o).map(|k| normal(7, k as u32).exp()).collect();
+            if ties {
+                // Equal largest probabilities (a deflated top value) and exact zeros.
+                p[1] = p[0];
+                p[2] = p[0];
+                p[o - 1] = 0.0;
+            }
+            let s: f64 = p.iter().sum();
+            p.iter_mut().for_each(|v| *v /= s);
+            let (full, vecs) = categorical_cov(&p, 3, None);
+            let full_m = categorical_m(&p, None);
+            for r in [0usize, 1, 4] {
+                let (got, got_vecs) = categorical_cov(&p, 3, Some(r));
+                assert_eq!(got.len(), o);
+                let (hi, lo) = (r.max(3), r.max(2));
+                assert_eq!(bits(&got[..hi]), bits(&full[..hi]), "o {o} r {r}");
+                assert_eq!(bits(&got[o - lo..]), bits(&full[o - lo..]), "o {o} r {r}");
+                assert!(got[hi..o - lo].iter().all(|v| v.is_nan()), "o {o} r {r}");
+                assert_eq!(got_vecs, vecs);
+                let got_m = categorical_m(&p, Some(r));
+                assert_eq!(got_m.len(), full_m.len());
+                let hi = r.max(1);
+                assert_eq!(bits(&got_m[..hi]), bits(&full_m[..hi]), "o {o} r {r}");
+                assert!(got_m[hi..].iter().any(|v| v.is_nan()), "o {o} r {r}");
+            }
+        }
     }
 
     /// Rank-one updates and compressions against the dense solver, with ties, zero weights

@@ -22,6 +22,8 @@ pub struct Spectrum {
     /// The family (and σ² for the Gaussian).
     pub kind: FamilyKind,
     /// Eigenvalues of C, descending, clamped at 0 (categorical: the smallest is exactly 0).
+    /// With [`Spectrum::extremes`] = Some(r) (categorical), only the max(r, 3) largest and
+    /// max(r, 2) smallest: the others are NaN (not computed).
     pub eig_c: Vec<f64>,
     /// λ_max(C).
     pub lam_max_c: f64,
@@ -43,7 +45,8 @@ pub struct Spectrum {
     pub lam_min_v: f64,
     /// Whether `lam_max_k` / `lam_max_v` are exact (closed form) rather than GEAP estimates.
     pub exact_max: bool,
-    /// Positive eigenvalues of M = Cov(s⊗s) (O²×O²), descending.
+    /// Positive eigenvalues of M = Cov(s⊗s) (O²×O²), descending. With [`Spectrum::extremes`]
+    /// = Some(r) (categorical), the max(r, 1) largest, then a run of NaN (not computed).
     pub eig_m: Runs,
     /// λ_max(M): a certified upper bound on λ_max(K − C⊗C) \[X\].
     pub lam_max_m: f64,
@@ -53,6 +56,12 @@ pub struct Spectrum {
     pub stat_bound2: Option<f64>,
     /// ρ(p) of Thm 5.2 (categorical only).
     pub rho: Option<f64>,
+    /// Some(r): the categorical `eig_c` and `eig_m` hold only their r extreme values (the
+    /// others are NaN), which is what the per-tensor trace bounds of layers with at most r
+    /// units need (Thm C.1 pairs the eigenvalues of C and M with those of Gram matrices of
+    /// rank ≤ r; [`crate::theory::input_theory`]). None: every eigenvalue (also what
+    /// [`Spectrum::with_extremes`] gives when O is small next to r).
+    pub extremes: Option<usize>,
 }
 
 impl Spectrum {
@@ -61,13 +70,20 @@ impl Spectrum {
         Spectrum::with_options(family, eta, &GeapOptions::default())
     }
 
+    /// As [`Spectrum::new`], with only the `extremes` extreme eigenvalues of C and M where
+    /// that is cheaper (categorical; [`Spectrum::extremes`]). r = 0: no per-tensor bounds
+    /// will be computed, only the scalars (λ_max, λ_min on 1⊥, traces).
+    pub fn with_extremes(family: &dyn ExpFamily, eta: &[f64], extremes: usize) -> Result<Spectrum> {
+        Spectrum::build(family, eta, &GeapOptions::default(), false, Some(extremes))
+    }
+
     /// As [`Spectrum::new`], with the GEAP options of the Z-eigenvalue searches.
     pub fn with_options(
         family: &dyn ExpFamily,
         eta: &[f64],
         opts: &GeapOptions,
     ) -> Result<Spectrum> {
-        Spectrum::build(family, eta, opts, false)
+        Spectrum::build(family, eta, opts, false, None)
     }
 
     /// The previous solver, kept as the reference of the tests: the eigenvalues and
@@ -78,7 +94,7 @@ impl Spectrum {
             fixed_shift: false,
             ..*opts
         };
-        Spectrum::build(family, eta, &opts, true)
+        Spectrum::build(family, eta, &opts, true, None)
     }
 
     fn build(
@@ -86,13 +102,14 @@ impl Spectrum {
         eta: &[f64],
         opts: &GeapOptions,
         dense: bool,
+        extremes: Option<usize>,
     ) -> Result<Spectrum> {
         let m = Moments::new(family, eta);
         let o = m.dim();
         let eig_m = if dense {
             m.m_spectrum_dense()?
         } else {
-            m.m_spectrum()?
+            m.m_spectrum_extremes(extremes)?
         };
         let trace_m = m.m_trace();
         let trace_c = m.cov_trace();
@@ -117,6 +134,7 @@ impl Spectrum {
                     trace_m,
                     stat_bound2,
                     rho: None,
+                    extremes: None,
                 })
             }
             FamilyKind::Bernoulli | FamilyKind::Poisson => {
@@ -157,6 +175,7 @@ impl Spectrum {
                     trace_m,
                     stat_bound2,
                     rho: None,
+                    extremes: None,
                 })
             }
             FamilyKind::Categorical => {
@@ -171,7 +190,7 @@ impl Spectrum {
                 } else {
                     // The secular equation of diag(p) − p pᵀ: O(O²), with the eigenvectors of
                     // the three largest eigenvalues (the GEAP starts).
-                    secular::categorical_cov(eta, 3)
+                    secular::categorical_cov(eta, 3, extremes)
                 };
                 let lam_max_c = eig_c[0];
                 let lam_min_c_perp = if o >= 2 { eig_c[o - 2] } else { 0.0 };
@@ -186,6 +205,8 @@ impl Spectrum {
                 let v = extreme_z_eigenvalue(&ExcessMoment::new(m), &starts, true, opts)?;
                 let lam_max_m = eig_m.max();
                 let b2 = stat_bound2.unwrap_or(f64::INFINITY);
+                let partial =
+                    eig_c.iter().any(|v| v.is_nan()) || eig_m.0.iter().any(|r| r.0.is_nan());
                 Ok(Spectrum {
                     kind: m.kind,
                     lam_max_c,
@@ -204,6 +225,7 @@ impl Spectrum {
                     trace_m,
                     stat_bound2,
                     rho: Some(closed::rho(eta)),
+                    extremes: extremes.filter(|_| partial),
                 })
             }
         }

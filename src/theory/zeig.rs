@@ -8,6 +8,7 @@
 
 use super::eigen::{dot, sym_eigen, sym_min_eigenvalue};
 use super::moments::{categorical_step, categorical_unit, Moments};
+use super::probe::CategoricalProbe;
 use crate::family::FamilyKind;
 use crate::{rng, Error, Result};
 
@@ -36,6 +37,18 @@ pub trait SymTensor4 {
     /// g = T e_a³ and the return value T\[e_a⁴\] in closed form, if the tensor has one (the
     /// unit starts of the power method then skip their first contraction).
     fn unit_contraction(&self, _a: usize, _g: &mut [f64]) -> Option<f64> {
+        None
+    }
+    /// The value after `opts.probe_iter` fixed-shift steps from every start that is not zero,
+    /// with the start's index, by a cheaper route than the f64 steps (the f32 probes of
+    /// `theory::probe`) where the tensor has one; None: [`extreme_z_eigenvalue`] probes with
+    /// the f64 steps.
+    fn probe_values(
+        &self,
+        _starts: &Starts,
+        _maximize: bool,
+        _opts: &GeapOptions,
+    ) -> Option<Result<Vec<(f64, usize)>>> {
         None
     }
     /// `T[x⁴]`.
@@ -162,6 +175,25 @@ macro_rules! family_steps {
                 }
                 _ => plain_step(self, xg, ba, out),
             }
+        }
+        fn probe_values(
+            &self,
+            starts: &Starts,
+            maximize: bool,
+            opts: &GeapOptions,
+        ) -> Option<Result<Vec<(f64, usize)>>> {
+            if self.$m.kind != FamilyKind::Categorical || !opts.fixed_shift {
+                return None;
+            }
+            let shift = (opts.tau + 12.0 * self.shift_bound(maximize)?) / 4.0;
+            Some(categorical_probes(
+                self.$m.eta,
+                $excess,
+                starts,
+                maximize,
+                opts,
+                shift,
+            ))
         }
         fn unit_contraction(&self, a: usize, g: &mut [f64]) -> Option<f64> {
             let p = self.$m.eta;
@@ -373,8 +405,6 @@ fn geap_in(
     opts: &GeapOptions,
     max_iter: usize,
 ) -> Result<Run> {
-    let zero_start =
-        || Error::Input("a start vector of the power method is zero or not finite".into());
     let beta = if maximize { 1.0 } else { -1.0 };
     if opts.fixed_shift {
         if let Some(c) = t.shift_bound(maximize) {
@@ -468,31 +498,78 @@ fn geap_in(
     })
 }
 
+/// The iterate of the fixed-shift power method, with its candidate step: the f64 [`Work`] of
+/// a [`SymTensor4`] or the f32 probes of `theory::probe`.
+pub(crate) trait ShiftedIterate {
+    /// The candidate step [xn, gn] from the current iterate with \[β, α\]: returns T\[xn⁴\], or
+    /// None when βg + αx is zero or not finite.
+    fn candidate(&mut self, beta: f64, alpha: f64) -> Option<f64>;
+    /// Makes the candidate the current iterate.
+    fn accept(&mut self);
+}
+
+/// A tensor and its f64 work vectors.
+struct TensorIterate<'a> {
+    t: &'a dyn SymTensor4,
+    w: &'a mut Work,
+}
+
+impl ShiftedIterate for TensorIterate<'_> {
+    fn candidate(&mut self, beta: f64, alpha: f64) -> Option<f64> {
+        let w = &mut *self.w;
+        self.t
+            .step([&w.x, &w.g], [beta, alpha], [&mut w.xn, &mut w.gn])
+    }
+    fn accept(&mut self) {
+        std::mem::swap(&mut self.w.x, &mut self.w.xn);
+        std::mem::swap(&mut self.w.g, &mut self.w.gn);
+    }
+}
+
 /// GEAP with a certified fixed shift `shift` (> 0; [`SymTensor4::shift_bound`]), O(O) per step
-/// for the family tensors, from the unit `w.x` with `w.g` = T x³ and λ = T\[x⁴\]. Every step
-/// first tries a smaller shift (halved after each success, from the certified one) and keeps
-/// it if f does not decrease; otherwise the step is redone with the certified shift, with
-/// which f never decreases. A smaller shift is a longer step: the probes and the final
-/// convergence advance about as fast as with the adaptive shift.
+/// for the family tensors, from the unit `w.x` with `w.g` = T x³ and λ = T\[x⁴\].
 fn geap_fixed(
     t: &dyn SymTensor4,
     w: &mut Work,
-    mut lambda: f64,
+    lambda: f64,
     beta: f64,
     opts: &GeapOptions,
     max_iter: usize,
     shift: f64,
 ) -> Result<Run> {
-    let mut it = 0;
+    fixed_shift_run(
+        &mut TensorIterate { t, w },
+        lambda,
+        beta,
+        opts.tol,
+        max_iter,
+        shift,
+    )
+}
+
+/// The fixed-shift method from an iterate of value λ. Every step first tries a smaller shift
+/// (halved after each success, from the certified one) and keeps it if f does not decrease;
+/// otherwise the step is redone with the certified shift, with which f never decreases. A
+/// smaller shift is a longer step: the probes and the final convergence advance about as fast
+/// as with the adaptive shift.
+fn fixed_shift_run(
+    it: &mut impl ShiftedIterate,
+    mut lambda: f64,
+    beta: f64,
+    tol: f64,
+    max_iter: usize,
+    shift: f64,
+) -> Result<Run> {
+    let mut iterations = 0;
     let mut trial = 0.5 * shift;
-    while it < max_iter {
-        it += 1;
+    while iterations < max_iter {
+        iterations += 1;
         let mut ln = f64::NAN;
         for a in [trial, shift] {
-            let Some(v) = t.step([&w.x, &w.g], [beta, a], [&mut w.xn, &mut w.gn]) else {
+            let Some(v) = it.candidate(beta, a) else {
                 return Ok(Run {
                     value: lambda,
-                    iterations: it,
+                    iterations,
                     converged: true,
                 });
             };
@@ -500,7 +577,7 @@ fn geap_fixed(
             if !ln.is_finite() {
                 return Err(Error::NonFinite {
                     what: "a tensor eigenvalue iteration".into(),
-                    index: it,
+                    index: iterations,
                 });
             }
             if a == shift {
@@ -508,24 +585,72 @@ fn geap_fixed(
                 trial = (4.0 * trial).min(0.5 * shift);
                 break;
             }
-            if beta * (ln - lambda) >= -opts.tol * lambda.abs() {
+            if beta * (ln - lambda) >= -tol * lambda.abs() {
                 trial *= 0.5;
                 break;
             }
         }
-        if accept_step(w, &mut lambda, ln, opts.tol) {
+        it.accept();
+        let done = (ln - lambda).abs() <= tol * lambda.abs();
+        lambda = ln;
+        if done {
             return Ok(Run {
                 value: lambda,
-                iterations: it,
+                iterations,
                 converged: true,
             });
         }
     }
     Ok(Run {
         value: lambda,
-        iterations: it,
+        iterations,
         converged: false,
     })
+}
+
+/// [`SymTensor4::probe_values`] of the categorical K (`excess` false) or sym(K − C⊗C) (true)
+/// at class probabilities `p`, in f32 ([`CategoricalProbe`]) with the fixed shift `shift`.
+fn categorical_probes(
+    p: &[f64],
+    excess: bool,
+    starts: &Starts,
+    maximize: bool,
+    opts: &GeapOptions,
+    shift: f64,
+) -> Result<Vec<(f64, usize)>> {
+    let beta = if maximize { 1.0 } else { -1.0 };
+    let mut probe = CategoricalProbe::new(p, excess);
+    let mut x = vec![0.0; p.len()];
+    let mut out = Vec::with_capacity(starts.len());
+    for i in 0..starts.len() {
+        let lambda = match starts.unit(i) {
+            Some(a) if a < p.len() => probe.start_unit(p, a),
+            Some(_) => continue,
+            None => {
+                if !starts.write(i, &mut x) {
+                    continue;
+                }
+                // Normalised in f64 first: entries that are tiny but not zero stay in f32 range.
+                normalise(&mut x)
+                    .then(|| probe.start_vector(&x))
+                    .flatten()
+                    .ok_or_else(zero_start)?
+            }
+        };
+        // The tolerance of f32 values: with f64's, rounding alone would fail the trial shifts.
+        let tol = opts.tol.max(PROBE_TOL);
+        let run = fixed_shift_run(&mut probe, lambda, beta, tol, opts.probe_iter, shift)?;
+        out.push((run.value, i));
+    }
+    Ok(out)
+}
+
+/// The relative tolerance of the f32 probes' values (16 f32 ulps).
+const PROBE_TOL: f64 = 16.0 * f32::EPSILON as f64;
+
+/// The error of a start that is zero or not finite.
+fn zero_start() -> Error {
+    Error::Input("a start vector of the power method is zero or not finite".into())
 }
 
 /// Start vectors of the power method: the unit vectors e_0 … e_{units−1} (implicit: O of
@@ -641,15 +766,22 @@ pub fn extreme_z_eigenvalue(
     let mut w = Work::new(o);
     // Only the values are kept (not O vectors of length O): the kept probes are run again,
     // with the same result, as the method is deterministic.
-    let mut probes: Vec<(f64, usize)> = Vec::with_capacity(starts.len());
-    for i in 0..starts.len() {
-        if starts.write(i, &mut w.x) {
-            probes.push((
-                geap_in(t, &mut w, starts.unit(i), maximize, &exact, opts.probe_iter)?.value,
-                i,
-            ));
+    let mut probes = match t.probe_values(starts, maximize, &exact) {
+        Some(probes) => probes?,
+        None => {
+            let mut probes: Vec<(f64, usize)> = Vec::with_capacity(starts.len());
+            for i in 0..starts.len() {
+                if starts.write(i, &mut w.x) {
+                    probes.push((
+                        geap_in(t, &mut w, starts.unit(i), maximize, &exact, opts.probe_iter)?
+                            .value,
+                        i,
+                    ));
+                }
+            }
+            probes
         }
-    }
+    };
     probes.sort_by(|a, b| (sign * b.0).total_cmp(&(sign * a.0)));
     let mut kept: Vec<ZEigenpair> = Vec::new();
     for (_, i) in probes {

@@ -176,7 +176,12 @@ pub fn input_spectrum(
     }
     let o = req.model.output_dim();
     let h = to_f64(&data.h[i * o..(i + 1) * o]);
-    Spectrum::new(req.family, &req.family.eta(&h)).map(Some)
+    let extremes = if req.needs().tensor_bounds {
+        crate::theory::trace_bound_extremes(&req.model.widths())
+    } else {
+        0
+    };
+    Spectrum::with_extremes(req.family, &req.family.eta(&h), extremes).map(Some)
 }
 
 /// The per-input scalars of the bound channels (constants without a spectrum).

@@ -2,7 +2,7 @@
 //! the fallback), and Householder tridiagonalisation with implicit QL or Laguerre's method for
 //! the eigenvalues of the theory layer's small matrices (faster for n ≲ 100).
 
-use crate::simd::Lanes4;
+use crate::simd::Lanes;
 use crate::{Error, Result};
 use faer::{Mat, Side};
 
@@ -238,7 +238,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// [`dot`] of four vectors with one `b`, computed together on lanes `V`: four chains of
 /// additions in flight and `b` loaded once (the same bits as four calls).
 #[inline(always)]
-pub(crate) fn dot4<V: Lanes4>(a: [&[f64]; 4], b: &[f64]) -> [f64; 4] {
+pub(crate) fn dot4<V: Lanes<Elem = f64>>(a: [&[f64]; 4], b: &[f64]) -> [f64; 4] {
     let n = b.len();
     let a = a.map(|a| &a[..n]);
     let chunks = n / 4 * 4;

@@ -14,7 +14,7 @@ use super::eigen::{dot, dot4};
 use super::moments::Runs;
 use super::ql_lanes::sym_eigenvalues_ql_many;
 use super::spectrum::Spectrum;
-use crate::simd::{Lanes4, WithLanes4};
+use crate::simd::{Lanes, WithLanes};
 use crate::{Error, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde::Serialize;
@@ -197,22 +197,23 @@ fn gram(m: ArrayView2<f64>) -> Vec<f64> {
 /// product of length n_l of the column products P_ab = Δ_·a ⊙ Δ_·b: n_l·C(O+3, 4) multiply-adds
 /// instead of the n_l·(O(O+1)/2)² of summing the outer products w_j w_jᵀ.
 fn sym_gram(delta: ArrayView2<f64>) -> Vec<f64> {
-    crate::simd::with_lanes4(SymGram(delta))
+    crate::simd::with_lanes(SymGram(delta))
 }
 
 /// [`sym_gram`] on lanes `V` (AVX where the CPU has it: the same results).
 struct SymGram<'a>(ArrayView2<'a, f64>);
 
-impl WithLanes4 for SymGram<'_> {
+impl WithLanes for SymGram<'_> {
+    type Elem = f64;
     type Output = Vec<f64>;
     #[inline(always)]
-    fn run<V: Lanes4>(self) -> Vec<f64> {
+    fn run<V: Lanes<Elem = f64>>(self) -> Vec<f64> {
         sym_gram_body::<V>(self.0)
     }
 }
 
 #[inline(always)]
-fn sym_gram_body<V: Lanes4>(delta: ArrayView2<f64>) -> Vec<f64> {
+fn sym_gram_body<V: Lanes<Elem = f64>>(delta: ArrayView2<f64>) -> Vec<f64> {
     let (n, o) = delta.dim();
     let sym = o * (o + 1) / 2;
     // idx[a][b] (a ≤ b): the coordinate of (ab), in the order (0,0), (0,1), …, (1,1), ….

@@ -6,6 +6,7 @@
 use super::eigen::{dot, sym_eigenvalues};
 use crate::family::independent::{pair_sum, Coord};
 use crate::family::{ExpFamily, FamilyKind};
+use crate::simd::{Lanes, Real, WithLanes};
 use crate::Result;
 
 /// The moments of one input: the family and its η (for the categorical family η = p).
@@ -112,16 +113,17 @@ fn categorical_x3(p: &[f64], x: &[f64], g: &mut [f64]) -> (f64, f64, f64) {
 /// = (βg + αx)/‖βg + αx‖, `gn` = T xn³, and the return value T\[xn⁴\] from the same sums
 /// (K\[x⁴\] = Σ p w⁴ and (K − C⊗C)\[x⁴\] = Σ p w⁴ − (Σ p w²)², w = x − pᵀx). None when βg + αx
 /// is zero or not finite, or when a vector is shorter than `p`. β = 0, α = 1 normalises x and
-/// contracts it. Every sum has eight
-/// partial sums in a fixed order; AVX where the CPU has it gives the same results.
-pub(crate) fn categorical_step(
-    p: &[f64],
-    [x, g]: [&[f64]; 2],
-    beta: f64,
-    alpha: f64,
+/// contracts it. In f64, or in f32 for the probes of `theory::probe`; every sum has two lanes'
+/// worth of partial sums (eight f64, sixteen f32) in a fixed order, and AVX where the CPU has
+/// it gives the same results.
+pub(crate) fn categorical_step<T: Real>(
+    p: &[T],
+    [x, g]: [&[T]; 2],
+    beta: T,
+    alpha: T,
     excess: bool,
-    xn: &mut [f64],
-    gn: &mut [f64],
+    xn: &mut [T],
+    gn: &mut [T],
 ) -> Option<f64> {
     if [x.len(), g.len(), xn.len(), gn.len()]
         .iter()
@@ -129,7 +131,7 @@ pub(crate) fn categorical_step(
     {
         return None;
     }
-    crate::simd::with_lanes4(CategoricalStep {
+    crate::simd::with_lanes(CategoricalStep {
         p,
         x,
         g,
@@ -162,21 +164,22 @@ pub(crate) fn categorical_unit(p: &[f64], a: usize, excess: bool, g: &mut [f64])
 }
 
 /// The arguments of [`categorical_step`].
-struct CategoricalStep<'a> {
-    p: &'a [f64],
-    x: &'a [f64],
-    g: &'a [f64],
-    beta: f64,
-    alpha: f64,
+struct CategoricalStep<'a, T> {
+    p: &'a [T],
+    x: &'a [T],
+    g: &'a [T],
+    beta: T,
+    alpha: T,
     excess: bool,
-    xn: &'a mut [f64],
-    gn: &'a mut [f64],
+    xn: &'a mut [T],
+    gn: &'a mut [T],
 }
 
-impl crate::simd::WithLanes4 for CategoricalStep<'_> {
+impl<T: Real> WithLanes for CategoricalStep<'_, T> {
+    type Elem = T;
     type Output = Option<f64>;
     #[inline(always)]
-    fn run<V: crate::simd::Lanes4>(self) -> Option<f64> {
+    fn run<V: Lanes<Elem = T>>(self) -> Option<f64> {
         let CategoricalStep {
             p,
             x,
@@ -189,53 +192,54 @@ impl crate::simd::WithLanes4 for CategoricalStep<'_> {
         } = self;
         let o = p.len();
         let (x, g, xn, gn) = (&x[..o], &g[..o], &mut xn[..o], &mut gn[..o]);
-        // Chunks of eight in two four-lane registers: eight partial sums per sum, so that the
-        // passes are not bound by the latency of the additions.
-        let body = o - o % 8;
-        let (beta4, alpha4) = (V::splat(beta), V::splat(alpha));
+        // Chunks of two registers: twice the lanes' partial sums per sum, so that the passes
+        // are not bound by the latency of the additions.
+        let (n, chunk) = (V::N, 2 * V::N);
+        let body = o - o % chunk;
+        let total = |s: [V; 2], t: T| (s[0] + s[1]).sum() + t;
+        let (beta_v, alpha_v) = (V::splat(beta), V::splat(alpha));
         // βg + αx, its squared norm and pᵀ(βg + αx).
         let (mut n2, mut s1) = ([V::zero(); 2], [V::zero(); 2]);
         for (((xn, g), x), p) in xn[..body]
-            .chunks_exact_mut(8)
-            .zip(g.chunks_exact(8))
-            .zip(x.chunks_exact(8))
-            .zip(p.chunks_exact(8))
+            .chunks_exact_mut(chunk)
+            .zip(g.chunks_exact(chunk))
+            .zip(x.chunks_exact(chunk))
+            .zip(p.chunks_exact(chunk))
         {
             for h in 0..2 {
-                let i = 4 * h;
-                let v = beta4 * V::load(&g[i..]) + alpha4 * V::load(&x[i..]);
+                let i = n * h;
+                let v = beta_v * V::load(&g[i..]) + alpha_v * V::load(&x[i..]);
                 v.store(&mut xn[i..]);
                 n2[h] = n2[h] + v * v;
                 s1[h] = s1[h] + V::load(&p[i..]) * v;
             }
         }
-        let (mut n2t, mut s1t) = (0.0, 0.0);
+        let (mut n2t, mut s1t) = (T::default(), T::default());
         for k in body..o {
             let v = beta * g[k] + alpha * x[k];
             xn[k] = v;
             n2t += v * v;
             s1t += p[k] * v;
         }
-        let total = |s: [V; 2], t: f64| (s[0] + s[1]).sum() + t;
-        let n = total(n2, n2t).sqrt();
-        if !(n.is_finite() && n > 0.0) {
+        let norm = total(n2, n2t).sqrt();
+        if !(norm.is_finite() && norm > T::default()) {
             return None;
         }
-        let inv = 1.0 / n;
+        let inv = T::ONE / norm;
         let xb = total(s1, s1t) * inv;
         // w = x − x̄: Σ p w², Σ p w³, Σ p w⁴, and gn = p w³ before the rank-one terms.
-        let (inv4, xb4) = (V::splat(inv), V::splat(xb));
+        let (inv_v, xb_v) = (V::splat(inv), V::splat(xb));
         let (mut m2, mut m3, mut m4) = ([V::zero(); 2], [V::zero(); 2], [V::zero(); 2]);
         for ((xn, gn), p) in xn[..body]
-            .chunks_exact_mut(8)
-            .zip(gn.chunks_exact_mut(8))
-            .zip(p.chunks_exact(8))
+            .chunks_exact_mut(chunk)
+            .zip(gn.chunks_exact_mut(chunk))
+            .zip(p.chunks_exact(chunk))
         {
             for h in 0..2 {
-                let i = 4 * h;
-                let v = V::load(&xn[i..]) * inv4;
+                let i = n * h;
+                let v = V::load(&xn[i..]) * inv_v;
                 v.store(&mut xn[i..]);
-                let w = v - xb4;
+                let w = v - xb_v;
                 let pw2 = V::load(&p[i..]) * (w * w);
                 let t = pw2 * w;
                 t.store(&mut gn[i..]);
@@ -244,7 +248,7 @@ impl crate::simd::WithLanes4 for CategoricalStep<'_> {
                 m4[h] = m4[h] + t * w;
             }
         }
-        let (mut m2t, mut m3t, mut m4t) = (0.0, 0.0, 0.0);
+        let (mut m2t, mut m3t, mut m4t) = (T::default(), T::default(), T::default());
         for k in body..o {
             let v = xn[k] * inv;
             xn[k] = v;
@@ -258,20 +262,21 @@ impl crate::simd::WithLanes4 for CategoricalStep<'_> {
         }
         let (m2, m3, m4) = (total(m2, m2t), total(m3, m3t), total(m4, m4t));
         // gn −= p (m3 + q w): the rank-one terms of K x³ (q = 0) or (K − C⊗C) x³ (q = Σ p w²).
-        let q = if excess { m2 } else { 0.0 };
-        let (m3_4, q4) = (V::splat(m3), V::splat(q));
+        let q = if excess { m2 } else { T::default() };
+        let (m3_v, q_v) = (V::splat(m3), V::splat(q));
+        let body = o - o % n;
         for ((gn, p), xn) in gn[..body]
-            .chunks_exact_mut(4)
-            .zip(p.chunks_exact(4))
-            .zip(xn.chunks_exact(4))
+            .chunks_exact_mut(n)
+            .zip(p.chunks_exact(n))
+            .zip(xn.chunks_exact(n))
         {
-            let (p4, w) = (V::load(p), V::load(xn) - xb4);
-            (V::load(gn) - (p4 * m3_4 + q4 * (p4 * w))).store(gn);
+            let (p_v, w) = (V::load(p), V::load(xn) - xb_v);
+            (V::load(gn) - (p_v * m3_v + q_v * (p_v * w))).store(gn);
         }
         for k in body..o {
             gn[k] -= p[k] * m3 + q * (p[k] * (xn[k] - xb));
         }
-        Some(m4 - q * m2)
+        Some((m4 - q * m2).to_f64())
     }
 }
 
@@ -688,7 +693,7 @@ pub(crate) mod tests {
                     );
                     // The baseline lanes give the same bits as the dispatched (AVX) ones.
                     let (mut xb, mut gb) = (vec![0.0; o], vec![0.0; o]);
-                    let base = crate::simd::with_base4(CategoricalStep {
+                    let base = crate::simd::with_base(CategoricalStep {
                         p: &p,
                         x: &x,
                         g: &g,
@@ -702,6 +707,32 @@ pub(crate) mod tests {
                     assert_eq!(base.to_bits(), value.to_bits());
                     assert!(xb.iter().zip(&xn).all(|(a, b)| a.to_bits() == b.to_bits()));
                     assert!(gb.iter().zip(&gn).all(|(a, b)| a.to_bits() == b.to_bits()));
+                    // The same for the f32 step (eight lanes).
+                    let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+                    let (p32, x32, g32) = (f(&p), f(&x), f(&g));
+                    let (b32, a32) = (beta as f32, alpha as f32);
+                    let mut out = [(); 2].map(|_| (vec![0.0f32; o], vec![0.0f32; o]));
+                    let mut values = [0.0f64; 2];
+                    for (k, (xn, gn)) in out.iter_mut().enumerate() {
+                        let step = CategoricalStep {
+                            p: &p32,
+                            x: &x32,
+                            g: &g32,
+                            beta: b32,
+                            alpha: a32,
+                            excess,
+                            xn,
+                            gn,
+                        };
+                        values[k] = if k == 0 {
+                            crate::simd::with_lanes(step)
+                        } else {
+                            crate::simd::with_base(step)
+                        }
+                        .unwrap();
+                    }
+                    assert_eq!(values[0].to_bits(), values[1].to_bits());
+                    assert_eq!(out[0], out[1]);
                 }
             }
         }

@@ -9,16 +9,12 @@
 //! changes the result only where two probe values agree to about 1e-6 and their starts lead to
 //! different local maxima.
 
+use super::moments::categorical_step;
 use super::zeig::ShiftedIterate;
-use crate::simd::{Lanes8, WithLanes8};
-
-/// Lanes of the f32 loops ([`Lanes8`]); the sums keep two such accumulators, so that the loops
-/// are not bound by the latency of the additions.
-const L: usize = 8;
 
 /// The f32 iterate of the fixed-shift power method on the categorical K (`excess` false) or
-/// sym(K − C⊗C) (true): x, g = T x³ and the candidate xn, gn (as
-/// [`super::moments::categorical_step`], in f32).
+/// sym(K − C⊗C) (true): x, g = T x³ and the candidate xn, gn of
+/// [`super::moments::categorical_step`] in f32 (eight lanes per AVX register).
 pub(crate) struct CategoricalProbe {
     p: Vec<f32>,
     excess: bool,
@@ -77,17 +73,15 @@ impl CategoricalProbe {
 
 impl ShiftedIterate for CategoricalProbe {
     fn candidate(&mut self, beta: f64, alpha: f64) -> Option<f64> {
-        let step = Step {
-            p: &self.p,
-            x: &self.x,
-            g: &self.g,
-            beta: beta as f32,
-            alpha: alpha as f32,
-            excess: self.excess,
-            xn: &mut self.xn,
-            gn: &mut self.gn,
-        };
-        crate::simd::with_lanes8(step)
+        categorical_step(
+            &self.p,
+            [&self.x, &self.g],
+            beta as f32,
+            alpha as f32,
+            self.excess,
+            &mut self.xn,
+            &mut self.gn,
+        )
     }
 
     fn accept(&mut self) {
@@ -96,124 +90,9 @@ impl ShiftedIterate for CategoricalProbe {
     }
 }
 
-/// One f32 step: xn = (βg + αx)/‖βg + αx‖, gn = T xn³ (three passes, as the f64 step).
-struct Step<'a> {
-    p: &'a [f32],
-    x: &'a [f32],
-    g: &'a [f32],
-    beta: f32,
-    alpha: f32,
-    excess: bool,
-    xn: &'a mut [f32],
-    gn: &'a mut [f32],
-}
-
-impl WithLanes8 for Step<'_> {
-    type Output = Option<f64>;
-    #[inline(always)]
-    fn run<V: Lanes8>(self) -> Option<f64> {
-        let Step {
-            p,
-            x,
-            g,
-            beta,
-            alpha,
-            excess,
-            xn,
-            gn,
-        } = self;
-        let o = p.len();
-        let (x, g, xn, gn) = (&x[..o], &g[..o], &mut xn[..o], &mut gn[..o]);
-        let body = o - o % (2 * L);
-        let total = |s: [V; 2], t: f32| (s[0] + s[1]).sum() + t;
-        let (beta8, alpha8) = (V::splat(beta), V::splat(alpha));
-        // βg + αx, its squared norm and pᵀ(βg + αx).
-        let (mut n2, mut s1) = ([V::splat(0.0); 2], [V::splat(0.0); 2]);
-        for (((xn, g), x), p) in xn[..body]
-            .chunks_exact_mut(2 * L)
-            .zip(g.chunks_exact(2 * L))
-            .zip(x.chunks_exact(2 * L))
-            .zip(p.chunks_exact(2 * L))
-        {
-            for h in 0..2 {
-                let i = h * L;
-                let v = beta8 * V::load(&g[i..]) + alpha8 * V::load(&x[i..]);
-                v.store(&mut xn[i..]);
-                n2[h] = n2[h] + v * v;
-                s1[h] = s1[h] + V::load(&p[i..]) * v;
-            }
-        }
-        let (mut n2t, mut s1t) = (0.0f32, 0.0f32);
-        for k in body..o {
-            let v = beta * g[k] + alpha * x[k];
-            xn[k] = v;
-            n2t += v * v;
-            s1t += p[k] * v;
-        }
-        let n = total(n2, n2t).sqrt();
-        if !(n.is_finite() && n > 0.0) {
-            return None;
-        }
-        let inv = 1.0 / n;
-        let xb = total(s1, s1t) * inv;
-        // w = x − x̄: Σ p w², Σ p w³, Σ p w⁴, and gn = p w³ before the rank-one terms.
-        let (inv8, xb8) = (V::splat(inv), V::splat(xb));
-        let zero = [V::splat(0.0); 2];
-        let (mut m2, mut m3, mut m4) = (zero, zero, zero);
-        for ((xn, gn), p) in xn[..body]
-            .chunks_exact_mut(2 * L)
-            .zip(gn.chunks_exact_mut(2 * L))
-            .zip(p.chunks_exact(2 * L))
-        {
-            for h in 0..2 {
-                let i = h * L;
-                let v = V::load(&xn[i..]) * inv8;
-                v.store(&mut xn[i..]);
-                let w = v - xb8;
-                let pw2 = V::load(&p[i..]) * (w * w);
-                let t = pw2 * w;
-                t.store(&mut gn[i..]);
-                m2[h] = m2[h] + pw2;
-                m3[h] = m3[h] + t;
-                m4[h] = m4[h] + t * w;
-            }
-        }
-        let (mut m2t, mut m3t, mut m4t) = (0.0f32, 0.0f32, 0.0f32);
-        for k in body..o {
-            let v = xn[k] * inv;
-            xn[k] = v;
-            let w = v - xb;
-            let pw2 = p[k] * (w * w);
-            let t = pw2 * w;
-            gn[k] = t;
-            m2t += pw2;
-            m3t += t;
-            m4t += t * w;
-        }
-        let (m2, m3, m4) = (total(m2, m2t), total(m3, m3t), total(m4, m4t));
-        // gn −= p (m3 + q w): K x³ (q = 0) or (K − C⊗C) x³ (q = Σ p w²).
-        let q = if excess { m2 } else { 0.0 };
-        let (m3_8, q8) = (V::splat(m3), V::splat(q));
-        let body = o - o % L;
-        for ((gn, p), xn) in gn[..body]
-            .chunks_exact_mut(L)
-            .zip(p.chunks_exact(L))
-            .zip(xn.chunks_exact(L))
-        {
-            let (p8, w) = (V::load(p), V::load(xn) - xb8);
-            (V::load(gn) - (p8 * m3_8 + q8 * (p8 * w))).store(gn);
-        }
-        for k in body..o {
-            gn[k] -= p[k] * m3 + q * (p[k] * (xn[k] - xb));
-        }
-        Some(f64::from(m4 - q * m2))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::theory::moments::categorical_step;
     use crate::theory::moments::tests::softmax;
 
     /// The f32 steps follow the f64 steps ([`categorical_step`]) to f32 accuracy, from unit and
@@ -248,23 +127,7 @@ mod tests {
                         let want =
                             categorical_step(&p, [&x, &g], beta, alpha, excess, &mut xn, &mut gn)
                                 .unwrap();
-                        // The baseline lanes give the bits of the dispatched (AVX) ones.
-                        let (mut xb, mut gb) = (vec![0.0f32; o], vec![0.0f32; o]);
-                        let base = crate::simd::with_base8(Step {
-                            p: &probe.p,
-                            x: &probe.x,
-                            g: &probe.g,
-                            beta: beta as f32,
-                            alpha: alpha as f32,
-                            excess,
-                            xn: &mut xb,
-                            gn: &mut gb,
-                        })
-                        .unwrap();
                         let got = probe.candidate(beta, alpha).unwrap();
-                        assert_eq!(base.to_bits(), got.to_bits());
-                        assert_eq!(xb, probe.xn);
-                        assert_eq!(gb, probe.gn);
                         probe.accept();
                         assert!(
                             (got - want).abs() <= 1e-5 * want.abs().max(value.abs()),

@@ -256,10 +256,11 @@ struct EigenvectorSums<'a> {
     root: Root,
 }
 
-impl crate::simd::WithLanes4 for EigenvectorSums<'_> {
+impl crate::simd::WithLanes for EigenvectorSums<'_> {
+    type Elem = f64;
     type Output = [f64; 2];
     #[inline(always)]
-    fn run<V: crate::simd::Lanes4>(self) -> [f64; 2] {
+    fn run<V: crate::simd::Lanes<Elem = f64>>(self) -> [f64; 2] {
         let EigenvectorSums { d, z, v, root } = self;
         let n = d.len();
         let body = n - n % 8;
@@ -448,7 +449,7 @@ impl RankOne {
             .iter()
             .map(|r| {
                 // q_j = z_j/(d_j − x): ‖q‖² and qᵀv in one pass.
-                let [n2, qv] = crate::simd::with_lanes4(EigenvectorSums {
+                let [n2, qv] = crate::simd::with_lanes(EigenvectorSums {
                     d: &d,
                     z: &z,
                     v: &va,

@@ -379,9 +379,11 @@ fn head_spectra(o: usize) -> LayerSpectra {
     }
 }
 
-/// Whether `ls` are the head's spectra ([`head_spectra`]) for O = `o`: ΔᵀΔ = I_O, Hd = 0.
+/// Whether `ls` are the head's spectra ([`head_spectra`]) for O = `o`: ΔᵀΔ and Γ with O
+/// eigenvalues 1 each, Hd = 0.
 fn is_head_spectra(ls: &LayerSpectra, o: usize) -> bool {
-    ls.u.len() == o && ls.u.0.iter().all(|r| r.0 == 1.0) && ls.v.is_empty()
+    let ones = |r: &Runs| r.len() == o && r.0.iter().all(|r| r.0 == 1.0);
+    ones(&ls.u) && ls.v.is_empty() && ls.gamma.as_ref().is_some_and(ones)
 }
 
 /// A layer's spectra before the eigenvalues of its Gram matrices are known: those of ΔᵀΔ,
@@ -530,7 +532,7 @@ fn tensor_bounds(sp: &Spectrum, eig_c: &Runs, ls: &LayerSpectra, s2: f64, s4: f6
         gram_size: ls.gram_size,
         ..Default::default()
     };
-    if ls.gamma.is_some() && sp.extremes.is_some() && is_head_spectra(ls, o) {
+    if sp.extremes.is_some() && is_head_spectra(ls, o) {
         // The head of a partial categorical spectrum: Ruhe with Δ = I pairs every eigenvalue
         // with 1 (C and M have at most O − 1 positive ones), which sums to the traces.
         (t.ruhe_fisher_lo, t.ruhe_fisher_hi) = (s2 * sp.trace_c, s2 * sp.trace_c);
@@ -680,6 +682,73 @@ mod tests {
                     got.get(k),
                     want.get(k)
                 );
+            }
+        }
+    }
+
+    /// The head's Thm C.1 terms from tr C and tr M (partial spectra) only for the head: a
+    /// hidden layer with ΔᵀΔ = I exactly but Γ ≠ I (Hadamard columns of ±1/4) needs the
+    /// extremes like any other, and a partial spectrum with fewer is refused.
+    #[test]
+    fn partial_spectra_take_the_trace_shortcut_only_for_the_head() {
+        let o = 8;
+        let h: Vec<f64> = (0..o)
+            .map(|a| 0.3 * a as f64 - 0.02 * (a * a) as f64)
+            .collect();
+        let fam = crate::Family::from_name("categorical", 1.0).unwrap();
+        let p = fam.as_dyn().eta(&h);
+        let part = Spectrum::with_extremes(fam.as_dyn(), &p, 0).unwrap();
+        assert!(part.extremes.is_some() && part.eig_c.iter().any(|v| v.is_nan()));
+        let full = Spectrum::new(fam.as_dyn(), &p).unwrap();
+        // Sylvester's Hadamard matrix of order 16, columns 0..8, scaled to unit columns.
+        let hadamard = Array2::from_shape_fn((16, o), |(j, a)| {
+            if (j & a).count_ones() % 2 == 0 {
+                0.25
+            } else {
+                -0.25
+            }
+        });
+        let hd = Array2::<f64>::zeros((16, o));
+        let act = ndarray::Array1::from_elem(3, 0.5);
+        fn layer<'a>(
+            head: bool,
+            delta: ArrayView2<'a, f64>,
+            hd: ArrayView2<'a, f64>,
+            act: &'a ndarray::Array1<f64>,
+        ) -> LayerData<'a> {
+            LayerData {
+                delta,
+                hd,
+                layer_input: act.view(),
+                head,
+            }
+        }
+        let hidden = [layer(false, hadamard.view(), hd.view(), &act)];
+        assert!(input_theory(&part, &hidden).is_err());
+        assert!(input_theory(&full, &hidden).is_ok());
+        // The head (declared, or recognised from Δ = I): the same bounds from either spectrum.
+        let (eye, zeros) = (Array2::<f64>::eye(o), Array2::<f64>::zeros((o, o)));
+        for head in [true, false] {
+            let l = [layer(head, eye.view(), zeros.view(), &act)];
+            let (a, b) = (
+                input_theory(&part, &l).unwrap(),
+                input_theory(&full, &l).unwrap(),
+            );
+            for (x, y) in [
+                (a.layers[0].weight, b.layers[0].weight),
+                (a.layers[0].bias, b.layers[0].bias),
+            ] {
+                assert!(x.ruhe && y.ruhe);
+                for (u, v) in [
+                    (x.ruhe_fisher_lo, y.ruhe_fisher_lo),
+                    (x.ruhe_fisher_hi, y.ruhe_fisher_hi),
+                    (x.ruhe_var1_lo, y.ruhe_var1_lo),
+                    (x.ruhe_var1_hi, y.ruhe_var1_hi),
+                    (x.ruhe_var2_lo, y.ruhe_var2_lo),
+                    (x.ruhe_var2_hi, y.ruhe_var2_hi),
+                ] {
+                    assert!((u - v).abs() <= 1e-14 * v.abs().max(1e-300), "{u} vs {v}");
+                }
             }
         }
     }

@@ -148,7 +148,16 @@ pub(crate) fn categorical_step<T: Real>(
 /// Σ p w³ = p_a(1 − p_a)(1 − 2p_a), Σ p w⁴ = p_a(1 − p_a)⁴ + (1 − p_a)p_a⁴, and
 /// g_b = p_b (w_b³ − Σ p w³ − q w_b) with q = Σ p w² (excess) or 0 (as [`categorical_step`]).
 pub(crate) fn categorical_unit(p: &[f64], a: usize, excess: bool, g: &mut [f64]) -> f64 {
-    let pa = p[a];
+    let [c, ga, value] = categorical_unit_terms(p[a], excess);
+    for (g, p) in g.iter_mut().zip(p) {
+        *g = p * c;
+    }
+    g[a] = ga;
+    value
+}
+
+/// The scalars of [`categorical_unit`] at p_a: [c, g_a, T\[e_a⁴\]], where g_b = p_b·c off a.
+pub(crate) fn categorical_unit_terms(pa: f64, excess: bool) -> [f64; 3] {
     let qa = 1.0 - pa;
     let m2 = pa * qa;
     let m3 = m2 * (1.0 - 2.0 * pa);
@@ -156,11 +165,7 @@ pub(crate) fn categorical_unit(p: &[f64], a: usize, excess: bool, g: &mut [f64])
     let q = if excess { m2 } else { 0.0 };
     // w_b = −p_a off a: g_b = p_b·c.
     let c = -(pa * pa * pa) - m3 + q * pa;
-    for (g, p) in g.iter_mut().zip(p) {
-        *g = p * c;
-    }
-    g[a] = pa * (qa * qa * qa - m3 - q * qa);
-    m4 - q * m2
+    [c, pa * (qa * qa * qa - m3 - q * qa), m4 - q * m2]
 }
 
 /// The arguments of [`categorical_step`].

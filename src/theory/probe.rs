@@ -9,7 +9,7 @@
 //! changes the result only where two probe values agree to about 1e-6 and their starts lead to
 //! different local maxima.
 
-use super::moments::categorical_step;
+use super::moments::{categorical_step, categorical_unit_terms};
 use super::zeig::ShiftedIterate;
 
 /// The f32 iterate of the fixed-shift power method on the categorical K (`excess` false) or
@@ -41,20 +41,15 @@ impl CategoricalProbe {
     /// Starts at the unit vector e_a: x = e_a, g = T e_a³ by the closed form of
     /// [`super::moments::categorical_unit`]; returns T\[e_a⁴\].
     pub(crate) fn start_unit(&mut self, p: &[f64], a: usize) -> f64 {
-        let pa = p[a];
-        let qa = 1.0 - pa;
-        let m2 = pa * qa;
-        let m3 = m2 * (1.0 - 2.0 * pa);
-        let m4 = pa * qa.powi(4) + qa * pa.powi(4);
-        let q = if self.excess { m2 } else { 0.0 };
-        let c = (-(pa * pa * pa) - m3 + q * pa) as f32;
+        let [c, ga, value] = categorical_unit_terms(p[a], self.excess);
+        let c = c as f32;
         for ((g, x), p) in self.g.iter_mut().zip(&mut self.x).zip(&self.p) {
             *g = p * c;
             *x = 0.0;
         }
-        self.g[a] = (pa * (qa * qa * qa - m3 - q * qa)) as f32;
+        self.g[a] = ga as f32;
         self.x[a] = 1.0;
-        m4 - q * m2
+        value
     }
 
     /// Starts at `x0` (non-zero): x = x0/‖x0‖ and g = T x³ by one step with β = 0, α = 1;

@@ -619,6 +619,8 @@ fn categorical_probes(
     shift: f64,
 ) -> Result<Vec<(f64, usize)>> {
     let beta = if maximize { 1.0 } else { -1.0 };
+    // The tolerance of f32 values: with f64's, rounding alone would fail the trial shifts.
+    let tol = opts.tol.max(PROBE_TOL);
     let mut probe = CategoricalProbe::new(p, excess);
     let mut x = vec![0.0; p.len()];
     let mut out = Vec::with_capacity(starts.len());
@@ -637,8 +639,6 @@ fn categorical_probes(
                     .ok_or_else(zero_start)?
             }
         };
-        // The tolerance of f32 values: with f64's, rounding alone would fail the trial shifts.
-        let tol = opts.tol.max(PROBE_TOL);
         let run = fixed_shift_run(&mut probe, lambda, beta, tol, opts.probe_iter, shift)?;
         out.push((run.value, i));
     }

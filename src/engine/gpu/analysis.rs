@@ -6,7 +6,8 @@
 use super::accumulate::{AccumPlan, DeviceSums, FLUSH_INPUTS};
 use super::context::GpuContext;
 use super::host::{
-    check_outputs, host_input, input_scalars, input_spectrum, Readback, ReadbackLayout,
+    check_outputs, host_input, input_scalars, input_spectrum, spectrum_extremes, Readback,
+    ReadbackLayout,
 };
 use super::kernels::Staging;
 use super::plan::{choose_batch, sample_chunk, Plan, Sizes, Weights, SAMPLE_CHUNK};
@@ -293,6 +294,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
         &mut timer,
         &mut staging[0],
     )?;
+    let extremes = spectrum_extremes(req);
     for (k, &(start, count)) in batches.iter().enumerate() {
         let (plan, accum) = plan_for(count);
         let layout = ReadbackLayout::new(plan, model, count, what);
@@ -303,7 +305,7 @@ fn accumulate_timed(req: &Request<'_>) -> Result<(Accumulator, PhaseTimes, Strin
             .into_par_iter()
             .map(|i| {
                 let t = std::time::Instant::now();
-                input_spectrum(req, &data, i, needs.spectra).map(|s| (s, t.elapsed().as_secs_f64()))
+                input_spectrum(req, &data, i, extremes).map(|s| (s, t.elapsed().as_secs_f64()))
             })
             .collect::<Result<_>>()?;
         let spectra: Vec<Option<Spectrum>> = spectra

@@ -164,24 +164,35 @@ const GPU_RATE_HINT: &str = " or leave the range of the GPU engine's f32 sampler
                              2^20); use --engine cpu, which accepts log-rates up to 80";
 
 /// The spectral quantities of input `i` of the batch from its output h (MATH §5, §7), when the
-/// keys need them (`spectra`, [`crate::engine::Needs::spectra`]).
+/// keys need them: `extremes` is None without spectra ([`crate::engine::Needs::spectra`]), else
+/// the extreme eigenvalues of C and M to compute ([`spectrum_extremes`]).
 pub fn input_spectrum(
     req: &Request<'_>,
     data: &BatchData,
     i: usize,
-    spectra: bool,
+    extremes: Option<usize>,
 ) -> Result<Option<Spectrum>> {
-    if !spectra {
+    let Some(extremes) = extremes else {
         return Ok(None);
-    }
+    };
     let o = req.model.output_dim();
     let h = to_f64(&data.h[i * o..(i + 1) * o]);
-    let extremes = if req.needs().tensor_bounds {
-        crate::theory::trace_bound_extremes(&req.model.widths())
-    } else {
-        0
-    };
     Spectrum::with_extremes(req.family, &req.family.eta(&h), extremes).map(Some)
+}
+
+/// The `extremes` argument of [`input_spectrum`] for a request (once per run): None without
+/// spectra; the widest hidden layer with per-tensor bounds, which pair the eigenvalues of C and
+/// M with Gram matrices of that rank at most ([`crate::theory::trace_bound_extremes`]); 0
+/// (only the scalars) without them.
+pub fn spectrum_extremes(req: &Request<'_>) -> Option<usize> {
+    let needs = req.needs();
+    needs.spectra.then(|| {
+        if needs.tensor_bounds {
+            crate::theory::trace_bound_extremes(&req.model.widths())
+        } else {
+            0
+        }
+    })
 }
 
 /// The per-input scalars of the bound channels (constants without a spectrum).

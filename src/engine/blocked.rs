@@ -18,7 +18,8 @@
 //!
 //! The two chain buffers hold one chunk, `CHUNK · n_l · n_m` values each: about 25 MB per
 //! worker for 784-512-256-128-10, whose block of 256 inputs peaks at 118 MB of resident memory
-//! with two threads, outputs included.
+//! with two threads, outputs included. A worker keeps them (and the squares' buffer) from one
+//! chunk to the next (`ChainBuffers`) instead of allocating and zeroing them per chunk.
 
 use super::cpu::Derivatives;
 use crate::family::ExpFamily;
@@ -71,9 +72,16 @@ pub fn block_derivatives(
     };
     let chunks: Vec<Vec<Derivatives>> = (0..b.div_ceil(CHUNK))
         .into_par_iter()
-        .map(|c| {
+        .map_init(ChainBuffers::default, |bufs, c| {
             let rows = c * CHUNK..((c + 1) * CHUNK).min(b);
-            chunk_derivatives(model, &weights, family, xs.slice(s![rows, ..]), hessian)
+            chunk_derivatives(
+                model,
+                &weights,
+                family,
+                xs.slice(s![rows, ..]),
+                hessian,
+                bufs,
+            )
         })
         .collect();
     chunks.into_iter().flatten().collect()
@@ -83,6 +91,24 @@ pub fn block_derivatives(
 struct Weights {
     w: Vec<Array2<f64>>,
     wt: Vec<Array2<f64>>,
+}
+
+/// The chain's work buffers (`CHUNK · n_l · n_m` values each, megabytes), kept from one chunk
+/// to the next of a worker instead of being allocated, faulted in and zeroed per chunk.
+#[derive(Default)]
+struct ChainBuffers {
+    t: Vec<f64>,
+    next: Vec<f64>,
+    sq: Vec<f64>,
+}
+
+/// The first `len` values of `buf`, grown if needed (never shrunk, so that a worker zeroes
+/// each buffer once); their previous contents are left (the caller overwrites them).
+fn sized(buf: &mut Vec<f64>, len: usize) -> &mut [f64] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// `dst (= or +=) lhs · rhs`, sequential.
@@ -97,6 +123,7 @@ fn chunk_derivatives(
     family: &dyn ExpFamily,
     xs: ArrayView2<f64>,
     hessian: bool,
+    bufs: &mut ChainBuffers,
 ) -> Vec<Derivatives> {
     let layers = model.layers();
     let nl = layers.len();
@@ -202,8 +229,11 @@ fn chunk_derivatives(
             let nm0 = w[l + 2];
             // B_{l→l+1}ᵀ[x] = diag(σ'_l[x]) W_{l+1}ᵀ; the padding rows stay zero.
             let wt_next = weights.wt[l + 1].as_slice().expect("standard layout");
-            let mut t = vec![0.0; CHUNK * n * nm0];
-            for (x, block) in t.chunks_exact_mut(n * nm0).take(k).enumerate() {
+            let mut t = std::mem::take(&mut bufs.t);
+            let mut next = std::mem::take(&mut bufs.next);
+            let (filled, padding) = sized(&mut t, CHUNK * n * nm0).split_at_mut(k * n * nm0);
+            padding.fill(0.0);
+            for (x, block) in filled.chunks_exact_mut(n * nm0).enumerate() {
                 for (u, row) in block.chunks_exact_mut(nm0).enumerate() {
                     let su = s1[l][x * n + u];
                     for (dst, wv) in row.iter_mut().zip(&wt_next[u * nm0..(u + 1) * nm0]) {
@@ -211,7 +241,10 @@ fn chunk_derivatives(
                     }
                 }
             }
-            let mut sq = vec![0.0; n * w[l + 2..nl].iter().max().copied().unwrap_or(0)];
+            let sq = sized(
+                &mut bufs.sq,
+                n * w[l + 2..nl].iter().max().copied().unwrap_or(0),
+            );
             for m in l + 1..nl - 1 {
                 let nm = w[m + 1];
                 // Hd_l[x]ᵀ (O × n) += C_m[x]ᵀ (O × n_m) · (B_{l→m}[x] ⊙ B_{l→m}[x]) (n_m × n).
@@ -245,16 +278,20 @@ fn chunk_derivatives(
                 if step {
                     // B_{l→m+1}ᵀ = (B_{l→m}ᵀ diag(σ'_m)) W_{m+1}ᵀ, over all the chunk's rows.
                     let nn = w[m + 2];
-                    let mut next = vec![0.0; CHUNK * n * nn];
                     gemm(
-                        MatMut::from_row_major_slice_mut(&mut next, CHUNK * n, nn),
+                        MatMut::from_row_major_slice_mut(
+                            sized(&mut next, CHUNK * n * nn),
+                            CHUNK * n,
+                            nn,
+                        ),
                         Accum::Replace,
-                        MatRef::from_row_major_slice(&t, CHUNK * n, nm),
+                        MatRef::from_row_major_slice(&t[..CHUNK * n * nm], CHUNK * n, nm),
                         MatRef::from_column_major_slice(weight(m + 1), nm, nn),
                     );
-                    t = next;
+                    std::mem::swap(&mut t, &mut next);
                 }
             }
+            (bufs.t, bufs.next) = (t, next);
         }
     }
 

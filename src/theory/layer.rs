@@ -190,6 +190,35 @@ fn gram(m: ArrayView2<f64>) -> Vec<f64> {
     m.t().dot(&m).iter().copied().collect()
 }
 
+/// m mᵀ (n×n for m n×O): its lower triangle by faer's triangular product (half the
+/// multiply-adds of the full product, sequential), mirrored.
+fn row_gram(m: ArrayView2<f64>) -> Array2<f64> {
+    let (n, o) = m.dim();
+    let rows = m.as_standard_layout();
+    let src = rows.as_slice().expect("standard layout");
+    let mut g = vec![0.0; n * n];
+    if n > 0 && o > 0 {
+        let mr = faer::MatRef::from_row_major_slice(src, n, o);
+        faer::linalg::matmul::triangular::matmul(
+            faer::MatMut::from_row_major_slice_mut(&mut g, n, n),
+            faer::linalg::matmul::triangular::BlockStructure::TriangularLower,
+            faer::Accum::Replace,
+            mr,
+            faer::linalg::matmul::triangular::BlockStructure::Rectangular,
+            mr.transpose(),
+            faer::linalg::matmul::triangular::BlockStructure::Rectangular,
+            1.0,
+            faer::Par::Seq,
+        );
+        for i in 0..n {
+            for j in 0..i {
+                g[j * n + i] = g[i * n + j];
+            }
+        }
+    }
+    Array2::from_shape_vec((n, n), g).expect("n × n")
+}
+
 /// G_S restricted to the symmetric subspace of R^{O²} ((O(O+1)/2)², row-major): with the
 /// coordinates w_(ab) = s_ab Δ_a Δ_b (a ≤ b; s_aa = 1, s_ab = √2), the entry
 /// G_(ab),(cd) = s_ab s_cd Σ_j Δ_ja Δ_jb Δ_jc Δ_jd depends on (ab),(cd) only through the
@@ -333,7 +362,7 @@ fn gram_eig(m: ArrayView2<f64>, mmt: Option<&Array2<f64>>) -> Eig {
     if n < o {
         let g: Vec<f64> = match mmt {
             Some(p) => p.iter().copied().collect(),
-            None => m.dot(&m.t()).iter().copied().collect(),
+            None => row_gram(m).into_raw_vec_and_offset().0,
         };
         Eig::Solve(n, g)
     } else {
@@ -427,7 +456,7 @@ fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> PendingSpectr
     let gram_size = n.min(sym);
     // ΔΔᵀ (n × n) serves both the spectrum of ΔᵀΔ (when n < O) and Γ = (ΔΔᵀ)∘² (when
     // n ≤ O(O+1)/2, which n < O implies): formed once.
-    let ddt = (n < o && n <= RUHE_MAX_SIZE).then(|| delta.dot(&delta.t()));
+    let ddt = (n < o && n <= RUHE_MAX_SIZE).then(|| row_gram(delta));
     let u = gram_eig(delta, ddt.as_ref());
     let v = gram_eig(hd, None);
     let norms2: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
@@ -437,7 +466,7 @@ fn general_spectra(delta: ArrayView2<f64>, hd: ArrayView2<f64>) -> PendingSpectr
     let gamma = if gram_size > RUHE_MAX_SIZE {
         None
     } else if n <= sym {
-        let p = ddt.unwrap_or_else(|| delta.dot(&delta.t()));
+        let p = ddt.unwrap_or_else(|| row_gram(delta));
         Some(Eig::Solve(n, p.iter().map(|v| v * v).collect()))
     } else {
         Some(Eig::Solve(sym, sym_gram(delta)))
@@ -776,6 +805,34 @@ mod tests {
             matrix(3, 4, 1).view(),
             Array2::zeros((3, 4)).view()
         ));
+    }
+
+    /// The triangular product m mᵀ against ndarray's full product: equal to rounding, exactly
+    /// symmetric, for standard and transposed layouts and empty shapes.
+    #[test]
+    fn row_gram_matches_the_full_product() {
+        for (n, o, seed) in [
+            (1, 1, 1),
+            (3, 12, 2),
+            (64, 1000, 3),
+            (17, 5, 4),
+            (0, 4, 5),
+            (4, 0, 6),
+        ] {
+            let m = matrix(n, o, seed);
+            let want = m.dot(&m.t());
+            let scale = m.iter().map(|v| v * v).sum::<f64>().max(1e-300);
+            for got in [row_gram(m.view()), row_gram(m.t().to_owned().t())] {
+                assert_eq!(got.dim(), (n, n));
+                for ((i, j), v) in got.indexed_iter() {
+                    assert!(
+                        (v - want[[i, j]]).abs() <= 1e-14 * scale,
+                        "{n}×{o} ({i}, {j})"
+                    );
+                    assert_eq!(v.to_bits(), got[[j, i]].to_bits());
+                }
+            }
+        }
     }
 
     /// The fourth-moment construction of G_S against the previous outer-product sum.

@@ -28,7 +28,22 @@ const GEMM_ROWS: usize = 64;
 
 /// The per-unit factor s(x)·base_j(x) of a channel for one input.
 fn unit_factor(stats: &InputStats, layer: usize, j: usize, c: &Channel) -> f64 {
-    stats.scalars[c.scalar as usize] * stats.units[layer].bases[[c.base.index(), j]]
+    stats.scalars[c.scalar as usize] * stats.units[layer].get(c.base, j)
+}
+
+/// [`unit_factor`] of every unit of a layer (`n_out` of them), appended to `out`.
+fn unit_factors_into(
+    out: &mut Vec<f64>,
+    stats: &InputStats,
+    layer: usize,
+    n_out: usize,
+    c: &Channel,
+) {
+    let s = stats.scalars[c.scalar as usize];
+    match stats.units[layer].base(c.base) {
+        Some(base) => out.extend(base.iter().map(|b| s * b)),
+        None => out.extend((0..n_out).map(|_| s * 0.0)),
+    }
 }
 
 /// a^p by repeated squaring: the operations of `f64::powi` (so the same bits), inlined for
@@ -311,20 +326,21 @@ impl Accumulator {
             .map(|(l, (layer, a))| {
                 let n_out = layer.stats.n_out;
                 let unit_factors = |on: bool, c: &Channel| -> Vec<f64> {
+                    let mut f = Vec::new();
                     if on {
-                        (0..n_out).map(|j| unit_factor(stats, l, j, c)).collect()
-                    } else {
-                        Vec::new()
+                        unit_factors_into(&mut f, stats, l, n_out, c);
                     }
+                    f
                 };
                 let factors = self
                     .groups
                     .iter()
                     .map(|(_, chans)| {
-                        chans
-                            .iter()
-                            .flat_map(|(_, c)| (0..n_out).map(move |j| unit_factor(stats, l, j, c)))
-                            .collect()
+                        let mut f = Vec::with_capacity(chans.len() * n_out);
+                        for (_, c) in chans {
+                            unit_factors_into(&mut f, stats, l, n_out, c);
+                        }
+                        f
                     })
                     .collect();
                 PendingInput {

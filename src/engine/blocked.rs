@@ -192,22 +192,15 @@ fn chunk_derivatives(
             Some(g) => &g[x * o * n..(x + 1) * o * n],
             None => weight(l + 1),
         };
-        let mut d = vec![0.0; CHUNK * o * n];
-        let mut c = if hessian {
-            vec![0.0; CHUNK * o * n]
-        } else {
-            Vec::new()
-        };
+        // Written in order (no zero fill first): Δ_lᵀ = G_l·diag(σ'_l), C_lᵀ = G_l·diag(σ''_l).
+        let mut d = Vec::with_capacity(CHUNK * o * n);
+        let mut c = Vec::with_capacity(if hessian { CHUNK * o * n } else { 0 });
         for x in 0..CHUNK {
             let (sd1, sd2) = (&s1[l][x * n..(x + 1) * n], &s2[l][x * n..(x + 1) * n]);
-            for (row, gr) in (x * o..(x + 1) * o).zip(g(x).chunks_exact(n)) {
-                for (j, (dst, gv)) in d[row * n..(row + 1) * n].iter_mut().zip(gr).enumerate() {
-                    *dst = sd1[j] * gv;
-                }
+            for gr in g(x).chunks_exact(n) {
+                d.extend(sd1.iter().zip(gr).map(|(s, gv)| s * gv));
                 if hessian {
-                    for (j, (dst, gv)) in c[row * n..(row + 1) * n].iter_mut().zip(gr).enumerate() {
-                        *dst = sd2[j] * gv;
-                    }
+                    c.extend(sd2.iter().zip(gr).map(|(s, gv)| s * gv));
                 }
             }
         }
@@ -296,13 +289,12 @@ fn chunk_derivatives(
     }
 
     // Per input, in the layout of `cpu::derivatives` (n_l × O).
+    // Gathered row by row of the output (no zero fill, sequential writes).
     let transposed = |buf: &[f64], x: usize, n: usize| {
         let blk = &buf[x * o * n..(x + 1) * o * n];
-        let mut out = vec![0.0; n * o];
-        for (a, src) in blk.chunks_exact(n).enumerate() {
-            for (j, &v) in src.iter().enumerate() {
-                out[j * o + a] = v;
-            }
+        let mut out = Vec::with_capacity(n * o);
+        for j in 0..n {
+            out.extend((0..o).map(|a| blk[a * n + j]));
         }
         Array2::from_shape_vec((n, o), out).expect("n × O values")
     };

@@ -7,7 +7,7 @@
 
 use super::accumulate::{Accumulator, Prepared};
 use super::blocked;
-use super::channels::{constant_scalars, sample_var_var, scalars_of, Base, NUM_BASES};
+use super::channels::{constant_scalars, sample_var_var, scalars_of, Base};
 pub use super::stats::{InputStats, UnitStats};
 use super::{validate, AnalysisOptions, Needs, Request};
 use crate::family::{ExpFamily, Label};
@@ -230,7 +230,7 @@ pub(crate) fn input_stats(
             // read (they may not be formed).
             let is_head = l == head;
             let n = if is_head { d.h.len() } else { delta.nrows() };
-            let mut bases = Array2::zeros((NUM_BASES, n));
+            let mut bases = UnitStats::zeros(n, want);
             // The head's Δ_L = I and Hd_L = 0 (O × O): its products are rᵀ, 0 and r_data,
             // the same values without the O² · N work.
             let score_sq = r.as_ref().map(|r| {
@@ -255,29 +255,32 @@ pub(crate) fn input_stats(
             let ef = r_data
                 .as_ref()
                 .map(|rd| if is_head { rd.clone() } else { delta.dot(rd) });
+            // q_j = C[Δ_j, Δ_j] of every unit at once, when a base reads it (Q, and the
+            // negative Hessian's mean).
+            let q_all =
+                (want(Base::Q) || (want(Base::NegHessMean) && hess_r.is_some())).then(|| {
+                    if is_head {
+                        (0..n).map(|j| family.cov_diag(&d.eta, j)).collect()
+                    } else {
+                        let mut q = vec![0.0; n];
+                        let rows = delta.as_standard_layout();
+                        let rows = rows.as_slice().expect("standard layout");
+                        family.cov_quad_rows(&d.eta, rows, &mut q);
+                        q
+                    }
+                });
+            if let (Some(mut row), Some(q)) = (bases.base_mut(Base::Q), &q_all) {
+                row.assign(&ndarray::ArrayView1::from(q.as_slice()));
+            }
             for j in 0..n {
                 let (dj, hj) = if is_head {
                     (&[][..], needs.hessian.then_some(&[][..]))
                 } else {
                     (unit_row(delta, j), needs.hessian.then(|| unit_row(hd, j)))
                 };
-                let mut set = |base: Base, v: &dyn Fn() -> f64| {
-                    if want(base) {
-                        bases[[base.index(), j]] = v();
-                    }
-                };
-                // q once per unit (Q and the negative Hessian's mean read it).
-                let q_once = std::cell::OnceCell::new();
+                let mut set = |base: Base, v: &dyn Fn() -> f64| bases.set_with(base, j, v);
                 // At the head Δ_j = e_j: the families' closed forms (O(1) instead of O(O)).
-                let q = || {
-                    *q_once.get_or_init(|| {
-                        if is_head {
-                            family.cov_diag(&d.eta, j)
-                        } else {
-                            family.cov_quad(&d.eta, dj)
-                        }
-                    })
-                };
+                let q = || q_all.as_ref().expect("q is formed when a base reads it")[j];
                 // ‖Δ_j‖² once per unit (three bases read it); 1 at the head (Δ_j = e_j).
                 let dn2_once = std::cell::OnceCell::new();
                 let dn2 = || {
@@ -290,7 +293,6 @@ pub(crate) fn input_stats(
                     })
                 };
                 let hj = || hj.expect("the Hessian pass ran");
-                set(Base::Q, &q);
                 set(Base::V, &|| {
                     if is_head {
                         family.kurt_excess_diag(&d.eta, j)
@@ -339,7 +341,7 @@ pub(crate) fn input_stats(
                     (dn2() - dsum * dsum / o).max(0.0)
                 });
             }
-            UnitStats { bases }
+            bases
         })
         .collect();
     let theory = match (&spectrum, needs.tensor_bounds) {

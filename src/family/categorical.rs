@@ -51,6 +51,39 @@ impl ExpFamily for Categorical {
         p.iter().zip(u).map(|(p, u)| p * (u - ub).powi(2)).sum()
     }
 
+    fn cov_quad_rows(&self, p: &[f64], rows: &[f64], out: &mut [f64]) {
+        // Four rows side by side: each row gets the operations of `cov_quad`, in its order
+        // (the same bits), with four independent chains of additions in flight.
+        const R: usize = 4;
+        let o = p.len();
+        if o == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let mut blocks = rows.chunks_exact(R * o);
+        let mut outs = out.chunks_exact_mut(R);
+        for (u, q) in (&mut blocks).zip(&mut outs) {
+            let mut ub = [-0.0f64; R];
+            for (a, &pa) in p.iter().enumerate() {
+                for (r, ub) in ub.iter_mut().enumerate() {
+                    *ub += pa * u[r * o + a];
+                }
+            }
+            let mut acc = [-0.0f64; R];
+            for (a, &pa) in p.iter().enumerate() {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let d = u[r * o + a] - ub[r];
+                    *acc += pa * (d * d);
+                }
+            }
+            q.copy_from_slice(&acc);
+        }
+        let rest = blocks.remainder().chunks_exact(o);
+        for (q, u) in outs.into_remainder().iter_mut().zip(rest) {
+            *q = self.cov_quad(p, u);
+        }
+    }
+
     fn kurt_quad(&self, p: &[f64], u: &[f64]) -> f64 {
         let ub = mean(p, u);
         p.iter().zip(u).map(|(p, u)| p * (u - ub).powi(4)).sum()

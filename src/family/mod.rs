@@ -90,6 +90,14 @@ pub trait ExpFamily: sealed::Sealed + Send + Sync + fmt::Debug {
     fn cov_apply(&self, eta: &[f64], u: &[f64]) -> Vec<f64>;
     /// `C[u,u] = E[(uᵀs)²]`.
     fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64;
+    /// [`ExpFamily::cov_quad`] of every row of `rows` (row-major, `eta.len()` columns), into
+    /// `out` (one value per row): the same values as one call per row. Families may override
+    /// it to work on several rows at once.
+    fn cov_quad_rows(&self, eta: &[f64], rows: &[f64], out: &mut [f64]) {
+        for (q, u) in out.iter_mut().zip(rows.chunks_exact(eta.len().max(1))) {
+            *q = self.cov_quad(eta, u);
+        }
+    }
     /// `K[u⁴] = E[(uᵀs)⁴]`.
     fn kurt_quad(&self, eta: &[f64], u: &[f64]) -> f64;
     /// `(K − C⊗C)[u⁴] = Var[(uᵀs)²] ≥ 0`, computed without cancellation.
@@ -214,6 +222,9 @@ impl ExpFamily for Family {
     fn cov_quad(&self, eta: &[f64], u: &[f64]) -> f64 {
         self.as_dyn().cov_quad(eta, u)
     }
+    fn cov_quad_rows(&self, eta: &[f64], rows: &[f64], out: &mut [f64]) {
+        self.as_dyn().cov_quad_rows(eta, rows, out)
+    }
     fn cov_diag(&self, eta: &[f64], j: usize) -> f64 {
         self.as_dyn().cov_diag(eta, j)
     }
@@ -260,6 +271,35 @@ pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
 #[cfg(test)]
 mod diag_tests {
     use super::*;
+
+    /// `cov_quad_rows` gives every row the bits of `cov_quad` (each family, row counts around
+    /// the categorical family's blocks of four, rows with signed zeros and a unit vector).
+    #[test]
+    fn cov_quad_rows_matches_one_row_at_a_time() {
+        for name in Family::NAMES {
+            let family = Family::from_name(name, 0.7).unwrap();
+            for o in [1, 3, 10] {
+                let h: Vec<f64> = (0..o).map(|a| 0.9 * a as f64 - 1.1).collect();
+                let eta = family.eta(&h);
+                for n in [0, 1, 4, 7, 9] {
+                    let mut rows: Vec<f64> = (0..n * o)
+                        .map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0)
+                        .collect();
+                    if n > 1 {
+                        rows[..o].fill(-0.0);
+                        rows[o..2 * o].fill(0.0);
+                        rows[o] = 1.0;
+                    }
+                    let mut got = vec![f64::NAN; n];
+                    family.cov_quad_rows(&eta, &rows, &mut got);
+                    for (j, (g, u)) in got.iter().zip(rows.chunks_exact(o)).enumerate() {
+                        let want = family.cov_quad(&eta, u);
+                        assert_eq!(g.to_bits(), want.to_bits(), "{name} O={o} n={n} row {j}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The closed forms at a unit vector agree with the general contractions at e_j, for
     /// every family and for peaked, flat and ordinary outputs (to 1e-14 of max(1, value): at a

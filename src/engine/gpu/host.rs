@@ -252,8 +252,11 @@ pub fn host_input(
             let nl = d.outputs();
             let b_i = &b[i * NB * nl..(i + 1) * NB * nl];
             Array2::from_shape_vec((NB, nl), to_f64(b_i))
-                .map(|bases| UnitStats { bases })
-                .map_err(|e| Error::Gpu(format!("bases shape: {e}")))
+                .ok()
+                .and_then(UnitStats::from_all)
+                .ok_or_else(|| {
+                    Error::Gpu(format!("bases of {} values, not {NB} × {nl}", b_i.len()))
+                })
         })
         .collect::<Result<_>>()?;
     let stats = InputStats {

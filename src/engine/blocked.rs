@@ -26,7 +26,7 @@ use crate::family::ExpFamily;
 use crate::model::Mlp;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{s, Array1, Array2, ArrayView2};
+use ndarray::{s, Array1, Array2, ArrayView2, CowArray, Ix2};
 use rayon::prelude::*;
 
 /// Inputs per chunk: the unit of parallel work and the row count of every batched product.
@@ -50,6 +50,18 @@ pub fn block_derivatives(
     xs: ArrayView2<f64>,
     hessian: bool,
 ) -> Vec<Derivatives> {
+    block_derivatives_with(&Weights::new(model, hessian), model, family, xs, hessian)
+}
+
+/// [`block_derivatives`] with the weights laid out once ([`Weights::new`] with the same
+/// `hessian`), for an engine that runs many blocks.
+pub(crate) fn block_derivatives_with(
+    weights: &Weights<'_>,
+    model: &Mlp,
+    family: &dyn ExpFamily,
+    xs: ArrayView2<f64>,
+    hessian: bool,
+) -> Vec<Derivatives> {
     assert_eq!(
         xs.ncols(),
         model.input_dim(),
@@ -57,26 +69,18 @@ pub fn block_derivatives(
         xs.ncols(),
         model.input_dim()
     );
+    assert!(
+        !hessian || weights.wt.len() == weights.w.len(),
+        "the Hessian chain needs the transposed weights"
+    );
     let b = xs.nrows();
-    let weights = Weights {
-        w: model
-            .layers()
-            .iter()
-            .map(|d| d.weight.as_standard_layout().into_owned())
-            .collect(),
-        wt: model
-            .layers()
-            .iter()
-            .map(|d| d.weight.t().as_standard_layout().into_owned())
-            .collect(),
-    };
     let chunks: Vec<Vec<Derivatives>> = (0..b.div_ceil(CHUNK))
         .into_par_iter()
         .map_init(ChainBuffers::default, |bufs, c| {
             let rows = c * CHUNK..((c + 1) * CHUNK).min(b);
             chunk_derivatives(
                 model,
-                &weights,
+                weights,
                 family,
                 xs.slice(s![rows, ..]),
                 hessian,
@@ -87,10 +91,32 @@ pub fn block_derivatives(
     chunks.into_iter().flatten().collect()
 }
 
-/// Every layer's weight `W_l` and its transpose, both row-major.
-struct Weights {
-    w: Vec<Array2<f64>>,
+/// Every layer's weight `W_l` row-major (borrowed when the model's already is), and, for the
+/// Hessian chain, its transpose; laid out once per analysis, not per block.
+pub(crate) struct Weights<'a> {
+    w: Vec<CowArray<'a, f64, Ix2>>,
     wt: Vec<Array2<f64>>,
+}
+
+impl<'a> Weights<'a> {
+    /// The layout of `model`'s weights; the transposes only with `hessian`.
+    pub(crate) fn new(model: &'a Mlp, hessian: bool) -> Weights<'a> {
+        let layers = model.layers();
+        Weights {
+            w: layers
+                .iter()
+                .map(|d| d.weight.as_standard_layout())
+                .collect(),
+            wt: if hessian {
+                layers
+                    .iter()
+                    .map(|d| d.weight.t().as_standard_layout().into_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 /// The chain's work buffers (`CHUNK · n_l · n_m` values each, megabytes), kept from one chunk
@@ -119,7 +145,7 @@ fn gemm(dst: MatMut<'_, f64>, accum: Accum, lhs: MatRef<'_, f64>, rhs: MatRef<'_
 /// One chunk of at most [`CHUNK`] inputs, computed as a full chunk (zero padding).
 fn chunk_derivatives(
     model: &Mlp,
-    weights: &Weights,
+    weights: &Weights<'_>,
     family: &dyn ExpFamily,
     xs: ArrayView2<f64>,
     hessian: bool,

@@ -430,10 +430,13 @@ fn accumulate(req: &Request<'_>) -> Result<Accumulator> {
         .sum();
     let fit = (DERIVATIVE_BYTES / per_input.max(1)).max(1);
     let block = opts.batch_size.max(1).min(fit).div_ceil(blocked::CHUNK) * blocked::CHUNK;
+    // The weights' layout for the batched products, once for all blocks.
+    let weights = blocked::Weights::new(req.model, needs.hessian);
     let mut run = || -> Result<()> {
         for start in (0..b).step_by(block) {
             let end = (start + block).min(b);
-            let ds = blocked::block_derivatives(
+            let ds = blocked::block_derivatives_with(
+                &weights,
                 req.model,
                 req.family,
                 req.inputs.slice(ndarray::s![start..end, ..]),

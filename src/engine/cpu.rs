@@ -256,7 +256,7 @@ pub(crate) fn input_stats(
                 .as_ref()
                 .map(|rd| if is_head { rd.clone() } else { delta.dot(rd) });
             // q_j = C[Δ_j, Δ_j] of every unit at once, when a base reads it (Q, and the
-            // negative Hessian's mean).
+            // negative Hessian's mean); at the head Δ_j = e_j: the family's closed form.
             let q_all =
                 (want(Base::Q) || (want(Base::NegHessMean) && hess_r.is_some())).then(|| {
                     if is_head {
@@ -279,7 +279,6 @@ pub(crate) fn input_stats(
                     (unit_row(delta, j), needs.hessian.then(|| unit_row(hd, j)))
                 };
                 let mut set = |base: Base, v: &dyn Fn() -> f64| bases.set_with(base, j, v);
-                // At the head Δ_j = e_j: the families' closed forms (O(1) instead of O(O)).
                 let q = || q_all.as_ref().expect("q is formed when a base reads it")[j];
                 // ‖Δ_j‖² once per unit (three bases read it); 1 at the head (Δ_j = e_j).
                 let dn2_once = std::cell::OnceCell::new();

@@ -119,13 +119,16 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// The chain's work buffers (`CHUNK · n_l · n_m` values each, megabytes), kept from one chunk
-/// to the next of a worker instead of being allocated, faulted in and zeroed per chunk.
+/// The chain's work buffers (`CHUNK · n_l · n_m` values each, megabytes) and the backward
+/// product's, kept from one chunk to the next of a worker instead of being allocated, faulted
+/// in and zeroed per chunk.
 #[derive(Default)]
 struct ChainBuffers {
     t: Vec<f64>,
     next: Vec<f64>,
     sq: Vec<f64>,
+    /// The backward product `G_l` of the chunk (`CHUNK · O · n_l` values).
+    g: Vec<f64>,
 }
 
 /// The first `len` values of `buf`, grown if needed (never shrunk, so that a worker zeroes
@@ -204,15 +207,16 @@ fn chunk_derivatives(
     for l in (0..nl - 1).rev() {
         let (n, np) = (w[l + 1], w[l + 2]);
         // Per input O × n: G_l, or None for the last hidden layer, whose G is W_L itself.
+        // In the worker's buffer (every value overwritten by the product).
         let g = (l + 2 != nl).then(|| {
-            let mut g = vec![0.0; CHUNK * o * n];
+            let g = sized(&mut bufs.g, CHUNK * o * n);
             gemm(
-                MatMut::from_row_major_slice_mut(&mut g, CHUNK * o, n),
+                MatMut::from_row_major_slice_mut(g, CHUNK * o, n),
                 Accum::Replace,
                 MatRef::from_row_major_slice(&dt[l + 1], CHUNK * o, np),
                 MatRef::from_row_major_slice(weight(l + 1), np, n),
             );
-            g
+            &*g
         });
         let g = |x: usize| match &g {
             Some(g) => &g[x * o * n..(x + 1) * o * n],

@@ -6,6 +6,7 @@
 //! empirical Fisher also get a per-entry Welford update in input order (their variance over
 //! inputs). So the result does not depend on how inputs were split into blocks or threads.
 
+use super::blocked::gemm;
 use super::channels::Channel;
 use super::keys::Needs;
 use super::partial::{written_zeros, Groups, LayerStats, Partial, Values, Welford};
@@ -15,8 +16,7 @@ use crate::model::Mlp;
 use crate::report::{Engine, Key, Report, NUM_KEYS};
 use crate::theory::InputTheory;
 use crate::{Error, Result};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, MatMut, MatRef};
 
 use rayon::prelude::*;
 
@@ -214,13 +214,11 @@ impl LayerAcc {
                     .zip(ut.par_chunks(GEMM_ROWS * m))
                     .for_each(|(dst, ut)| {
                         let rows = dst.len() / row;
-                        matmul(
+                        gemm(
                             MatMut::from_row_major_slice_mut(dst, rows, row),
                             Accum::Add,
                             MatRef::from_row_major_slice(ut, rows, m),
                             a,
-                            1.0,
-                            Par::Seq,
                         );
                     });
             });

@@ -140,9 +140,12 @@ fn sized(buf: &mut Vec<f64>, len: usize) -> &mut [f64] {
     &mut buf[..len]
 }
 
-/// `dst (= or +=) lhs · rhs`, sequential.
-fn gemm(dst: MatMut<'_, f64>, accum: Accum, lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) {
+/// `dst (= or +=) lhs · rhs`, sequential, by faer's GEMM; then the upper halves of the
+/// vector registers are cleared ([`crate::simd::clear_upper`]: the scalar code after it would
+/// otherwise run many times slower on some Intel CPUs).
+pub(crate) fn gemm(dst: MatMut<'_, f64>, accum: Accum, lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) {
     matmul(dst, accum, lhs, rhs, 1.0, Par::Seq);
+    crate::simd::clear_upper();
 }
 
 /// One chunk of at most [`CHUNK`] inputs, computed as a full chunk (zero padding).
@@ -521,6 +524,34 @@ mod tests {
             }
         }
         out
+    }
+
+    /// [`gemm`] leaves the upper halves of the vector registers in their initial state, so
+    /// that the scalar code after it runs at full speed (where the CPU reports XINUSE; on CPUs
+    /// whose GEMM kernels leave them dirty, e.g. AVX-512 ones, this fails without the
+    /// `clear_upper` in `gemm`), and the product is right.
+    #[test]
+    fn gemm_leaves_the_upper_halves_clean() {
+        let (m, k, n) = (96, 80, 112);
+        let a: Vec<f64> = (0..m * k).map(|i| (i % 7) as f64 - 3.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i % 5) as f64 - 2.0).collect();
+        let mut c = vec![1.0; m * n];
+        for accum in [Accum::Replace, Accum::Add] {
+            gemm(
+                MatMut::from_row_major_slice_mut(&mut c, m, n),
+                accum,
+                MatRef::from_row_major_slice(&a, m, k),
+                MatRef::from_row_major_slice(&b, k, n),
+            );
+            if let Some(dirty) = crate::simd::upper_in_use() {
+                assert!(!dirty, "the upper halves are in use after gemm");
+            }
+        }
+        // Small integers: the product is exact, and Add doubled it.
+        for (i, j) in [(0, 0), (m - 1, n - 1), (37, 91)] {
+            let want: f64 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+            assert_eq!(c[i * n + j], 2.0 * want, "entry ({i}, {j})");
+        }
     }
 
     /// Every array of every input equals the per-output recursion of `cpu::derivatives` to

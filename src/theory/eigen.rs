@@ -40,9 +40,11 @@ pub fn sym_eigenvalues(n: usize, a: &[f64]) -> Result<Vec<f64>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut e = to_mat(n, a)
+    let e = to_mat(n, a)
         .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|_| no_convergence(n))?;
+        .map_err(|_| no_convergence(n));
+    crate::simd::clear_upper();
+    let mut e = e?;
     e.reverse();
     Ok(e)
 }
@@ -56,7 +58,9 @@ pub fn sym_eigen(n: usize, a: &[f64]) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
     }
     let evd = to_mat(n, a)
         .self_adjoint_eigen(Side::Lower)
-        .map_err(|_| no_convergence(n))?;
+        .map_err(|_| no_convergence(n));
+    crate::simd::clear_upper();
+    let evd = evd?;
     let (u, s) = (evd.U(), evd.S().column_vector());
     let values: Vec<f64> = (0..n).rev().map(|k| s[k]).collect();
     let vectors = (0..n)

@@ -210,6 +210,7 @@ fn row_gram(m: ArrayView2<f64>) -> Array2<f64> {
             1.0,
             faer::Par::Seq,
         );
+        crate::simd::clear_upper();
         for i in 0..n {
             for j in 0..i {
                 g[j * n + i] = g[i * n + j];

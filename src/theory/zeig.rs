@@ -621,6 +621,22 @@ fn categorical_probes(
     let beta = if maximize { 1.0 } else { -1.0 };
     // The tolerance of f32 values: with f64's, rounding alone would fail the trial shifts.
     let tol = opts.tol.max(PROBE_TOL);
+    crate::simd::with_denormals_flushed(|| {
+        categorical_probes_flushed(p, excess, starts, beta, opts.probe_iter, shift, tol)
+    })
+}
+
+/// The body of [`categorical_probes`], run with denormals flushed to zero
+/// ([`crate::simd::with_denormals_flushed`]: the probes only rank the starts).
+fn categorical_probes_flushed(
+    p: &[f64],
+    excess: bool,
+    starts: &Starts,
+    beta: f64,
+    probe_iter: usize,
+    shift: f64,
+    tol: f64,
+) -> Result<Vec<(f64, usize)>> {
     let mut probe = CategoricalProbe::new(p, excess);
     let mut x = vec![0.0; p.len()];
     let mut out = Vec::with_capacity(starts.len());
@@ -639,7 +655,7 @@ fn categorical_probes(
                     .ok_or_else(zero_start)?
             }
         };
-        let run = fixed_shift_run(&mut probe, lambda, beta, tol, opts.probe_iter, shift)?;
+        let run = fixed_shift_run(&mut probe, lambda, beta, tol, probe_iter, shift)?;
         out.push((run.value, i));
     }
     Ok(out)

@@ -5,6 +5,10 @@
 //! reassociates or contracts floating-point operations (no FMA unless asked), so the vector
 //! code performs the same operations in the same order as the baseline code: the results are
 //! bit-identical on every x86-64 CPU, with or without AVX.
+//!
+//! Two CPU states that cost speed, not results, are handled here too: [`clear_upper`] after
+//! faer's AVX-512 kernels (SSE code is slowed while the upper register halves are in use), and
+//! [`with_denormals_flushed`] for the f32 probes (operations on denormals are slow).
 
 /// Runs `f`, compiled for AVX when the CPU has it. `f` should be an `#[inline(always)]`
 /// closure whose hot callees are `#[inline(always)]` too: only code inlined into the AVX
